@@ -1,0 +1,39 @@
+# The README's two set-up commands: `make demo` and `make test`.
+# Both work on a fresh clone of a fresh Debian machine as root.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: test demo bench venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv $(VENV) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y python3-venv || { apt-get update && apt-get install -y python3-venv; }; \
+	    $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed; install Debian package python3-venv"; exit 1; fi; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# Real routers for the tests and the demo: BIRD 2 from Debian.
+system-deps:
+	@command -v bird >/dev/null 2>&1 && command -v birdc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2; }; \
+	  else echo "error: BIRD 2 is missing; install it with: sudo apt-get install bird2"; exit 1; fi; }
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+demo: $(STAMP) system-deps
+	$(PY) -m metallb_bgp.demo
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
