@@ -1,0 +1,130 @@
+"""The slices of Kubernetes core objects that a BGP load balancer reads.
+
+Fields we do not use are ignored (a real Service carries dozens), so any object `kubectl get -o yaml`
+prints loads here. Defaults are the API server's defaults, because manifests in a folder have not been
+through an API server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import Field
+
+from metallb_bgp.api.meta import KubeObject, Lenient
+
+# --- Service -----------------------------------------------------------------------------------------
+
+
+class ServicePort(Lenient):
+    name: str = ""
+    port: int
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    node_port: int | None = None
+
+
+class ServiceSpec(Lenient):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    ports: list[ServicePort] = Field(default_factory=list)
+    selector: dict[str, str] | None = None
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    load_balancer_class: str | None = None
+    load_balancer_ip: str = Field(default="", alias="loadBalancerIP")
+    ip_families: list[Literal["IPv4", "IPv6"]] = Field(default_factory=list)
+    ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
+    cluster_ip: str = Field(default="", alias="clusterIP")
+
+
+class LoadBalancerIngress(Lenient):
+    ip: str = ""
+    hostname: str = ""
+
+
+class LoadBalancerStatus(Lenient):
+    ingress: list[LoadBalancerIngress] = Field(default_factory=list)
+
+
+class ServiceStatus(Lenient):
+    load_balancer: LoadBalancerStatus = Field(default_factory=LoadBalancerStatus)
+
+
+class Service(KubeObject):
+    kind: Literal["Service"]
+    spec: ServiceSpec = Field(default_factory=ServiceSpec)
+    status: ServiceStatus = Field(default_factory=ServiceStatus)
+
+
+# --- EndpointSlice -----------------------------------------------------------------------------------
+
+
+class EndpointConditions(Lenient):
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+
+class Endpoint(Lenient):
+    addresses: list[str] = Field(default_factory=list)
+    conditions: EndpointConditions = Field(default_factory=EndpointConditions)
+    node_name: str | None = None
+
+    @property
+    def is_serving(self) -> bool:
+        """MetalLB's rule: serving if `serving` is true, else if `ready` is unset or true."""
+        if self.conditions.serving is not None:
+            return self.conditions.serving
+        return self.conditions.ready is not False
+
+
+class EndpointSlice(KubeObject):
+    kind: Literal["EndpointSlice"]
+    address_type: str = "IPv4"
+    endpoints: list[Endpoint] | None = None
+
+    @property
+    def service_name(self) -> str:
+        return self.metadata.labels.get("kubernetes.io/service-name", "")
+
+
+# --- Node, Namespace, Secret -------------------------------------------------------------------------
+
+
+class NodeCondition(Lenient):
+    type: str
+    status: str = "Unknown"
+
+
+class NodeStatus(Lenient):
+    conditions: list[NodeCondition] = Field(default_factory=list)
+
+
+class Node(KubeObject):
+    kind: Literal["Node"]
+    status: NodeStatus = Field(default_factory=NodeStatus)
+
+    def condition(self, type_: str) -> str | None:
+        return next((c.status for c in self.status.conditions if c.type == type_), None)
+
+
+class Namespace(KubeObject):
+    kind: Literal["Namespace"]
+
+
+class Secret(KubeObject):
+    kind: Literal["Secret"]
+    type: str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict, repr=False)
+    string_data: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def value(self, key: str) -> str | None:
+        """A key's decoded value (stringData wins, as the API server merges it over data)."""
+        if key in self.string_data:
+            return self.string_data[key]
+        if key not in self.data:
+            return None
+        try:
+            return base64.b64decode(self.data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError(f"data.{key} is not valid base64-encoded UTF-8") from None
