@@ -30,7 +30,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps
-	$(PY) -m metallb_bgp.demo
+	$(PY) examples/demo.py
 
 bench: $(STAMP) system-deps
 	$(PY) -m bench

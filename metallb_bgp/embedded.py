@@ -1,0 +1,181 @@
+"""`metallb-bgp run`: controller and speaker in one process, on a folder of manifests.
+
+This is the embedded default (and `make demo`): no Kubernetes, the folder is the cluster. One loop
+owns the state: it waits for a change set from the folder watcher, recomputes the whole plan (pure),
+persists new IP assignments, and hands the node's peers and desired routes to the ExaBGP engine, which
+sends only the difference. Problems are logged once when they appear and once when they clear, not on
+every reconcile.
+
+Nothing is announced before the folder has been read completely once (the initial sync), and a file
+that stops parsing keeps its last good objects (see `sources.manifests`), so an editor's half-saved file
+never withdraws a route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import structlog
+
+from metallb_bgp.config import Peer
+from metallb_bgp.errors import ObjectError
+from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine
+from metallb_bgp.net import IPAddress
+from metallb_bgp.objects import ServiceKey
+from metallb_bgp.plan import Plan, make_plan
+from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.sources.manifests import ManifestFolder
+from metallb_bgp.state_file import load_state, save_state
+
+log = structlog.get_logger("metallb_bgp.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    manifests: tuple[Path, ...]
+    node_name: str
+    workdir: Path
+    state_file: Path | None = None
+    router_id: IPv4Address | None = None
+    namespace: str = "metallb-system"
+    load_balancer_class: str | None = None
+
+
+def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAddress, ...]]:
+    """IPs already written in the manifests' Service status (as `kubectl get -o yaml` shows them)."""
+    found: dict[ServiceKey, tuple[IPAddress, ...]] = {}
+    for service in snapshot.services:
+        ips = []
+        for ingress in service.status.load_balancer.ingress:
+            try:
+                ips.append(ipaddress.ip_address(ingress.ip))
+            except ValueError:
+                continue
+        if ips:
+            found[ServiceKey(service.namespace, service.name)] = tuple(ips)
+    return found
+
+
+def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> IPv4Address:
+    """--router-id, else a peer's routerID, else an IPv4 sourceAddress, else 127.0.0.1 (demo only)."""
+    if explicit is not None:
+        return explicit
+    for candidate in [p.router_id for p in peers] + [p.source_address for p in peers]:
+        if isinstance(candidate, IPv4Address):
+            return candidate
+    return IPv4Address("127.0.0.1")
+
+
+class ProblemLog:
+    """Logs each problem when it appears and when it is resolved, not on every reconcile."""
+
+    def __init__(self) -> None:
+        self.current: frozenset[ObjectError] = frozenset()
+
+    def update(self, problems: tuple[ObjectError, ...]) -> None:
+        new = frozenset(problems)
+        for problem in sorted(new - self.current):
+            (log.error if problem.is_error else log.warning)(
+                "config_problem", object=problem.object_ref, field=problem.field, message=problem.message
+            )
+        for problem in sorted(self.current - new):
+            log.info("config_problem_resolved", object=problem.object_ref, field=problem.field)
+        self.current = new
+
+
+class EmbeddedRunner:
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.folder = ManifestFolder(options.manifests, namespace=options.namespace)
+        self.assignments: dict[ServiceKey, tuple[IPAddress, ...]] = (
+            load_state(options.state_file) if options.state_file else {}
+        )
+        self.problems = ProblemLog()
+        self.engine: ExaBGPEngine | None = None
+        self.plan: Plan | None = None
+
+    def compute(self) -> Plan:
+        snapshot = self.folder.snapshot()
+        existing = status_assignments(snapshot) | self.assignments
+        plan = make_plan(
+            snapshot,
+            node_name=self.options.node_name,
+            existing=existing,
+            load_balancer_class=self.options.load_balancer_class,
+        )
+        self.problems.update(plan.problems)
+        self._remember(plan)
+        return plan
+
+    def _remember(self, plan: Plan) -> None:
+        assignments = {key: a.ips for key, a in plan.allocation.assignments.items()}
+        if assignments == self.assignments:
+            return
+        for key in sorted(assignments.keys() - self.assignments.keys()):
+            log.info("ip_allocated", service=str(key), ips=[str(ip) for ip in assignments[key]])
+        for key in sorted(self.assignments.keys() - assignments.keys()):
+            log.info("ip_released", service=str(key), ips=[str(ip) for ip in self.assignments[key]])
+        for key, reason in sorted(plan.allocation.refusals.items()):
+            log.warning("ip_not_allocated", service=str(key), reason=reason)
+        self.assignments = assignments
+        if self.options.state_file is not None:
+            save_state(self.options.state_file, assignments)
+
+    async def reconcile(self) -> None:
+        started = time.monotonic()
+        plan = self.compute()
+        assert self.engine is not None
+        try:
+            await self.engine.set_peers(plan.peers)
+        except ExaBGPConfigError as exc:
+            log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
+        await self.engine.apply(plan.table)
+        self.plan = plan
+        log.info(
+            "reconciled",
+            routes=len(plan.table.routes),
+            skipped=len(plan.table.skipped),
+            peers=len(plan.peers),
+            seconds=round(time.monotonic() - started, 4),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.folder.load()  # initial sync: the whole folder before anything is announced
+        first = self.compute()
+        router_id = choose_router_id(first.peers, self.options.router_id)
+        local = tuple(p.source_address for p in first.peers if p.source_address is not None)
+        self.engine = ExaBGPEngine(workdir=self.options.workdir, router_id=router_id, local_addresses=local)
+        await self.engine.start(first.peers)
+        try:
+            await self.reconcile()
+            watcher = asyncio.create_task(self._watch(), name="manifest-watch")
+            stopper = asyncio.create_task(stop.wait(), name="stop")
+            await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watcher, stopper):
+                task.cancel()
+            await asyncio.gather(watcher, stopper, return_exceptions=True)
+        finally:
+            await self.engine.stop()
+            log.info("stopped")
+
+    async def _watch(self) -> None:
+        async for changed in self.folder.changes():
+            self.folder.reload(changed)
+            log.debug("manifests_changed", files=sorted(str(p) for p in changed))
+            await self.reconcile()
+
+
+async def run(options: RunOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await EmbeddedRunner(options).run(stop)
+
+

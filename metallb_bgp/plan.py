@@ -1,0 +1,59 @@
+"""The whole pure pipeline in one call: snapshot -> compile -> allocate -> desired routes.
+
+`metallb-bgp plan` prints it, `metallb-bgp run` applies it, tests assert on it. Keeping the chain in
+one function means the dry run and the daemon can never disagree about what would be announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from metallb_bgp.allocator import Allocation, allocate
+from metallb_bgp.compiler import CompileResult, compile_config
+from metallb_bgp.config import Peer
+from metallb_bgp.errors import ObjectError
+from metallb_bgp.net import IPAddress
+from metallb_bgp.objects import ServiceKey
+from metallb_bgp.routes import RouteTable, desired_routes, node_peers
+from metallb_bgp.snapshot import ClusterSnapshot
+
+
+@dataclass(frozen=True)
+class Plan:
+    compiled: CompileResult
+    allocation: Allocation
+    peers: tuple[Peer, ...]  # this node's BGP sessions
+    table: RouteTable
+
+    @property
+    def problems(self) -> tuple[ObjectError, ...]:
+        return tuple(sorted(set(self.compiled.errors) | set(self.allocation.warnings)))
+
+
+def make_plan(
+    snapshot: ClusterSnapshot,
+    *,
+    node_name: str,
+    existing: Mapping[ServiceKey, tuple[IPAddress, ...]] | None = None,
+    load_balancer_class: str | None = None,
+) -> Plan:
+    compiled = compile_config(snapshot)
+    allocation = allocate(
+        compiled.config,
+        snapshot.services,
+        snapshot.namespaces,
+        existing=existing,
+        load_balancer_class=load_balancer_class,
+    )
+    nodes = {node.name: node for node in snapshot.nodes}
+    table = desired_routes(
+        compiled.config,
+        assignments={key: a.ips for key, a in allocation.assignments.items()},
+        services=snapshot.services,
+        endpoint_slices=snapshot.endpoint_slices,
+        nodes=nodes,
+        node_name=node_name,
+    )
+    peers = node_peers(compiled.config, nodes.get(node_name))
+    return Plan(compiled=compiled, allocation=allocation, peers=peers, table=table)

@@ -1,0 +1,55 @@
+"""Where the embedded mode remembers IP assignments between runs.
+
+In a cluster, assignments live in each Service's status and survive a controller restart for free. A
+folder of manifests has no status, so `metallb-bgp run --state-file FILE` keeps them in a small JSON
+file, rewritten atomically (write to a temporary file, fsync, rename) so a crash mid-write never leaves
+a truncated file that would renumber every service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from metallb_bgp.net import IPAddress
+from metallb_bgp.objects import ServiceKey
+
+log = structlog.get_logger(__name__)
+
+Assignments = Mapping[ServiceKey, tuple[IPAddress, ...]]
+
+
+def load_state(path: Path) -> dict[ServiceKey, tuple[IPAddress, ...]]:
+    """Assignments from `path`; a missing file is an empty state, a damaged one is reported and ignored."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            ServiceKey(*key.split("/", 1)): tuple(ipaddress.ip_address(ip) for ip in ips)
+            for key, ips in data["assignments"].items()
+        }
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("state_file_unreadable", path=str(path), error=str(exc), action="starting with no assignments")
+        return {}
+
+
+def save_state(path: Path, assignments: Assignments) -> None:
+    data = {"assignments": {str(key): [str(ip) for ip in ips] for key, ips in sorted(assignments.items())}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
