@@ -127,9 +127,8 @@ class EmbeddedRunner:
         if self.options.state_file is not None:
             save_state(self.options.state_file, assignments)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, plan: Plan) -> None:
         started = time.monotonic()
-        plan = self.compute()
         assert self.engine is not None
         try:
             await self.engine.set_peers(plan.peers)
@@ -146,29 +145,47 @@ class EmbeddedRunner:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        changes: asyncio.Queue[set[Path]] = asyncio.Queue()
+        watcher = asyncio.create_task(self._watch(changes), name="manifest-watch")
+        # watchfiles registers its inotify watches synchronously in the task's first step: after this
+        # yield, a write is either seen by the full read below or reported by the watcher (or both).
+        await asyncio.sleep(0)
         self.folder.load()  # initial sync: the whole folder before anything is announced
-        first = self.compute()
-        router_id = choose_router_id(first.peers, self.options.router_id)
-        local = tuple(p.source_address for p in first.peers if p.source_address is not None)
+        plan = self.compute()
+        router_id = choose_router_id(plan.peers, self.options.router_id)
+        local = tuple(p.source_address for p in plan.peers if p.source_address is not None)
         self.engine = ExaBGPEngine(workdir=self.options.workdir, router_id=router_id, local_addresses=local)
-        await self.engine.start(first.peers)
         try:
-            await self.reconcile()
-            watcher = asyncio.create_task(self._watch(), name="manifest-watch")
-            stopper = asyncio.create_task(stop.wait(), name="stop")
-            await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (watcher, stopper):
-                task.cancel()
-            await asyncio.gather(watcher, stopper, return_exceptions=True)
+            await self.engine.start(plan.peers)
+            await self.reconcile(plan)
+            while not stop.is_set():
+                changed = await _next_or_stop(changes, stop)
+                if changed is None:
+                    break
+                while not changes.empty():  # coalesce whatever else arrived meanwhile
+                    changed |= changes.get_nowait()
+                self.folder.reload(changed)
+                log.debug("manifests_changed", files=sorted(str(p) for p in changed))
+                await self.reconcile(self.compute())
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await self.engine.stop()
             log.info("stopped")
 
-    async def _watch(self) -> None:
+    async def _watch(self, changes: asyncio.Queue[set[Path]]) -> None:
         async for changed in self.folder.changes():
-            self.folder.reload(changed)
-            log.debug("manifests_changed", files=sorted(str(p) for p in changed))
-            await self.reconcile()
+            changes.put_nowait(changed)
+
+
+async def _next_or_stop(changes: asyncio.Queue[set[Path]], stop: asyncio.Event) -> set[Path] | None:
+    getter = asyncio.ensure_future(changes.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    done, pending = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return getter.result() if getter in done else None
 
 
 async def run(options: RunOptions) -> None:

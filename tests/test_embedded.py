@@ -1,0 +1,228 @@
+"""`metallb-bgp run` on a folder of manifests, as a user runs it: the real CLI as a child process, a real
+ExaBGP child, a real BIRD 2, and checks on the router's own RIB."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from bird import BirdRouter, Speaker, wait_until
+
+pytestmark = pytest.mark.router
+
+SPEAKER = "127.0.0.2"
+
+POOL = """
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: pool, namespace: metallb-system}
+spec:
+  addresses: [198.51.100.0/28]
+"""
+
+ADVERTISEMENT = """
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {{name: adv, namespace: metallb-system}}
+spec:
+  communities: [{community}]
+"""
+
+
+def peer(port: int) -> str:
+    return f"""
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {{name: router, namespace: metallb-system}}
+spec:
+  myASN: 64500
+  peerASN: 64501
+  peerAddress: 127.0.0.1
+  peerPort: {port}
+  sourceAddress: {SPEAKER}
+"""
+
+
+def service(name: str, node: str = "node-a") -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}, namespace: default}}
+        spec:
+          type: LoadBalancer
+          selector: {{app: {name}}}
+          ports: [{{port: 80}}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: {name}-1
+          namespace: default
+          labels: {{kubernetes.io/service-name: {name}}}
+        addressType: IPv4
+        endpoints:
+        - addresses: [10.0.0.1]
+          conditions: {{ready: true}}
+          nodeName: {node}
+        """
+    )
+
+
+class Run:
+    """One `metallb-bgp run` child process; stopped with SIGTERM like a user's Ctrl-C."""
+
+    def __init__(self, manifests: Path, workdir: Path, state_file: Path) -> None:
+        self.log_path = workdir.parent / f"{workdir.name}.log"
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "metallb_bgp.cli", "run", "--manifests", str(manifests), "--node", "node-a",
+             "--workdir", str(workdir), "--state-file", str(state_file), "--log-format", "json"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def events(self) -> list[dict]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def children(self) -> set[int]:
+        """Every descendant process (ExaBGP and its relay helper)."""
+        found: set[int] = set()
+        frontier = [self.process.pid]
+        while frontier:
+            parent = frontier.pop()
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        stat = (entry / "stat").read_text()
+                    except OSError:
+                        continue
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                        found.add(int(entry.name))
+                        frontier.append(int(entry.name))
+        return found
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def cluster(short_tmp: Path, bird_factory: Callable[..., BirdRouter]) -> Iterator[tuple[BirdRouter, Path, Callable[[], Run]]]:
+    router = bird_factory(asn=64501, port=free_peer_port())
+    router.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64500)).start()
+    manifests = short_tmp / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port))
+    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
+    runs: list[Run] = []
+
+    def start() -> Run:
+        run = Run(manifests, short_tmp / f"run{len(runs)}", short_tmp / "state.json")
+        runs.append(run)
+        return run
+
+    try:
+        yield router, manifests, start
+    finally:
+        for run in runs:
+            run.stop()
+            print(f"--- {run.log_path.name}\n{run.log_path.read_text()[-4000:]}")  # shown when a test fails
+
+
+def free_peer_port() -> int:
+    """A free port a BGPPeer may name: MetalLB's schema caps peerPort at 16384, below the ephemeral range."""
+    for port in random.sample(range(10000, 16384), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 10000-16383")
+
+
+def host(text: str) -> ipaddress.IPv4Network:
+    return ipaddress.ip_network(text)
+
+
+def test_service_file_added_is_announced_and_deleting_it_withdraws(cluster) -> None:
+    router, manifests, start = cluster
+    run = start()
+    router.wait_established("speaker")
+    (manifests / "web.yaml").write_text(service("web"))
+    routes = router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32")
+    assert routes[host("198.51.100.0/32")].communities == ("64500:1",)
+    (manifests / "web.yaml").unlink()
+    wait_until(lambda: not router.routes(), what="web's withdrawal")
+    assert run.process.poll() is None
+
+
+def test_editing_an_advertisement_changes_the_community_without_resetting_the_session(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "web.yaml").write_text(service("web"))
+    start()
+    router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32")
+    since = router.wait_established("speaker").since
+    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:2"))
+    router.wait_routes(lambda r: r[host("198.51.100.0/32")].communities == ("64500:2",), what="new community")
+    assert router.protocol("speaker").since == since
+
+
+def test_malformed_file_is_reported_and_every_route_stays(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "web.yaml").write_text(service("web"))
+    (manifests / "api.yaml").write_text(service("api"))
+    run = start()
+    router.wait_routes(lambda r: len(r) == 2, what="two service routes")
+    (manifests / "web.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web\n")  # broken YAML
+    wait_until(
+        lambda: any(e.get("event") == "config_problem" and "web.yaml" in e.get("object", "") for e in run.events()),
+        what="the broken file reported",
+    )
+    (manifests / "api.yaml").write_text(service("api").replace("port: 80", "port: 8080"))  # others keep working
+    wait_until(lambda: sum(1 for e in run.events() if e.get("event") == "reconciled") >= 3, what="later reconciles")
+    assert set(router.routes()) == {host("198.51.100.0/32"), host("198.51.100.1/32")}
+    problem = next(e for e in run.events() if e.get("event") == "config_problem")
+    assert "line" in problem["field"] and "invalid YAML" in problem["message"]
+
+
+def test_assignments_survive_a_restart_through_the_state_file(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "a.yaml").write_text(service("a"))
+    (manifests / "b.yaml").write_text(service("b"))
+    first = start()
+    router.wait_routes(lambda r: len(r) == 2, what="two routes")
+    assert first.stop() == 0
+    (manifests / "a.yaml").unlink()  # without memory, b would now take the lowest free address
+    start()
+    routes = router.wait_routes(lambda r: len(r) == 1, what="b's route after restart")
+    assert set(routes) == {host("198.51.100.1/32")}
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_process_behind(cluster) -> None:
+    router, manifests, start = cluster
+    run = start()
+    router.wait_established("speaker")
+    children = wait_until(run.children, what="the ExaBGP child")
+    assert run.stop() == 0
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
