@@ -7,6 +7,7 @@ A folder of manifests, `metallb-bgp validate` and the Kubernetes watchers all go
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,37 @@ from metallb_bgp.api.metallb import (
 from metallb_bgp.errors import ObjectError
 
 # PyYAML's C loader parses large manifest folders several times faster than the pure-Python one.
-_YAMLLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_YAML11_ONLY = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
+
+
+class _YAMLLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """YAML as Kubernetes reads it: no YAML 1.1 base-60 numbers or timestamps in plain scalars.
+
+    PyYAML reads `1234:1` (a BGP community in MetalLB's own docs) as the integer 74041 and `2024-01-01`
+    as a date; the Go YAML library behind kubectl keeps both as strings.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 KINDS: Mapping[tuple[str, str], type[BaseModel]] = {
     (f"{GROUP}/v1beta1", "IPAddressPool"): IPAddressPool,

@@ -1,0 +1,983 @@
+"""compile_config: the whole cluster snapshot in, one validated `Config` and every problem out.
+
+MetalLB turns its resources into a Config in one function (internal/config/config.go) and its
+webhooks run the same function, so admission and runtime never disagree. We do the same, with one
+deliberate difference: MetalLB rejects the *whole* configuration when one object is wrong; we leave
+that object out, report it, and keep every good object working. Objects that depend on a bad one are
+reported too, so nobody wonders why their advertisement stopped:
+
+- a BGPPeer whose bfdProfile or password Secret is bad is left out (we cannot honour what it asks);
+- a BGPAdvertisement whose community alias comes from a bad Community is left out (announcing without
+  the community could leak routes);
+- a BGPAdvertisement naming a bad or unknown pool is reported and keeps advertising its other pools
+  (the bad pool is not in the Config, so nothing is lost by narrowing);
+- a BGPAdvertisement naming a bad or unknown peer is reported and keeps its other peers; when none is
+  left it is left out, because an empty peer list means "every peer".
+
+Rules follow MetalLB's config.go, its CRD validations and webhooks, with the messages reworded to name
+the field. Where this speaker (ExaBGP) cannot do what MetalLB's FRR mode does, we say so: unnumbered
+peering (`interface`) and a `localASN` other than `myASN` are errors, a `bfdProfile` is a warning (no
+BFD). A few checks are ours: a CIDR with host bits set warns, a peer address and its source address
+must share a family, two peers for the same session from the same nodes keep only the first, and a
+duplicate name leaves out every object of that name (which one was meant is unknowable); metallb.io
+objects outside MetalLB's namespace are ignored with a warning, as MetalLB does not watch them.
+
+The function is pure, never raises (a last-resort guard turns a bug into an error on the object), and
+its output is deterministic: objects are checked in name order ("the later one" is the later name)
+and errors are sorted. What it does not do: anything about Services (the allocator's job)
+or about which node announces what (the route table's job).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from metallb_bgp import config as cfg
+from metallb_bgp.api.core import Node, Secret
+from metallb_bgp.api.meta import LabelSelectorSpec
+from metallb_bgp.api.metallb import (
+    BFDProfile,
+    BGPAdvertisement,
+    BGPPeer,
+    Community,
+    IPAddressPool,
+    L2Advertisement,
+    MetalLBObject,
+    ServiceAllocationSpec,
+)
+from metallb_bgp.errors import ObjectError, Severity
+from metallb_bgp.net import IPAddress, IPNetwork
+from metallb_bgp.selectors import LabelSelector, Operator, any_matches
+from metallb_bgp.snapshot import ClusterSnapshot
+
+BASIC_AUTH = "kubernetes.io/basic-auth"
+DEFAULT_HOLD_TIME = 90
+MIN_HOLD_TIME = 3
+MAX_BGP_SECONDS = 65535  # hold time and connect time are 16-bit numbers of seconds
+MAX_PEER_PORT = 16384
+L2_IGNORED = "ignored: this speaker announces over BGP only (L2Advertisement is MetalLB's layer 2 mode)"
+LABEL_SHAPE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """The compiled Config and every problem found (errors and warnings, sorted)."""
+
+    config: cfg.Config
+    errors: tuple[ObjectError, ...] = ()
+
+    @property
+    def has_errors(self) -> bool:
+        return any(e.is_error for e in self.errors)
+
+    @property
+    def warnings(self) -> tuple[ObjectError, ...]:
+        return tuple(e for e in self.errors if not e.is_error)
+
+
+def compile_config(snapshot: ClusterSnapshot) -> CompileResult:
+    """Validate every metallb.io object of `snapshot` and build the Config of the good ones."""
+    report = _Report(snapshot.namespace)
+    report.extend(snapshot.load_errors)
+    scope = _Scope(snapshot.namespace, report)
+
+    bfd_profiles = {name: _bfd_profile(obj) for name, obj in scope.unique(snapshot.bfd_profiles).items()}
+    aliases = _aliases(scope.unique(snapshot.communities), scope.duplicates_of(Community), report)
+    pool_objects = scope.unique(snapshot.pools)
+    pools = _pools(pool_objects, report)
+    scope.mark_invalid("IPAddressPool", pool_objects, pools)
+    known = _Known(
+        namespace=snapshot.namespace,
+        pools=pools,
+        pool_objects=(*pool_objects.values(), *scope.duplicates_of(IPAddressPool)),
+        bad=scope.bad,
+        bfd_profiles=bfd_profiles,
+        aliases=aliases,
+        secrets=_secret_index(snapshot.secrets, snapshot.namespace),
+        nodes=tuple(snapshot.nodes),
+    )
+    peer_objects = scope.unique(snapshot.peers)
+    peers = _peers(peer_objects, known, report)
+    scope.mark_invalid("BGPPeer", peer_objects, peers)
+    advertisements = _advertisements(scope.unique(snapshot.advertisements), replace(known, peers=peers), report)
+    for l2 in snapshot.l2_advertisements:
+        report.add(l2, _warn("", L2_IGNORED))
+
+    config = cfg.Config(
+        pools={name: info.pool for name, info in sorted(pools.items())},
+        peers=dict(sorted(peers.items())),
+        advertisements=tuple(sorted(advertisements, key=lambda a: a.name)),
+        bfd_profiles=bfd_profiles,
+    )
+    return CompileResult(config=config, errors=report.sorted())
+
+
+# --- reporting -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Issue:
+    """A problem in one object, before we know which object: the checks do not need to."""
+
+    field: str
+    message: str
+    severity: Severity = Severity.ERROR
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+
+def _err(field_: str, message: str) -> _Issue:
+    return _Issue(field_, message)
+
+
+def _warn(field_: str, message: str) -> _Issue:
+    return _Issue(field_, message, Severity.WARNING)
+
+
+class _Report:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.items: set[ObjectError] = set()
+
+    def extend(self, errors: Iterable[ObjectError]) -> None:
+        self.items.update(errors)
+
+    def add(self, obj: MetalLBObject | Secret, issue: _Issue) -> None:
+        namespace = obj.metadata.namespace or self.namespace
+        self.items.add(ObjectError(obj.kind, namespace, obj.metadata.name, issue.field, issue.message, issue.severity))
+
+    def add_all(self, obj: MetalLBObject | Secret, issues: Iterable[_Issue]) -> None:
+        for issue in issues:
+            self.add(obj, issue)
+
+    def sorted(self) -> tuple[ObjectError, ...]:
+        return tuple(sorted(self.items))
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=MetalLBObject)
+
+
+def _guarded(report: _Report, obj: MetalLBObject, build: Callable[[list[_Issue]], T | None]) -> T | None:
+    """Run one object's checks and record its issues; `build` returns None to leave the object out.
+
+    A bug becomes an error on that object instead of taking every other object down with it.
+    """
+    issues: list[_Issue] = []
+    try:
+        value = build(issues)
+    except Exception as exc:  # noqa: BLE001 - the promise is "never raises"; the message names the failure
+        issues.append(_err("", f"internal error while compiling this object ({type(exc).__name__}); please report it"))
+        value = None
+    report.add_all(obj, issues)
+    return value
+
+
+def _has_error(issues: Iterable[_Issue]) -> bool:
+    return any(issue.is_error for issue in issues)
+
+
+class _Scope:
+    """Which objects take part: those in MetalLB's namespace, with a name unique within their kind."""
+
+    def __init__(self, namespace: str, report: _Report) -> None:
+        self.namespace = namespace
+        self.report = report
+        self.bad: dict[tuple[str, str], str] = {}  # (kind, name) -> why it is unusable
+        self.duplicates: list[MetalLBObject] = []  # objects left out because their name is not unique
+
+    def unique(self, objects: Iterable[M]) -> dict[str, M]:
+        in_scope = [o for o in objects if self._in_namespace(o)]
+        counts = Counter(o.metadata.name for o in in_scope)
+        result: dict[str, M] = {}
+        for obj in in_scope:
+            name = obj.metadata.name
+            if counts[name] > 1:
+                message = f"defined {counts[name]} times; names must be unique, so none of the definitions is used"
+                self.report.add(obj, _err("metadata.name", message))
+                self.bad[(obj.kind, name)] = "is defined more than once"
+                self.duplicates.append(obj)
+            else:
+                result[name] = obj
+        return dict(sorted(result.items()))
+
+    def mark_invalid(self, kind: str, objects: Mapping[str, MetalLBObject], good: Mapping[str, object]) -> None:
+        for name in objects.keys() - good.keys():
+            self.bad.setdefault((kind, name), "is invalid")
+
+    def duplicates_of(self, kind: type[M]) -> list[M]:
+        return [obj for obj in self.duplicates if isinstance(obj, kind)]
+
+    def _in_namespace(self, obj: MetalLBObject) -> bool:
+        if obj.metadata.namespace and obj.metadata.namespace != self.namespace:
+            message = f"ignored: metallb.io objects are read only from namespace {self.namespace}"
+            self.report.add(obj, _warn("metadata.namespace", message))
+            return False
+        return True
+
+
+# --- small parsers ----------------------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]+")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def parse_ip(text: str) -> IPAddress:
+    """An IP literal as Go's net.ParseIP takes it (no zone, no surrounding space); raises ValueError."""
+    if not isinstance(text, str) or "%" in text or text != text.strip():
+        raise ValueError(f"{text!r} is not an IP address")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def parse_pool_addresses(text: str) -> tuple[tuple[IPNetwork, ...], str]:
+    """One `spec.addresses` entry as CIDRs, plus a warning ("" if none); raises ValueError.
+
+    A CIDR (`192.168.10.0/24`) or a range (`192.168.9.1-192.168.9.5`, both ends of one family), as
+    MetalLB's ParseCIDR accepts them. A range becomes the smallest set of CIDRs that covers it exactly.
+    """
+    if "-" not in text:
+        return _parse_cidr(text)
+    first, _, last = text.partition("-")
+    try:
+        start, end = parse_ip(first.strip()), parse_ip(last.strip())
+    except ValueError as exc:
+        raise ValueError(f"invalid IP range {text!r}: {exc}") from None
+    if start.version != end.version:
+        raise ValueError(f"invalid IP range {text!r}: start and end must both be IPv4 or both be IPv6")
+    if start > end:
+        raise ValueError(f"invalid IP range {text!r}: start {start} is after end {end}")
+    return tuple(ipaddress.summarize_address_range(start, end)), ""  # type: ignore[arg-type]
+
+
+def _parse_cidr(text: str) -> tuple[tuple[IPNetwork, ...], str]:
+    address, slash, length = text.partition("/")
+    usage = "expected a CIDR such as 192.168.10.0/24 or a range such as 192.168.9.1-192.168.9.5"
+    if not slash or not _DIGITS.fullmatch(length):
+        raise ValueError(f"invalid CIDR {text!r}: {usage}")
+    try:
+        ip = parse_ip(address)
+    except ValueError:
+        raise ValueError(f"invalid CIDR {text!r}: {usage}") from None
+    if int(length) > ip.max_prefixlen:
+        raise ValueError(f"invalid CIDR {text!r}: prefix length must be at most {ip.max_prefixlen}")
+    network = ipaddress.ip_network(f"{ip}/{int(length)}", strict=False)
+    warning = "" if network.network_address == ip else f"{text!r} has host bits set; {network} is used"
+    return (network,), warning
+
+
+class NotACommunity(ValueError):
+    """The text has neither community shape, so it may be an alias (MetalLB's ErrInvalidCommunityFormat)."""
+
+
+def parse_community(text: str) -> cfg.Community:
+    """`AA:NN` (two 16-bit numbers) or `large:A:B:C` (three 32-bit numbers); raises ValueError."""
+    parts = text.split(":")
+    if len(parts) == 2:
+        numbers = [_uint(part, 16, text) for part in parts]
+        return cfg.Community(f"{numbers[0]}:{numbers[1]}")
+    if len(parts) == 4:
+        if parts[0] != "large":
+            raise ValueError(f"invalid community {text!r}: a large community is written large:<uint32>:<uint32>:<uint32>")
+        numbers = [_uint(part, 32, text) for part in parts[1:]]
+        return cfg.Community(":".join(str(n) for n in numbers), large=True)
+    raise NotACommunity(f"{text!r} is not a community (AA:NN or large:A:B:C)")
+
+
+def _uint(text: str, bits: int, whole: str) -> int:
+    if not _DIGITS.fullmatch(text) or int(text) >= 1 << bits:
+        raise ValueError(f"invalid community {whole!r}: {text!r} is not a number from 0 to {(1 << bits) - 1}")
+    return int(text)
+
+
+# --- label selectors ------------------------------------------------------------------------------------
+
+
+def _selectors(specs: Sequence[LabelSelectorSpec], path: str, issues: list[_Issue]) -> tuple[LabelSelector, ...]:
+    """Selectors as values, after MetalLB's checks (valid requirements, no duplicates)."""
+    result: list[LabelSelector] = []
+    for i, spec in enumerate(specs):
+        here = f"{path}[{i}]"
+        issues.extend(_selector_issues(spec, here))
+        selector = spec.to_selector()
+        if selector in result:
+            issues.append(_err(here, f"duplicate of {path}[{result.index(selector)}]"))
+        result.append(selector)
+    return tuple(result)
+
+
+def _selector_issues(spec: LabelSelectorSpec, path: str) -> list[_Issue]:
+    issues: list[_Issue] = []
+    for key, value in sorted(spec.match_labels.items()):
+        problem = _label_key_problem(key) or _label_value_problem(value)
+        if problem:
+            issues.append(_err(f"{path}.matchLabels", f"{key}: {problem}"))
+    seen: list[tuple[str, Operator, tuple[str, ...]]] = []
+    for j, expr in enumerate(spec.match_expressions):
+        here = f"{path}.matchExpressions[{j}]"
+        problem = _label_key_problem(expr.key)
+        if problem:
+            issues.append(_err(f"{here}.key", problem))
+        if expr.operator in (Operator.IN, Operator.NOT_IN) and not expr.values:
+            issues.append(_err(f"{here}.values", f"operator {expr.operator.value} needs at least one value"))
+        if expr.operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and expr.values:
+            issues.append(_err(f"{here}.values", f"operator {expr.operator.value} takes no values"))
+        for k, value in enumerate(expr.values):
+            problem = _label_value_problem(value)
+            if problem:
+                issues.append(_err(f"{here}.values[{k}]", problem))
+            elif value in expr.values[:k]:
+                issues.append(_err(f"{here}.values[{k}]", f"duplicate value {value!r}"))
+        identity = (expr.key, expr.operator, tuple(sorted(set(expr.values))))
+        if identity in seen:
+            issues.append(_err(here, f"duplicate of {path}.matchExpressions[{seen.index(identity)}]"))
+        seen.append(identity)
+    return issues
+
+
+def _label_key_problem(key: str) -> str:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return f"invalid label key {key!r}: the prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return f"invalid label key {key!r}: {LABEL_SHAPE}"
+    return ""
+
+
+def _label_value_problem(value: str) -> str:
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+        return f"invalid label value {value!r}: {LABEL_SHAPE}"
+    return ""
+
+
+def _selected_nodes(selectors: Sequence[LabelSelector], nodes: Sequence[Node]) -> frozenset[str]:
+    return frozenset(n.metadata.name for n in nodes if any_matches(selectors, n.metadata.labels))
+
+
+def _may_share_nodes(a: Sequence[LabelSelector], b: Sequence[LabelSelector], nodes: Sequence[Node]) -> bool:
+    """Whether two node selections meet: exactly, when nodes are known; else only if provably so."""
+    if nodes:
+        return bool(_selected_nodes(a, nodes) & _selected_nodes(b, nodes))
+    return not a or not b or set(a) == set(b)
+
+
+# --- BFD profiles and communities --------------------------------------------------------------------
+
+
+def _bfd_profile(obj: BFDProfile) -> cfg.BFDProfile:
+    spec, default = obj.spec, cfg.BFDProfile(name=obj.metadata.name)
+
+    def pick(value: T | None, fallback: T) -> T:
+        return fallback if value is None else value
+
+    return cfg.BFDProfile(
+        name=obj.metadata.name,
+        receive_interval=pick(spec.receive_interval, default.receive_interval),
+        transmit_interval=pick(spec.transmit_interval, default.transmit_interval),
+        detect_multiplier=pick(spec.detect_multiplier, default.detect_multiplier),
+        echo_interval=pick(spec.echo_interval, default.echo_interval),
+        echo_mode=pick(spec.echo_mode, default.echo_mode),
+        passive_mode=pick(spec.passive_mode, default.passive_mode),
+        minimum_ttl=pick(spec.minimum_ttl, default.minimum_ttl),
+    )
+
+
+@dataclass(frozen=True)
+class _Aliases:
+    good: Mapping[str, cfg.Community]
+    bad: Mapping[str, str]  # alias -> why it cannot be used
+
+
+def _aliases(objects: Mapping[str, Community], unnamed: Sequence[Community], report: _Report) -> _Aliases:
+    """Every alias of every good Community object; duplicated aliases are unusable everywhere.
+
+    `unnamed` are the Community objects left out because their name is not unique: their aliases are
+    unusable, and still count as definitions when looking for duplicates.
+    """
+    owners: dict[str, list[str]] = defaultdict(list)
+    for obj in sorted([*objects.values(), *unnamed], key=lambda o: o.metadata.name):
+        for alias in obj.spec.communities:
+            owners[alias.name].append(obj.metadata.name)
+    good: dict[str, cfg.Community] = {}
+    bad: dict[str, str] = {}
+    for obj in unnamed:
+        for alias in obj.spec.communities:
+            bad[alias.name] = f"comes from Community {obj.metadata.name}, which is defined more than once"
+    for name, obj in objects.items():
+        values = _guarded(report, obj, lambda issues, obj=obj: _community_values(obj, owners, issues))
+        for alias in obj.spec.communities:
+            if len(owners[alias.name]) > 1:
+                bad[alias.name] = f"is defined more than once (Community {', '.join(sorted(set(owners[alias.name])))})"
+            elif values is None:
+                bad[alias.name] = f"comes from Community {name}, which is invalid"
+            else:
+                good[alias.name] = values[alias.name]
+    return _Aliases(good, bad)
+
+
+def _community_values(
+    obj: Community, owners: Mapping[str, list[str]], issues: list[_Issue]
+) -> dict[str, cfg.Community] | None:
+    values: dict[str, cfg.Community] = {}
+    for i, alias in enumerate(obj.spec.communities):
+        here = f"spec.communities[{i}]"
+        try:
+            community = parse_community(alias.value)
+        except ValueError as exc:
+            issues.append(_err(f"{here}.value", str(exc)))
+            continue
+        first_owner = owners[alias.name][0]  # owners are listed in name order
+        if alias.name in values:
+            issues.append(_err(f"{here}.name", f"alias {alias.name!r} is already defined earlier in this object"))
+        elif first_owner != obj.metadata.name:
+            issues.append(_err(f"{here}.name", f"alias {alias.name!r} is already defined in Community {first_owner}"))
+        else:
+            values[alias.name] = community
+    return None if _has_error(issues) else values
+
+
+# --- pools ------------------------------------------------------------------------------------------------
+
+
+_Entry = tuple[str, tuple[IPNetwork, ...]]  # one spec.addresses entry as written, and its CIDRs
+
+
+@dataclass(frozen=True)
+class _PoolInfo:
+    pool: cfg.Pool
+    entries: tuple[_Entry, ...]  # kept for the aggregation-length check, which works per entry
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(cidr.version for cidr in self.pool.cidrs)
+
+
+@dataclass(frozen=True, order=True)
+class _Span:
+    version: int
+    first: int
+    last: int
+    owner: str = field(compare=False)
+    cidr: IPNetwork = field(compare=False)
+
+
+class _AddressSpace:
+    """The addresses of the pools accepted so far; they never overlap, so a sorted list finds a clash."""
+
+    def __init__(self) -> None:
+        self.spans: list[_Span] = []
+
+    def clash(self, span: _Span) -> _Span | None:
+        at = bisect_left(self.spans, span)
+        for neighbour in self.spans[max(at - 1, 0) : at + 1]:
+            if neighbour.version == span.version and neighbour.first <= span.last and span.first <= neighbour.last:
+                return neighbour
+        return None
+
+    def add(self, span: _Span) -> None:
+        self.spans.insert(bisect_left(self.spans, span), span)
+
+
+def _span(cidr: IPNetwork, owner: str) -> _Span:
+    return _Span(cidr.version, int(cidr.network_address), int(cidr.broadcast_address), owner, cidr)
+
+
+def _pools(objects: Mapping[str, IPAddressPool], report: _Report) -> dict[str, _PoolInfo]:
+    space = _AddressSpace()
+    pools: dict[str, _PoolInfo] = {}
+    for name, obj in objects.items():
+        info = _guarded(report, obj, lambda issues, obj=obj: _pool(obj, space, issues))
+        if info is not None:
+            pools[name] = info
+            for cidr in info.pool.cidrs:
+                space.add(_span(cidr, name))
+    return pools
+
+
+def _pool(obj: IPAddressPool, space: _AddressSpace, issues: list[_Issue]) -> _PoolInfo | None:
+    spec = obj.spec
+    if not spec.addresses:
+        issues.append(_err("spec.addresses", "at least one CIDR or IP range is required"))
+    entries: list[_Entry] = []
+    for i, text in enumerate(spec.addresses):
+        try:
+            cidrs, warning = parse_pool_addresses(text)
+        except ValueError as exc:
+            issues.append(_err(f"spec.addresses[{i}]", str(exc)))
+            cidrs, warning = (), ""
+        if warning:
+            issues.append(_warn(f"spec.addresses[{i}]", warning))
+        entries.append((text, cidrs))
+    issues.extend(_overlaps_within(entries))
+    issues.extend(_overlaps_with_other_pools(entries, space))
+    allocation = _allocation(spec.service_allocation, issues)
+    pool = cfg.Pool(
+        name=obj.metadata.name,
+        cidrs=tuple(cidr for _, cidrs in entries for cidr in cidrs),
+        auto_assign=spec.auto_assign,
+        avoid_buggy_ips=spec.avoid_buggy_ips,
+        allocation=allocation,
+        labels=dict(obj.metadata.labels),
+    )
+    return None if _has_error(issues) else _PoolInfo(pool, tuple(entries))
+
+
+def _overlaps_within(entries: Sequence[_Entry]) -> list[_Issue]:
+    spans = sorted((_span(cidr, str(i)), i) for i, (_, cidrs) in enumerate(entries) for cidr in cidrs)
+    issues: list[_Issue] = []
+    widest: tuple[_Span, int] | None = None
+    for span, index in spans:
+        if widest is not None and widest[0].version == span.version and span.first <= widest[0].last:
+            earlier, later = sorted((widest[1], index))
+            message = f"{entries[later][0]!r} overlaps spec.addresses[{earlier}] ({entries[earlier][0]!r})"
+            issues.append(_err(f"spec.addresses[{later}]", message))
+        if widest is None or widest[0].version != span.version or span.last > widest[0].last:
+            widest = (span, index)
+    return list(dict.fromkeys(issues))
+
+
+def _overlaps_with_other_pools(entries: Sequence[_Entry], space: _AddressSpace) -> list[_Issue]:
+    issues: list[_Issue] = []
+    for i, (text, cidrs) in enumerate(entries):
+        for cidr in cidrs:
+            other = space.clash(_span(cidr, ""))
+            if other is not None:
+                message = f"{text!r} overlaps {other.cidr} of IPAddressPool {other.owner}"
+                issues.append(_err(f"spec.addresses[{i}]", message))
+                break
+    return issues
+
+
+def _allocation(spec: ServiceAllocationSpec | None, issues: list[_Issue]) -> cfg.ServiceAllocation | None:
+    if spec is None:
+        return None
+    path = "spec.serviceAllocation"
+    for i, namespace in enumerate(spec.namespaces):
+        if namespace in spec.namespaces[:i]:
+            issues.append(_err(f"{path}.namespaces[{i}]", f"duplicate namespace {namespace!r}"))
+    return cfg.ServiceAllocation(
+        priority=spec.priority,
+        namespaces=frozenset(spec.namespaces),
+        namespace_selectors=_selectors(spec.namespace_selectors, f"{path}.namespaceSelectors", issues),
+        service_selectors=_selectors(spec.service_selectors, f"{path}.serviceSelectors", issues),
+    )
+
+
+# --- peers ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the later objects may refer to, and why an unusable name is unusable."""
+
+    namespace: str
+    pools: Mapping[str, _PoolInfo]
+    pool_objects: tuple[IPAddressPool, ...]
+    bad: Mapping[tuple[str, str], str]
+    bfd_profiles: Mapping[str, cfg.BFDProfile]
+    aliases: _Aliases
+    secrets: Mapping[tuple[str, str], tuple[Secret, ...]]
+    nodes: tuple[Node, ...]
+    peers: Mapping[str, cfg.Peer] = field(default_factory=dict)
+    secret_issues: list[tuple[Secret, _Issue]] = field(default_factory=list)  # found while reading passwords
+
+
+def _secret_index(secrets: Iterable[Secret], namespace: str) -> dict[tuple[str, str], tuple[Secret, ...]]:
+    index: dict[tuple[str, str], list[Secret]] = defaultdict(list)
+    for secret in secrets:
+        index[(secret.metadata.namespace or namespace, secret.metadata.name)].append(secret)
+    return {key: tuple(found) for key, found in index.items()}
+
+
+def _peers(objects: Mapping[str, BGPPeer], known: _Known, report: _Report) -> dict[str, cfg.Peer]:
+    peers: dict[str, cfg.Peer] = {}
+    for name, obj in objects.items():
+        peer = _guarded(report, obj, lambda issues, obj=obj: _peer(obj, known, issues))
+        if peer is None:
+            continue
+        twin = next((p for p in peers.values() if _same_session(p, peer)), None)
+        if twin is not None:
+            message = f"BGPPeer {twin.name} already peers with {peer.address} port {peer.port} from the same nodes"
+            report.add(obj, _err("spec.peerAddress", message))
+            continue
+        peers[name] = peer
+    for secret, issue in known.secret_issues:
+        report.add(secret, issue)
+    return peers
+
+
+def _same_session(a: cfg.Peer, b: cfg.Peer) -> bool:
+    """Two peers that would open the same session from some node (decided without looking at nodes)."""
+    same_target = (a.address, a.port, a.vrf) == (b.address, b.port, b.vrf)
+    return same_target and _may_share_nodes(a.node_selectors, b.node_selectors, ())
+
+
+def _peer(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> cfg.Peer | None:
+    spec = obj.spec
+    _check_asns(obj, issues)
+    address = _peer_address(obj, issues)
+    source = _optional_ip(spec.source_address, "spec.sourceAddress", issues)
+    if address is not None and source is not None and source.version != address.version:
+        issues.append(_err("spec.sourceAddress", f"{source} and peerAddress {address} are of different IP families"))
+    router_id = _optional_ip(spec.router_id, "spec.routerID", issues)
+    if router_id is not None and router_id.version != 4:
+        issues.append(_err("spec.routerID", f"{router_id} is not an IPv4 address (a BGP router ID is 32 bits)"))
+    if spec.peer_port == 0:
+        issues.append(_err("spec.peerPort", f"must be from 1 to {MAX_PEER_PORT}"))
+    hold, keepalive = _timers(spec.hold_time, spec.keepalive_time, issues)
+    connect = _connect_time(spec.connect_time, issues)
+    node_selectors = _selectors(spec.node_selectors, "spec.nodeSelectors", issues)
+    password = _password(obj, known, issues)
+    _check_bfd(spec.bfd_profile, known, issues)
+    _check_flags(obj, issues)
+    if address is None or _has_error(issues):
+        return None
+    return cfg.Peer(
+        name=obj.metadata.name,
+        my_asn=spec.my_asn,
+        address=address,
+        peer_asn=spec.peer_asn or None,
+        dynamic_asn=cfg.DynamicASN(spec.dynamic_asn) if spec.dynamic_asn else None,
+        port=spec.peer_port,
+        source_address=source,
+        router_id=router_id,
+        hold_time=hold,
+        keepalive_time=keepalive,
+        connect_time=connect,
+        node_selectors=node_selectors,
+        password=password,
+        bfd_profile=spec.bfd_profile or None,
+        graceful_restart=spec.enable_graceful_restart,
+        ebgp_multihop=spec.ebgp_multi_hop,
+        vrf=spec.vrf,
+        disable_mp=spec.disable_mp,
+        dual_stack=spec.dual_stack_address_family,
+    )
+
+
+def _check_asns(obj: BGPPeer, issues: list[_Issue]) -> None:
+    spec = obj.spec
+    if not spec.my_asn:
+        issues.append(_err("spec.myASN", "must not be 0"))
+    if spec.peer_asn and spec.dynamic_asn:
+        issues.append(_err("spec.dynamicASN", "peerASN and dynamicASN are mutually exclusive; set only one"))
+    elif not spec.peer_asn and not spec.dynamic_asn:
+        issues.append(_err("spec.peerASN", "required (or set dynamicASN to internal or external)"))
+    if spec.local_asn and spec.local_asn != spec.my_asn:
+        message = (
+            f"{spec.local_asn} differs from myASN {spec.my_asn}; this speaker cannot present a second local ASN"
+            " (FRR's local-as ... replace-as): set myASN to the ASN the router expects"
+        )
+        issues.append(_err("spec.localASN", message))
+    ibgp = spec.dynamic_asn == "internal" or (bool(spec.peer_asn) and spec.peer_asn == spec.my_asn)
+    if ibgp and spec.ebgp_multi_hop:
+        issues.append(_err("spec.ebgpMultiHop", "must not be set for an iBGP peer (peer ASN equals myASN)"))
+
+
+def _peer_address(obj: BGPPeer, issues: list[_Issue]) -> IPAddress | None:
+    spec = obj.spec
+    if spec.peer_address and spec.interface:
+        issues.append(_err("spec.interface", "peerAddress and interface are mutually exclusive; set only one"))
+    elif spec.interface:
+        message = "BGP unnumbered peering over an interface is not supported by this speaker; set peerAddress"
+        issues.append(_err("spec.interface", message))
+        return None
+    elif not spec.peer_address:
+        issues.append(_err("spec.peerAddress", "required"))
+        return None
+    return _optional_ip(spec.peer_address, "spec.peerAddress", issues)
+
+
+def _optional_ip(text: str, path: str, issues: list[_Issue]) -> IPAddress | None:
+    if not text:
+        return None
+    try:
+        return parse_ip(text)
+    except ValueError as exc:
+        issues.append(_err(path, str(exc)))
+        return None
+
+
+def _timers(hold_given: float | None, keepalive_given: float | None, issues: list[_Issue]) -> tuple[int, int]:
+    """MetalLB's parseTimers: derive the missing one (keepalive = hold/3, hold = 3 x keepalive), then check.
+
+    BGP carries whole seconds (the hold time in 16 bits), so values are truncated as MetalLB does.
+    """
+    if hold_given is None and keepalive_given is None:
+        return DEFAULT_HOLD_TIME, DEFAULT_HOLD_TIME // 3
+    hold = hold_given if hold_given is not None else 3 * keepalive_given  # type: ignore[operator]
+    keepalive = keepalive_given if keepalive_given is not None else hold / 3
+    if hold > MAX_BGP_SECONDS:
+        path = "spec.holdTime" if hold_given is not None else "spec.keepaliveTime"
+        issues.append(_err(path, f"gives a hold time of {hold:g}s; BGP allows at most {MAX_BGP_SECONDS}s"))
+        return 0, 0
+    if int(hold) != 0 and int(hold) < MIN_HOLD_TIME:
+        if hold_given is not None:
+            issues.append(_err("spec.holdTime", f"{hold:g}s: must be 0 or at least {MIN_HOLD_TIME}s"))
+        else:
+            message = f"{keepalive:g}s gives a hold time of {hold:g}s (3 x keepaliveTime); it must be 0 or >= {MIN_HOLD_TIME}s"
+            issues.append(_err("spec.keepaliveTime", message))
+    elif keepalive > hold:
+        issues.append(_err("spec.keepaliveTime", f"{keepalive:g}s must not exceed holdTime {hold:g}s"))
+    for path, value in (("spec.holdTime", hold_given), ("spec.keepaliveTime", keepalive_given)):
+        if value is not None and value != int(value):
+            issues.append(_warn(path, f"BGP counts whole seconds: {value:g}s is used as {int(value)}s"))
+    return int(hold), int(keepalive)
+
+
+def _connect_time(value: float | None, issues: list[_Issue]) -> int | None:
+    if value is None:
+        return None
+    if not 1 <= value <= MAX_BGP_SECONDS:
+        issues.append(_err("spec.connectTime", f"must be from 1s to {MAX_BGP_SECONDS}s"))
+        return None
+    if value != int(value):
+        issues.append(_err("spec.connectTime", "must be a whole number of seconds"))
+    return int(value)
+
+
+def _password(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> str | None:
+    """The TCP MD5 password, from the spec or its Secret. Never put it (or any part of it) in a message."""
+    spec = obj.spec
+    if spec.password and spec.password_secret is not None:
+        issues.append(_err("spec.passwordSecret", "password and passwordSecret are mutually exclusive; set only one"))
+        return None
+    if spec.password_secret is None:
+        if any(c in spec.password for c in "\r\n"):
+            issues.append(_err("spec.password", "must not contain line breaks"))
+        return spec.password or None
+    ref = spec.password_secret
+    namespace = ref.namespace or known.namespace
+    found = known.secrets.get((namespace, ref.name), ())
+    if len(found) != 1:
+        problem = "not found" if not found else "defined more than once"
+        issues.append(_err("spec.passwordSecret", f"Secret {namespace}/{ref.name} {problem}"))
+        return None
+    secret = found[0]
+    if secret.type != BASIC_AUTH:
+        message = f"Secret {namespace}/{ref.name} has type {secret.type!r}; a password Secret must be {BASIC_AUTH}"
+        issues.append(_err("spec.passwordSecret", message))
+        return None
+    try:
+        password = secret.value("password")
+    except ValueError as exc:
+        known.secret_issues.append((secret, _err("data.password", str(exc))))
+        issues.append(_err("spec.passwordSecret", f"Secret {namespace}/{ref.name} is invalid: {exc}"))
+        return None
+    if password is None:
+        issues.append(_err("spec.passwordSecret", f"Secret {namespace}/{ref.name} has no 'password' key"))
+        return None
+    if any(c in password for c in "\r\n"):
+        issues.append(_err("spec.passwordSecret", f"the password in Secret {namespace}/{ref.name} has a line break"))
+        return None
+    return password or None
+
+
+def _check_bfd(profile: str, known: _Known, issues: list[_Issue]) -> None:
+    if not profile:
+        return
+    if profile in known.bfd_profiles:
+        message = "BFD is not implemented by this speaker (ExaBGP); the session runs without it"
+        issues.append(_warn("spec.bfdProfile", message))
+    elif ("BFDProfile", profile) in known.bad:
+        issues.append(_err("spec.bfdProfile", f"BFDProfile {profile} {known.bad[('BFDProfile', profile)]}"))
+    else:
+        issues.append(_err("spec.bfdProfile", f"no BFDProfile named {profile}"))
+
+
+def _check_flags(obj: BGPPeer, issues: list[_Issue]) -> None:
+    spec = obj.spec
+    if spec.disable_mp:
+        if spec.dual_stack_address_family:
+            issues.append(_err("spec.disableMP", "contradicts dualStackAddressFamily: true; remove disableMP"))
+        else:
+            message = "deprecated: use dualStackAddressFamily (its default, false, keeps each family on its own session)"
+            issues.append(_warn("spec.disableMP", message))
+    if any(c in spec.vrf for c in "\r\n"):
+        issues.append(_err("spec.vrf", "must not contain line breaks"))
+
+
+# --- advertisements ------------------------------------------------------------------------------------
+
+
+def _advertisements(objects: Mapping[str, BGPAdvertisement], known: _Known, report: _Report) -> list[cfg.Advertisement]:
+    accepted: list[cfg.Advertisement] = []
+    for obj in objects.values():
+        advertisement = _guarded(report, obj, lambda issues, obj=obj: _advertisement(obj, known, accepted, issues))
+        if advertisement is not None:
+            accepted.append(advertisement)
+    return accepted
+
+
+def _advertisement(
+    obj: BGPAdvertisement, known: _Known, accepted: Sequence[cfg.Advertisement], issues: list[_Issue]
+) -> cfg.Advertisement | None:
+    """The advertisement, or None when it must be left out (its own error, or no usable peer)."""
+    spec = obj.spec
+    own: list[_Issue] = []
+    lists = {"spec.ipAddressPools": spec.ip_address_pools, "spec.peers": spec.peers, "spec.communities": spec.communities}
+    for path, names in lists.items():
+        own.extend(_err(f"{path}[{i}]", f"duplicate {name!r}") for i, name in enumerate(names) if name in names[:i])
+    pool_selectors = _selectors(spec.ip_address_pool_selectors, "spec.ipAddressPoolSelectors", own)
+    node_selectors = _selectors(spec.node_selectors, "spec.nodeSelectors", own)
+    service_selectors = _selectors(spec.service_selectors, "spec.serviceSelectors", own)
+    own.extend(_aggregation_limits(obj))
+    communities = _communities(spec.communities, known.aliases, own)
+    pools = _advertised_pools(obj, pool_selectors, known, issues)
+    own.extend(_aggregation_vs_pools(obj, pools, known))
+    peers, peers_fatal = _advertised_peers(spec.peers, known, issues)
+    issues.extend(own)
+    advertisement = cfg.Advertisement(
+        name=obj.metadata.name,
+        pools=pools,
+        aggregation_length=spec.aggregation_length,
+        aggregation_length_v6=spec.aggregation_length_v6,
+        local_pref=spec.local_pref,
+        communities=communities,
+        node_selectors=node_selectors,
+        peers=peers,
+        service_selectors=service_selectors,
+    )
+    if peers_fatal or _has_error(own):
+        return None
+    conflicts = _local_pref_conflicts(advertisement, accepted, known)
+    issues.extend(conflicts)
+    return None if conflicts else advertisement
+
+
+def _aggregation_limits(obj: BGPAdvertisement) -> list[_Issue]:
+    spec = obj.spec
+    issues: list[_Issue] = []
+    if spec.aggregation_length > 32:
+        issues.append(_err("spec.aggregationLength", f"{spec.aggregation_length} is longer than 32 (IPv4)"))
+    if spec.aggregation_length_v6 > 128:
+        issues.append(_err("spec.aggregationLengthV6", f"{spec.aggregation_length_v6} is longer than 128 (IPv6)"))
+    if spec.service_selectors:
+        if spec.aggregation_length != 32:
+            issues.append(_err("spec.aggregationLength", "must stay 32 when serviceSelectors are set (MetalLB)"))
+        if spec.aggregation_length_v6 != 128:
+            issues.append(_err("spec.aggregationLengthV6", "must stay 128 when serviceSelectors are set (MetalLB)"))
+    return issues
+
+
+def _communities(entries: Sequence[str], aliases: _Aliases, issues: list[_Issue]) -> frozenset[cfg.Community]:
+    """Values and aliases, resolved (an alias wins over a value of the same spelling, as in MetalLB)."""
+    result: set[cfg.Community] = set()
+    for i, text in enumerate(entries):
+        here = f"spec.communities[{i}]"
+        if text in aliases.good:
+            result.add(aliases.good[text])
+        elif text in aliases.bad:
+            issues.append(_err(here, f"community alias {text!r} {aliases.bad[text]}"))
+        else:
+            try:
+                result.add(parse_community(text))
+            except NotACommunity:
+                message = f"{text!r} is neither a community value (AA:NN or large:A:B:C) nor an alias from a Community"
+                issues.append(_err(here, message))
+            except ValueError as exc:
+                issues.append(_err(here, str(exc)))
+    return frozenset(result)
+
+
+def _advertised_pools(
+    obj: BGPAdvertisement, selectors: Sequence[LabelSelector], known: _Known, issues: list[_Issue]
+) -> frozenset[str]:
+    """ipAddressPools and the pools ipAddressPoolSelectors match (neither = every pool); bad ones reported."""
+    spec = obj.spec
+    if not spec.ip_address_pools and not spec.ip_address_pool_selectors:
+        return frozenset(known.pools)
+    chosen: set[str] = set()
+    for i, name in enumerate(spec.ip_address_pools):
+        if name in known.pools:
+            chosen.add(name)
+        else:
+            issues.append(_err(f"spec.ipAddressPools[{i}]", _pool_problem(name, known)))
+    for j, selector in enumerate(selectors):
+        here = f"spec.ipAddressPoolSelectors[{j}]"
+        chosen.update(name for name, info in known.pools.items() if selector.matches(info.pool.labels))
+        bad = {p.metadata.name for p in known.pool_objects if selector.matches(p.metadata.labels)} - known.pools.keys()
+        issues.extend(_err(here, f"selects IPAddressPool {name}, which is invalid and not advertised") for name in sorted(bad))
+    return frozenset(chosen)
+
+
+def _pool_problem(name: str, known: _Known) -> str:
+    if ("IPAddressPool", name) in known.bad:
+        return f"IPAddressPool {name} {known.bad[('IPAddressPool', name)]}; its addresses are not advertised"
+    return f"no IPAddressPool named {name}"
+
+
+def _advertised_peers(names: Sequence[str], known: _Known, issues: list[_Issue]) -> tuple[frozenset[str], bool]:
+    """The named peers that exist; fatal when names were given and none is usable (empty means every peer)."""
+    chosen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in known.peers:
+            chosen.add(name)
+        elif ("BGPPeer", name) in known.bad:
+            issues.append(_err(f"spec.peers[{i}]", f"BGPPeer {name} {known.bad[('BGPPeer', name)]}"))
+        else:
+            issues.append(_err(f"spec.peers[{i}]", f"no BGPPeer named {name}"))
+    fatal = bool(names) and not chosen
+    if fatal:
+        message = "no named peer is usable, so this advertisement is not used (an empty list would mean every peer)"
+        issues.append(_err("spec.peers", message))
+    return frozenset(chosen), fatal
+
+
+def _aggregation_vs_pools(obj: BGPAdvertisement, pools: Iterable[str], known: _Known) -> list[_Issue]:
+    """MetalLB: an aggregation length shorter than an entry's widest prefix would announce foreign addresses."""
+    spec = obj.spec
+    issues: list[_Issue] = []
+    for name in sorted(pools):
+        for text, cidrs in known.pools[name].entries:
+            if not cidrs:
+                continue
+            v6 = cidrs[0].version == 6
+            length = spec.aggregation_length_v6 if v6 else spec.aggregation_length
+            widest = min(c.prefixlen for c in cidrs)
+            if length < widest:
+                path = "spec.aggregationLengthV6" if v6 else "spec.aggregationLength"
+                message = f"{length} is shorter than the /{widest} prefix of {text!r} in IPAddressPool {name}"
+                issues.append(_err(path, message))
+    return issues
+
+
+def _local_pref_conflicts(new: cfg.Advertisement, accepted: Sequence[cfg.Advertisement], known: _Known) -> list[_Issue]:
+    """MetalLB rejects two advertisements that would send one prefix to one peer with two LOCAL_PREFs."""
+    if new.service_selectors:
+        return []
+    for old in accepted:
+        if old.service_selectors or (new.local_pref or 0) == (old.local_pref or 0):
+            continue
+        for pool in sorted(new.pools & old.pools):
+            if _same_update(new, old, known.pools[pool], known.nodes):
+                message = (
+                    f"{new.local_pref or 0} conflicts with localPref {old.local_pref or 0} of BGPAdvertisement "
+                    f"{old.name} for IPAddressPool {pool} (same prefixes, peers and nodes)"
+                )
+                return [_err("spec.localPref", message)]
+    return []
+
+
+def _same_update(new: cfg.Advertisement, old: cfg.Advertisement, pool: _PoolInfo, nodes: Sequence[Node]) -> bool:
+    families = pool.families
+    v4_differs = new.aggregation_length != old.aggregation_length
+    v6_differs = new.aggregation_length_v6 != old.aggregation_length_v6
+    if not families or (v4_differs and v6_differs):
+        return False
+    if (v4_differs and 6 not in families) or (v6_differs and 4 not in families):
+        return False
+    if new.peers and old.peers and not new.peers & old.peers:
+        return False
+    return _may_share_nodes(new.node_selectors, old.node_selectors, nodes)
