@@ -54,6 +54,7 @@ def make_plan(
         endpoint_slices=snapshot.endpoint_slices,
         nodes=nodes,
         node_name=node_name,
+        load_balancer_class=load_balancer_class,
     )
     peers = node_peers(compiled.config, nodes.get(node_name))
     return Plan(compiled=compiled, allocation=allocation, peers=peers, table=table)
