@@ -1,0 +1,81 @@
+"""`metallb-bgp validate` and `metallb-bgp plan`, run as a user runs them (a child process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "metallb_bgp.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_validate_accepts_the_examples_folder() -> None:
+    result = cli("validate", "examples")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 error(s)" in result.stderr
+
+
+def test_validate_names_object_and_field_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "peer.yaml").write_text(
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r, namespace: metallb-system}\n"
+        "spec: {myASN: 64500, peerASN: 64501, peerAdress: 10.0.0.1}\n"
+    )
+    result = cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "BGPPeer metallb-system/r: spec.peerAdress: unknown field" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_reports_invalid_yaml_with_path_and_line_without_traceback(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: [x\n")
+    result = cli("validate", str(broken))
+    assert result.returncode == 1
+    assert f"File {broken}: line" in result.stdout and "invalid YAML" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_warnings_alone_exit_0(tmp_path: Path) -> None:
+    (tmp_path / "l2.yaml").write_text(
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2, namespace: metallb-system}\n"
+    )
+    result = cli("validate", str(tmp_path))
+    assert result.returncode == 0
+    assert result.stdout.startswith("warning: L2Advertisement metallb-system/l2")
+
+
+def test_validate_missing_path_is_an_error_not_a_traceback() -> None:
+    result = cli("validate", "no/such/folder")
+    assert result.returncode != 0
+    assert "no such file or folder" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_plan_prints_allocation_and_routes_as_table() -> None:
+    result = cli("plan", "examples", "--node", "demo-node")
+    assert result.returncode == 0, result.stderr
+    assert "default/nginx  192.168.10.0  first-pool" in result.stdout
+    route = next(line for line in result.stdout.splitlines() if line.startswith("192.168.10.0/32"))
+    assert "demo-router" in route and "64500:100" in route and "64500:1:2" in route and "local-pref 150" in route
+
+
+def test_plan_json_names_skipped_services_with_reasons(tmp_path: Path) -> None:
+    for name in ("pool.yaml", "peer.yaml", "advertisement.yaml"):
+        (tmp_path / name).write_text((ROOT / "examples" / name).read_text())
+    nginx = (ROOT / "examples" / "nginx.yaml").read_text()
+    (tmp_path / "svc.yaml").write_text(nginx.split("---")[0])  # the Service without its endpoints
+    result = cli("plan", str(tmp_path), "--node", "demo-node", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["routes"] == []
+    assert data["skipped"] == [
+        {"service": "default/nginx", "reason": "noEndpoints", "detail": data["skipped"][0]["detail"]}
+    ]
+    assert data["allocations"][0]["ips"] == ["192.168.10.0"]
