@@ -1,0 +1,151 @@
+"""Turn route changes into ExaBGP API command lines, and decide what one sync pass must send.
+
+ExaBGP's throughput is its own CPU, and one `announce attributes ... nlri P1 P2 ...` line carrying
+hundreds of prefixes costs far less than as many `announce route` lines. So routes are sent as bulk
+lines: one line per (peer set, attributes, family) batch, chunked to a bounded number of prefixes.
+
+Two ExaBGP facts shape the lines:
+- `next-hop self` only works when the route has the family of the TCP session; a dual-stack session
+  needs an explicit next hop for the other family (ExaBGP refuses the whole command otherwise).
+- Routers ignore LOCAL_PREF from eBGP peers, and MetalLB only sends it to iBGP peers: it is written
+  only for iBGP neighbours, so one batch may become two lines.
+
+Withdrawals carry the attributes the routes were announced with (ExaBGP can lose a bare withdrawal).
+
+Everything here is pure: the engine calls `plan_sync` and sends what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from metallb_bgp.exabgp.render import Neighbor
+from metallb_bgp.net import IPAddress
+from metallb_bgp.routes import RouteAttributes, RouteBatch, RouteDiff, RouteKey, RouteTable, diff
+
+Action = Literal["announce", "withdraw"]
+Routes = Mapping[RouteKey, RouteAttributes]
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    sent: dict[RouteKey, RouteAttributes]  # what the routers will have been told once the plan is sent
+    change: RouteDiff
+    end_of_rib: tuple[str, ...]  # peers that get End-of-RIB markers after the routes
+
+
+def plan_sync(
+    *,
+    desired: Routes,
+    sent: Routes,
+    established: frozenset[str],
+    fresh: frozenset[str],
+    can_carry: Callable[[str, int], bool],
+    graceful_restart: Callable[[str], bool],
+) -> SyncPlan:
+    """The change that brings every established peer from `sent` to `desired`.
+
+    `sent` is what we last told each peer, including peers whose session is down (a command queued
+    just before a session dropped can still reach the router once it is back). A `fresh` peer's
+    session has just come up: the router holds none of our routes, or only stale ones, so every desired
+    route is announced again and anything else we ever told it is withdrawn. Peers that are down get
+    nothing; they keep their `sent` entries until they come back.
+    """
+    target = {
+        key: attrs for key, attrs in desired.items() if key[0] in established and can_carry(key[0], key[1].version)
+    }
+    believed = {
+        key: attrs for key, attrs in sent.items() if key[0] in established and not (key[0] in fresh and key in target)
+    }
+    change = diff(RouteTable(routes=believed), RouteTable(routes=target))
+    kept = {key: attrs for key, attrs in sent.items() if key[0] not in established}
+    eor = tuple(sorted(peer for peer in fresh & established if graceful_restart(peer)))
+    return SyncPlan(sent={**kept, **target}, change=change, end_of_rib=eor)
+
+
+def route_commands(
+    change: RouteDiff,
+    neighbors: Mapping[str, Neighbor],
+    *,
+    next_hops: Mapping[int, IPAddress],
+    prefixes_per_command: int,
+) -> list[str]:
+    """Command lines for `change`: every withdrawal first, then every announcement."""
+    lines: list[str] = []
+    halves: tuple[tuple[Action, tuple[RouteBatch, ...]], ...] = (
+        ("withdraw", change.withdraw),
+        ("announce", change.announce),
+    )
+    for action, batches in halves:
+        for batch in batches:
+            lines.extend(batch_commands(batch, action, neighbors, next_hops, prefixes_per_command))
+    return lines
+
+
+def batch_commands(
+    batch: RouteBatch,
+    action: Action,
+    neighbors: Mapping[str, Neighbor],
+    next_hops: Mapping[int, IPAddress],
+    prefixes_per_command: int,
+) -> Iterator[str]:
+    family = batch.prefixes[0].version
+    for (next_hop, with_local_pref), group in _peer_groups(batch.peers, family, neighbors, next_hops):
+        selectors = " , ".join(neighbors[name].selector for name in group)
+        attributes = attribute_text(batch.attributes, next_hop=next_hop, with_local_pref=with_local_pref)
+        for chunk in _chunks(batch.prefixes, prefixes_per_command):
+            nlri = " ".join(str(prefix) for prefix in chunk)
+            yield f"{selectors} {action} attributes {attributes} nlri {nlri}"
+
+
+def attribute_text(attrs: RouteAttributes, *, next_hop: str, with_local_pref: bool) -> str:
+    parts = [f"next-hop {next_hop}"]
+    if with_local_pref and attrs.local_pref is not None:
+        parts.append(f"local-preference {attrs.local_pref}")
+    if attrs.communities:
+        parts.append(f"community [ {' '.join(attrs.communities)} ]")
+    if attrs.large_communities:
+        parts.append(f"large-community [ {' '.join(attrs.large_communities)} ]")
+    return " ".join(parts)
+
+
+def end_of_rib_commands(neighbor: Neighbor) -> list[str]:
+    return [f"{neighbor.selector} announce eor ipv{family} unicast" for family in sorted(neighbor.families)]
+
+
+def next_hop_for(neighbor: Neighbor, family: int, next_hops: Mapping[int, IPAddress]) -> str | None:
+    """`self` on the session's own family; the configured next hop for the other one, if any."""
+    if family == neighbor.session_family:
+        return "self"
+    explicit = next_hops.get(family)
+    return None if explicit is None else str(explicit)
+
+
+def can_carry(neighbor: Neighbor | None, family: int, next_hops: Mapping[int, IPAddress]) -> bool:
+    return (
+        neighbor is not None and family in neighbor.families and next_hop_for(neighbor, family, next_hops) is not None
+    )
+
+
+def _peer_groups(
+    peers: frozenset[str],
+    family: int,
+    neighbors: Mapping[str, Neighbor],
+    next_hops: Mapping[int, IPAddress],
+) -> list[tuple[tuple[str, bool], list[str]]]:
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for name in sorted(peers):
+        neighbor = neighbors.get(name)
+        next_hop = None if neighbor is None else next_hop_for(neighbor, family, next_hops)
+        if neighbor is None or next_hop is None:
+            continue  # plan_sync never targets these; a direct caller gets nothing rather than an error
+        groups.setdefault((next_hop, neighbor.ibgp), []).append(name)
+    return sorted(groups.items())
+
+
+def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
+    step = max(1, size)
+    for start in range(0, len(items), step):
+        yield items[start : start + step]

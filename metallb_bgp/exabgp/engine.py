@@ -1,0 +1,631 @@
+"""The ExaBGP engine: keeps this node's routers in line with the desired `RouteTable`.
+
+The speaker hands the engine two things: the peers of this node (`set_peers`) and the routes it wants
+announced (`apply`). The engine owns an `exabgp` child and its API relay, and keeps one promise: every
+established session carries exactly the desired routes for its peer. It does so with a small model of
+what it has told each router (`sent`) and one sync pass at a time:
+
+- `apply` replaces the desired table and wakes the sync pass, which sends `diff(sent, desired)` as bulk
+  commands (`commands.py`), flow-controlled by ExaBGP's acks;
+- a session coming up marks its peer *fresh*: the next pass re-announces its whole table (then
+  End-of-RIB when graceful restart is on), because the router holds none of our routes, or stale ones;
+- a session going down only stops traffic to that peer: its routes are held and re-pushed at the next
+  session up;
+- a child that dies is restarted with exponential backoff; the new ExaBGP starts empty and every
+  session comes back through the fresh-peer path. A relay connection that breaks while ExaBGP lives is
+  treated the same way (ExaBGP is restarted): session events may have been lost with it, and a
+  restart is the one state we know how to rebuild from.
+
+Peers change through a configuration `reload` (ExaBGP has no runtime neighbour add/remove). The new
+file is validated first (a broken one is still answered `done`), and the reload is confirmed by reading
+back the neighbours' descriptions, because ExaBGP drops a reload request that arrives while routes are
+queued for a peer. Unchanged neighbours keep their sessions.
+
+What this engine does not do: decide routes (that is `routes.desired_routes`), or check that the router
+accepted them (`done` means ExaBGP took the command, not that the router has the route).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from metallb_bgp.config import Peer
+from metallb_bgp.exabgp import commands, relay
+from metallb_bgp.exabgp.channel import Channel, ChannelClosed
+from metallb_bgp.exabgp.events import (
+    Line,
+    NeighborId,
+    NotificationEvent,
+    Output,
+    RelayHello,
+    SessionEvent,
+    ShutdownEvent,
+    parse_line,
+)
+from metallb_bgp.exabgp.process import ExaBGPChild, exabgp_environment, find_exabgp, validate_config
+from metallb_bgp.exabgp.render import RenderedConfig, ignored_settings, render
+from metallb_bgp.net import IPAddress
+from metallb_bgp.routes import RouteAttributes, RouteKey, RouteTable
+
+CONFIG_FILE = "exabgp.conf"
+CANDIDATE_FILE = "exabgp.conf.new"
+ENV_FILE = "exabgp.env"
+SOCKET_FILE = "api.sock"
+MAX_UNIX_PATH = 107
+WITHDRAW_GRACE = 0.5  # seconds between the last withdrawal ack and stopping ExaBGP
+_DESCRIPTION = re.compile(r'^\s*description "(.*)";\s*$')
+
+
+class ExaBGPError(Exception):
+    """The engine could not get ExaBGP to do what was asked."""
+
+
+class ExaBGPConfigError(ExaBGPError):
+    """`exabgp validate` refused a rendered configuration (the previous one stays in force)."""
+
+
+class SessionState(str, Enum):
+    IDLE = "idle"  # not connected (never was, down, or ExaBGP restarting)
+    CONNECTED = "connected"  # TCP up, OPEN exchange in progress
+    ESTABLISHED = "established"
+
+
+@dataclass(frozen=True)
+class PeerState:
+    state: SessionState
+    since: float  # wall-clock time (time.time()) of the last state change
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineTuning:
+    prefixes_per_command: int = 500
+    commands_in_flight: int = 4  # bulk commands outstanding before waiting for an ack
+    reactor_speed: float = 0.1  # exabgp.reactor.speed
+    ack_timeout: float = 60.0  # no ack for this long: ExaBGP is wedged, restart it
+    relay_connect_timeout: float = 20.0
+    restart_backoff_initial: float = 0.5
+    restart_backoff_max: float = 30.0
+    stable_after: float = 64.0  # a child that lived this long restarts with the initial backoff
+    stop_timeout: float = 5.0  # SIGTERM, then SIGKILL
+    reload_attempts: int = 30
+    reload_check_delay: float = 0.2
+
+
+class ExaBGPEngine:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        router_id: IPv4Address,
+        local_addresses: Sequence[IPAddress] = (),
+        ipv4_next_hop: IPv4Address | None = None,
+        ipv6_next_hop: IPv6Address | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+        tuning: EngineTuning = EngineTuning(),
+        exabgp_path: Path | None = None,
+    ) -> None:
+        """`ipv4_next_hop` / `ipv6_next_hop` are used only for routes of the other family than the
+        session's (dual-stack peers); same-family routes always use the session's own address."""
+        self._workdir = Path(workdir).resolve()  # ExaBGP and the relay run with other working directories
+        self._router_id = router_id
+        self._local_addresses = tuple(local_addresses)
+        self._next_hops: dict[int, IPAddress] = {
+            family: hop for family, hop in ((4, ipv4_next_hop), (6, ipv6_next_hop)) if hop is not None
+        }
+        self._log = logger if logger is not None else structlog.get_logger("metallb_bgp.exabgp")
+        self._tuning = tuning
+        self._exabgp = exabgp_path
+        self._env: dict[str, str] = {}
+        self._peers: tuple[Peer, ...] = ()
+        self._rendered = RenderedConfig(text="", neighbors={}, rejected={})
+        self._states: dict[str, PeerState] = {}
+        self._established: set[str] = set()
+        self._fresh: set[str] = set()
+        self._desired = RouteTable()
+        self._sent: dict[RouteKey, RouteAttributes] = {}
+        self._channel: Channel | None = None
+        self._child: ExaBGPChild | None = None
+        self._relay_waiter: asyncio.Future[Channel] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()  # one user of the channel at a time: a sync pass or a reload
+        self._config_lock = asyncio.Lock()
+        self._relay_pid: int | None = None
+        self._synced = asyncio.Condition()
+        self._generation = 0
+        self._synced_generation = 0
+
+    # ------------------------------------------------------------------ public API
+
+    async def start(self, peers: Sequence[Peer] | None = None) -> None:
+        """Start ExaBGP with `peers` (default: those given to `set_peers` before, if any).
+
+        Returns once its API relay is connected; raises `ExaBGPError` if ExaBGP does not come up and
+        `ExaBGPConfigError` if it refuses the configuration.
+        """
+        self._prepare_workdir()
+        peers = self._peers if peers is None else peers
+        rendered = self._render(peers)
+        await self._validate(rendered)
+        self._adopt(rendered, peers)
+        self._server = await asyncio.start_unix_server(
+            self._on_relay_connection, path=str(self._socket_path), limit=2**20
+        )
+        first_channel = asyncio.get_running_loop().create_future()
+        self._relay_waiter = first_channel
+        self._tasks = [
+            asyncio.create_task(self._supervise(first_channel), name="exabgp-supervisor"),
+            asyncio.create_task(self._sync_loop(), name="exabgp-sync"),
+        ]
+        try:
+            await asyncio.wait_for(asyncio.shield(first_channel), self._tuning.relay_connect_timeout)
+        except (TimeoutError, ExaBGPError) as exc:
+            await self.stop()
+            raise ExaBGPError(f"ExaBGP did not start: {str(exc) or 'no relay connection'}") from None
+
+    async def set_peers(self, peers: Sequence[Peer]) -> None:
+        """Make ExaBGP's neighbours match `peers`; sessions of unchanged peers are not disturbed."""
+        async with self._config_lock:  # one configuration change at a time: the file is shared
+            if self._server is None:  # not started: remembered for start()
+                self._peers = tuple(peers)
+                return
+            rendered = self._render(peers)
+            if rendered.text == self._rendered.text:
+                self._adopt(rendered, peers)
+                return
+            await self._validate(rendered)
+            self._adopt(rendered, peers)
+            self._write_config(rendered)
+            channel = self._channel
+            if channel is not None:
+                try:
+                    async with self._lock:
+                        await self._reload(channel, rendered)
+                except ChannelClosed:
+                    pass  # the next child reads the new file when it starts
+        self._wake.set()
+
+    async def apply(self, table: RouteTable) -> None:
+        """Make `table` the desired state; returns when ExaBGP has acked the change (or is away)."""
+        self._desired = table
+        self._generation += 1
+        generation = self._generation
+        self._wake.set()
+        async with self._synced:
+            await self._synced.wait_for(
+                lambda: self._synced_generation >= generation or self._channel is None or self._stopping.is_set()
+            )
+
+    async def stop(self, *, withdraw: bool = False) -> None:
+        """Stop ExaBGP (SIGTERM, then SIGKILL) and every task of the engine.
+
+        ExaBGP closes its sessions without a Cease, and a router that negotiated graceful restart keeps
+        our routes as stale for the restart time. `withdraw=True` withdraws every route first (bounded
+        by the ack timeout), for a node that is going away rather than restarting.
+        """
+        if withdraw and self._channel is not None and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.apply(RouteTable()), self._tuning.ack_timeout)
+            await asyncio.sleep(WITHDRAW_GRACE)  # `done` means queued in ExaBGP, not yet on the wire
+        self._stopping.set()
+        self._wake.set()
+        if self._channel is not None:
+            self._channel.close()
+        if self._child is not None:
+            await self._child.stop(self._tuning.stop_timeout)
+        if self._tasks:  # the supervisor notices the stop and cleans up after its child
+            await asyncio.wait([self._tasks[0]], timeout=self._tuning.stop_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._reap_relay()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()
+        await self._notify_synced()
+
+    def peer_states(self) -> Mapping[str, PeerState]:
+        return MappingProxyType(dict(self._states))
+
+    @property
+    def rejected_peers(self) -> Mapping[str, str]:
+        """Peers that have no ExaBGP neighbour, and why."""
+        return MappingProxyType(dict(self._rendered.rejected))
+
+    @property
+    def child_pid(self) -> int | None:
+        return None if self._child is None else self._child.pid
+
+    @property
+    def relay_pid(self) -> int | None:
+        return self._relay_pid
+
+    async def __aenter__(self) -> ExaBGPEngine:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def _socket_path(self) -> Path:
+        return self._workdir / SOCKET_FILE
+
+    def _prepare_workdir(self) -> None:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        if len(str(self._socket_path).encode()) > MAX_UNIX_PATH:
+            raise ExaBGPError(f"workdir path too long for a unix socket: {self._workdir}")
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()
+        env_file = self._workdir / ENV_FILE
+        env_file.write_text("# intentionally empty: the engine passes ExaBGP's settings in its environment\n")
+        self._env = exabgp_environment(env_file=env_file, reactor_speed=self._tuning.reactor_speed)
+        if self._exabgp is None:
+            self._exabgp = find_exabgp()
+
+    def _render(self, peers: Sequence[Peer]) -> RenderedConfig:
+        relay_command = [sys.executable, "-I", relay.__file__, str(self._socket_path)]
+        return render(
+            peers, router_id=self._router_id, process_command=relay_command, local_addresses=self._local_addresses
+        )
+
+    async def _validate(self, rendered: RenderedConfig) -> None:
+        candidate = self._workdir / CANDIDATE_FILE
+        _write_private(candidate, rendered.text)
+        assert self._exabgp is not None
+        valid, output = await validate_config(self._exabgp, candidate, self._env)
+        if not valid:
+            self._log.error("exabgp_config_invalid", output=output)
+            raise ExaBGPConfigError(output)
+
+    def _write_config(self, rendered: RenderedConfig) -> None:
+        _write_private(self._workdir / CONFIG_FILE, rendered.text)
+        self._log.info("exabgp_config_written", peers=sorted(rendered.neighbors), rejected=dict(rendered.rejected))
+
+    def _adopt(self, rendered: RenderedConfig, peers: Sequence[Peer]) -> None:
+        """Take `rendered` as the configuration: forget removed peers, start new ones idle."""
+        old = self._rendered.neighbors
+        new = rendered.neighbors
+        for name, neighbor in old.items():
+            if name not in new or new[name].selector != neighbor.selector:
+                self._forget_session(name)
+        now = time.time()
+        states: dict[str, PeerState] = {}
+        for peer in peers:
+            kept = self._states.get(peer.name)
+            if peer.name in rendered.rejected:
+                states[peer.name] = PeerState(SessionState.IDLE, now, rendered.rejected[peer.name])
+            elif kept is not None and peer.name in old and old[peer.name].selector == new[peer.name].selector:
+                states[peer.name] = kept
+            else:
+                states[peer.name] = PeerState(SessionState.IDLE, now)
+        self._states = states
+        self._peers = tuple(peers)
+        self._rendered = rendered
+        for peer in peers:
+            ignored = ignored_settings(peer)
+            if ignored and peer.name in rendered.neighbors:
+                self._log.info("exabgp_peer_settings_ignored", peer=peer.name, settings=ignored)
+
+    def _forget_session(self, name: str) -> None:
+        self._established.discard(name)
+        self._fresh.discard(name)
+        self._sent = {key: attrs for key, attrs in self._sent.items() if key[0] != name}
+
+    async def _reload(self, channel: Channel, rendered: RenderedConfig) -> None:
+        expected = sorted(neighbor.description for neighbor in rendered.neighbors.values())
+        for attempt in range(1, self._tuning.reload_attempts + 1):
+            await channel.barrier("reload")
+            for _check in range(3):  # ExaBGP applies the reload at the top of its next loop turn
+                await asyncio.sleep(self._tuning.reload_check_delay)
+                if await self._loaded_descriptions(channel) == expected:
+                    self._log.info("exabgp_reload_applied", attempts=attempt, peers=len(expected))
+                    return
+        self._log.error("exabgp_reload_not_applied", attempts=self._tuning.reload_attempts)
+        channel.close()  # the restarted child starts from the new file
+        raise ChannelClosed("reload not applied")
+
+    async def _loaded_descriptions(self, channel: Channel) -> list[str]:
+        reply = await channel.request("show neighbor configuration")
+        # the output also holds md5 lines: only descriptions are read, nothing of it is logged
+        return sorted(m.group(1) for m in map(_DESCRIPTION.match, reply.output) if m is not None)
+
+    # ------------------------------------------------------------------ child supervision
+
+    async def _supervise(self, first_channel: asyncio.Future[Channel]) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._tuning.restart_backoff_initial
+        waiter = first_channel
+        while not self._stopping.is_set():  # one turn per child; ends with stop()
+            started = loop.time()
+            try:
+                await self._run_child(waiter)
+            except Exception as exc:  # the supervisor must outlive any one child, whatever went wrong
+                self._log.error("exabgp_child_failed", error=str(exc), exc_info=not isinstance(exc, ExaBGPError))
+                if not waiter.done():
+                    waiter.set_exception(ExaBGPError(str(exc)))
+                    waiter.exception()
+            if self._stopping.is_set():
+                return
+            if loop.time() - started >= self._tuning.stable_after:
+                backoff = self._tuning.restart_backoff_initial
+            self._log.warning("exabgp_child_restart_scheduled", delay_seconds=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, self._tuning.restart_backoff_max)
+            waiter = loop.create_future()
+
+    async def _run_child(self, waiter: asyncio.Future[Channel]) -> None:
+        assert self._exabgp is not None
+        self._write_config(self._rendered)
+        self._relay_waiter = waiter
+        child = await ExaBGPChild.spawn(
+            self._exabgp, self._workdir / CONFIG_FILE, env=self._env, cwd=self._workdir, logger=self._log
+        )
+        self._child = child
+        self._log.info("exabgp_child_started", pid=child.pid)
+        exited = asyncio.create_task(child.wait())
+        try:
+            channel = await self._await_relay(waiter, exited)
+            closed = asyncio.create_task(channel.wait_closed())
+            await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+        finally:
+            await self._on_disconnected()
+            code = await child.stop(self._tuning.stop_timeout)
+            exited.cancel()
+            self._child = None
+            self._log.warning("exabgp_child_exited", pid=child.pid, returncode=code)
+            await self._reap_relay()
+
+    async def _await_relay(self, waiter: asyncio.Future[Channel], exited: asyncio.Task[int]) -> Channel:
+        either: set[asyncio.Future[Any]] = {waiter, exited}
+        done, _ = await asyncio.wait(
+            either, timeout=self._tuning.relay_connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter in done:
+            return waiter.result()
+        if exited in done:
+            raise ExaBGPError(f"exabgp exited with code {exited.result()} before its relay connected")
+        raise ExaBGPError("the API relay did not connect")
+
+    async def _on_relay_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            raw = await asyncio.wait_for(reader.readline(), 5.0)
+        except (TimeoutError, OSError, ValueError):
+            writer.close()
+            return
+        hello = parse_line(raw.decode(errors="replace"))
+        child, waiter = self._child, self._relay_waiter
+        if (
+            not isinstance(hello, RelayHello)
+            or child is None
+            or hello.exabgp_pid != child.pid
+            or waiter is None
+            or waiter.done()
+        ):
+            self._log.warning("relay_rejected", hello=raw[:80].decode(errors="replace").strip())
+            writer.close()
+            return
+        channel = Channel(
+            reader,
+            writer,
+            on_line=self._on_line,
+            window=self._tuning.commands_in_flight,
+            ack_timeout=self._tuning.ack_timeout,
+            logger=self._log,
+        )
+        self._relay_pid = hello.pid
+        self._on_connected(channel)  # before the first event is read: events then apply to a clean state
+        channel.start()
+        self._log.info("relay_connected", relay_pid=hello.pid, exabgp_pid=hello.exabgp_pid)
+        waiter.set_result(channel)
+
+    async def _reap_relay(self) -> None:
+        """The relay exits when ExaBGP's pipe closes; make sure of it (it is ExaBGP's child, not ours)."""
+        pid, self._relay_pid = self._relay_pid, None
+        if pid is None:
+            return
+        for _ in range(20):  # up to 1 s
+            if not _process_exists(pid):
+                return
+            await asyncio.sleep(0.05)
+        self._log.warning("relay_kill", pid=pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def _on_connected(self, channel: Channel) -> None:
+        # a new ExaBGP holds no routes and no sessions: everything comes back through session up
+        self._channel = channel
+        self._sent = {}
+        self._established.clear()
+        self._fresh.clear()
+        self._wake.set()
+
+    async def _on_disconnected(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+        now = time.time()
+        reason = "ExaBGP stopped" if self._stopping.is_set() else "ExaBGP restarting"
+        for name, state in self._states.items():
+            if state.state is not SessionState.IDLE:
+                self._states[name] = PeerState(SessionState.IDLE, now, reason)
+        self._established.clear()
+        self._fresh.clear()
+        await self._notify_synced()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_line(self, line: Line) -> None:
+        if isinstance(line, SessionEvent):
+            self._on_session_event(line)
+        elif isinstance(line, NotificationEvent):
+            self._on_notification(line)
+        elif isinstance(line, ShutdownEvent):
+            self._log.info("exabgp_shutting_down")
+        elif isinstance(line, Output):
+            self._log.debug("exabgp_unexpected_output", line=line.text[:200])
+
+    def _peer_of(self, neighbor: NeighborId) -> str | None:
+        for name, candidate in self._rendered.neighbors.items():
+            if candidate.address != neighbor.address:
+                continue
+            if neighbor.local_asn is not None and neighbor.local_asn != candidate.local_asn:
+                continue
+            if None not in (neighbor.peer_asn, candidate.peer_asn) and neighbor.peer_asn != candidate.peer_asn:
+                continue
+            return name
+        return None
+
+    def _on_session_event(self, event: SessionEvent) -> None:
+        name = self._peer_of(event.neighbor)
+        if name is None:
+            self._log.debug("bgp_session_event_unknown_peer", address=str(event.neighbor.address), state=event.state)
+            return
+        previous = self._states.get(name)
+        last_error = previous.last_error if previous is not None else None
+        if event.state == "up":
+            self._established.add(name)
+            self._fresh.add(name)
+            self._set_state(name, SessionState.ESTABLISHED, last_error)
+            self._wake.set()
+        elif event.state == "connected":
+            self._set_state(name, SessionState.CONNECTED, last_error)
+        elif event.state == "down":
+            self._established.discard(name)
+            self._fresh.discard(name)
+            self._set_state(name, SessionState.IDLE, event.reason or last_error)
+        self._log.info("bgp_session_state", peer=name, state=event.state, reason=event.reason or None)
+
+    def _on_notification(self, event: NotificationEvent) -> None:
+        name = self._peer_of(event.neighbor)
+        if name is None:
+            return
+        text = f"notification {event.direction} code {event.code} subcode {event.subcode}"
+        if event.message:
+            text += f": {event.message}"
+        state = self._states.get(name)
+        if state is not None:
+            self._states[name] = PeerState(state.state, state.since, text)
+        self._log.warning(
+            "bgp_notification", peer=name, direction=event.direction, code=event.code, subcode=event.subcode
+        )
+
+    def _set_state(self, name: str, state: SessionState, last_error: str | None) -> None:
+        previous = self._states.get(name)
+        since = previous.since if previous is not None and previous.state is state else time.time()
+        self._states[name] = PeerState(state, since, last_error)
+
+    # ------------------------------------------------------------------ route sync
+
+    async def _sync_loop(self) -> None:
+        while True:  # one pass per wake-up; cancelled by stop()
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            channel = self._channel
+            generation = self._generation
+            if channel is None or channel.closed:
+                await self._notify_synced()
+                continue
+            try:
+                async with self._lock:
+                    await self._sync_pass(channel)
+            except ChannelClosed:
+                continue
+            except Exception:  # a bug here must not end route sync: restart from a clean state
+                self._log.exception("route_sync_failed")
+                channel.close()
+                continue
+            self._synced_generation = max(self._synced_generation, generation)
+            await self._notify_synced()
+
+    async def _sync_pass(self, channel: Channel) -> None:
+        started = time.monotonic()
+        neighbors = self._rendered.neighbors
+        fresh = frozenset(self._fresh & self._established)
+        plan = commands.plan_sync(
+            desired=self._desired.routes,
+            sent=self._sent,
+            established=frozenset(self._established),
+            fresh=fresh,
+            can_carry=lambda peer, family: commands.can_carry(neighbors.get(peer), family, self._next_hops),
+            graceful_restart=lambda peer: (n := neighbors.get(peer)) is not None and n.graceful_restart,
+        )
+        self._sent = plan.sent
+        self._fresh -= fresh
+        lines = commands.route_commands(
+            plan.change, neighbors, next_hops=self._next_hops, prefixes_per_command=self._tuning.prefixes_per_command
+        )
+        futures = [await channel.submit(line) for line in lines]
+        failed = sum(1 for reply in [await channel.wait(f) for f in futures] if not reply.ok)
+        for peer in plan.end_of_rib:
+            for line in commands.end_of_rib_commands(neighbors[peer]):
+                reply = await channel.barrier(line)
+                failed += 0 if reply.ok else 1
+        if lines or plan.end_of_rib:
+            self._log.info(
+                "routes_synced",
+                announced=sum(len(b.prefixes) * len(b.peers) for b in plan.change.announce),
+                withdrawn=sum(len(b.prefixes) * len(b.peers) for b in plan.change.withdraw),
+                full_push=sorted(fresh),
+                commands=len(lines),
+                failed=failed,
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    async def _notify_synced(self) -> None:
+        async with self._synced:
+            self._synced.notify_all()
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _state_of(pid) not in ("Z", "X")  # a zombie waiting for its parent is gone for us
+
+
+def _state_of(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "X"
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically, readable by us only (the file may hold MD5 passwords)."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
