@@ -170,8 +170,15 @@ class EmbeddedRunner:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await self.engine.stop()
+            await self.engine.stop(withdraw=self._withdraw_on_stop())
             log.info("stopped")
+
+    def _withdraw_on_stop(self) -> set[str]:
+        """Peers to withdraw from before exiting: those without graceful restart. ExaBGP closes its
+        sessions without a Cease, so they would otherwise keep our routes until their hold time runs out;
+        graceful-restart peers keep them as stale across our restart, which is the point (hitless)."""
+        plan = self.plan
+        return set() if plan is None else {p.name for p in plan.peers if not p.graceful_restart}
 
     async def _watch(self, changes: asyncio.Queue[set[Path]]) -> None:
         async for changed in self.folder.changes():

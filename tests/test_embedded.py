@@ -219,10 +219,13 @@ def test_assignments_survive_a_restart_through_the_state_file(cluster) -> None:
     assert set(routes) == {host("198.51.100.1/32")}
 
 
-def test_sigterm_stops_cleanly_and_leaves_no_process_behind(cluster) -> None:
+def test_sigterm_withdraws_stops_cleanly_and_leaves_no_process_behind(cluster) -> None:
     router, manifests, start = cluster
+    (manifests / "web.yaml").write_text(service("web"))
     run = start()
-    router.wait_established("speaker")
+    router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32")
     children = wait_until(run.children, what="the ExaBGP child")
     assert run.stop() == 0
     assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+    # no graceful restart here: the router must not keep the route until its hold time (9 s) expires
+    assert router.routes() == {}

@@ -34,7 +34,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
@@ -214,16 +214,18 @@ class ExaBGPEngine:
                 lambda: self._synced_generation >= generation or self._channel is None or self._stopping.is_set()
             )
 
-    async def stop(self, *, withdraw: bool = False) -> None:
+    async def stop(self, *, withdraw: bool | Collection[str] = False) -> None:
         """Stop ExaBGP (SIGTERM, then SIGKILL) and every task of the engine.
 
         ExaBGP closes its sessions without a Cease, and a router that negotiated graceful restart keeps
         our routes as stale for the restart time. `withdraw=True` withdraws every route first (bounded
-        by the ack timeout), for a node that is going away rather than restarting.
+        by the ack timeout), for a node that is going away rather than restarting; a collection of peer
+        names withdraws from those peers only (those without graceful restart, say).
         """
         if withdraw and self._channel is not None and not self._stopping.is_set():
+            kept = {} if withdraw is True else {k: v for k, v in self._desired.routes.items() if k[0] not in withdraw}
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.apply(RouteTable()), self._tuning.ack_timeout)
+                await asyncio.wait_for(self.apply(RouteTable(routes=kept)), self._tuning.ack_timeout)
             await asyncio.sleep(WITHDRAW_GRACE)  # `done` means queued in ExaBGP, not yet on the wire
         self._stopping.set()
         self._wake.set()
