@@ -50,11 +50,9 @@ class LabelSelectorSpec(Strict):
         )
 
 
-class KubeObject(Lenient):
-    """Fields every object has. Subclasses fix apiVersion/kind and add spec/status."""
+class Named:
+    """`obj.name` / `obj.namespace` for every kind (core and metallb.io alike)."""
 
-    api_version: str
-    kind: str
     metadata: ObjectMeta
 
     @property
@@ -64,3 +62,11 @@ class KubeObject(Lenient):
     @property
     def namespace(self) -> str:
         return self.metadata.namespace
+
+
+class KubeObject(Named, Lenient):
+    """Fields every object has. Subclasses fix apiVersion/kind and add spec/status."""
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta

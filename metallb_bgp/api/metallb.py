@@ -12,26 +12,18 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from metallb_bgp.api.duration import Duration
-from metallb_bgp.api.meta import LabelSelectorSpec, ObjectMeta, Strict
+from metallb_bgp.api.meta import LabelSelectorSpec, Named, ObjectMeta, Strict
 
 GROUP = "metallb.io"
 UINT32 = 4294967295
 
 
-class MetalLBObject(Strict):
+class MetalLBObject(Named, Strict):
     model_config = ConfigDict(extra="forbid")
     api_version: str
     kind: str
     metadata: ObjectMeta
     status: dict[str, Any] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
 
 
 # --- IPAddressPool -----------------------------------------------------------------------------------
