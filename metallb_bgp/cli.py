@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metallb_bgp import __version__
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,12 +48,70 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
     run.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
     _logging_flags(run)
+
+    controller = sub.add_parser(
+        "controller", help="Kubernetes mode: allocate service IPs (one leader), write status, annotations, events"
+    )
+    _kubernetes_flags(controller)
+    controller.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
+    controller.add_argument("--lease-name", default="metallb-bgp-controller", help="the leader election Lease")
+    controller.add_argument("--identity", default=None, help="this candidate's name in the Lease (default: host_random)")
+    controller.add_argument("--lease-duration", type=int, default=15, metavar="SECONDS",
+                            help="how long a leader's lease is valid without renewal")
+    controller.add_argument("--renew-deadline", type=int, default=10, metavar="SECONDS",
+                            help="how long the leader keeps trying to renew before it stops writing")
+    controller.add_argument("--retry-period", type=int, default=2, metavar="SECONDS",
+                            help="time between election attempts (at least 1)")
+    controller.add_argument("--no-leader-election", action="store_true",
+                            help="write without a Lease (only ever run one controller like this)")
+    _logging_flags(controller)
+
+    speaker = sub.add_parser("speaker", help="Kubernetes mode: announce this node's service IPs over BGP (ExaBGP)")
+    speaker.add_argument("--node-name", default=os.environ.get("NODE_NAME") or None, required=not os.environ.get("NODE_NAME"),
+                         help="this node's name (default: $NODE_NAME)")
+    _kubernetes_flags(speaker)
+    speaker.add_argument("--workdir", type=Path, default=None,
+                         help="folder for ExaBGP's configuration and API socket (default: a private temporary folder)")
+    speaker.add_argument("--router-id", type=ipaddress.IPv4Address, default=None,
+                         help="BGP router ID (default: a peer's routerID or IPv4 sourceAddress)")
+    speaker.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
+    speaker.add_argument("--exabgp-prefixes-per-command", type=int, default=None, metavar="N",
+                         help="prefixes per bulk announce/withdraw command (default 500)")
+    speaker.add_argument("--exabgp-commands-in-flight", type=int, default=None, metavar="N",
+                         help="bulk commands outstanding before waiting for ExaBGP's ack (default 4)")
+    speaker.add_argument("--exabgp-reactor-speed", type=float, default=None, metavar="SECONDS",
+                         help="ExaBGP's exabgp.reactor.speed (default 0.1)")
+    speaker.add_argument("--exabgp-ack-timeout", type=float, default=None, metavar="SECONDS",
+                         help="no ack for this long: ExaBGP is wedged and restarted (default 60)")
+    _logging_flags(speaker)
     return parser
 
 
+def _kubernetes_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
+
+
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every daemon has: logging, and the metrics/health endpoint (off unless asked for)."""
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    parser.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
+                        help="serve /metrics, /healthz and /readyz here (e.g. 127.0.0.1:7472); off by default")
+
+
+def _serve_metrics(args: argparse.Namespace) -> bool:
+    if not args.metrics_address:
+        return True
+    from metallb_bgp import metrics
+
+    try:
+        metrics.serve(args.metrics_address)
+    except (ValueError, OSError) as exc:
+        print(f"error: --metrics-address {args.metrics_address}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _load(paths: Sequence[Path], namespace: str):
@@ -93,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from metallb_bgp.embedded import RunOptions, run
 
     logs.configure(level=args.log_level, fmt=args.log_format)
+    if not _serve_metrics(args):
+        return 1
     missing = [str(p) for p in args.manifests if not p.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -111,7 +176,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run}
+def _kube_client(args: argparse.Namespace) -> ApiClient:
+    from metallb_bgp.kube_writer import api_client_from
+
+    if args.kubeconfig is not None and not args.kubeconfig.exists():
+        raise SystemExit(f"error: no such kubeconfig: {args.kubeconfig}")
+    try:
+        return api_client_from(args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - kubernetes.config raises several types for a bad config
+        raise SystemExit(f"error: cannot load the Kubernetes configuration: {exc}") from None
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from metallb_bgp import logs
+    from metallb_bgp.controller import ControllerOptions, LeaseTimings, default_identity, run_controller
+
+    logs.configure(level=args.log_level, fmt=args.log_format)
+    if not _serve_metrics(args):
+        return 1
+    timings = LeaseTimings(args.lease_duration, args.renew_deadline, args.retry_period)
+    if problems := timings.problems():
+        print(f"error: leader election timings: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    options = ControllerOptions(
+        namespace=args.namespace,
+        load_balancer_class=args.load_balancer_class,
+        lease_name=args.lease_name,
+        identity=args.identity or default_identity(),
+        timings=timings,
+        leader_election=not args.no_leader_election,
+    )
+    asyncio.run(run_controller(_kube_client(args), options))
+    return 0
+
+
+def cmd_speaker(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+
+    from metallb_bgp import logs
+    from metallb_bgp.exabgp import EngineTuning
+    from metallb_bgp.speaker import SpeakerOptions, run_speaker
+
+    logs.configure(level=args.log_level, fmt=args.log_format)
+    if not _serve_metrics(args):
+        return 1
+    tuning = {
+        name: value
+        for name, value in (
+            ("prefixes_per_command", args.exabgp_prefixes_per_command),
+            ("commands_in_flight", args.exabgp_commands_in_flight),
+            ("reactor_speed", args.exabgp_reactor_speed),
+            ("ack_timeout", args.exabgp_ack_timeout),
+        )
+        if value is not None
+    }
+    if any(value <= 0 for value in tuning.values()):
+        print("error: --exabgp-* values must be positive", file=sys.stderr)
+        return 1
+    api_client = _kube_client(args)
+    with tempfile.TemporaryDirectory(prefix="metallb-bgp-") as scratch:
+        options = SpeakerOptions(
+            node_name=args.node_name,
+            workdir=args.workdir or Path(scratch),
+            namespace=args.namespace,
+            router_id=args.router_id,
+            load_balancer_class=args.load_balancer_class,
+            tuning=EngineTuning(**tuning),
+        )
+        asyncio.run(run_speaker(api_client, options))
+    return 0
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "controller": cmd_controller,
+    "speaker": cmd_speaker,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

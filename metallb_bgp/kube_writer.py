@@ -1,0 +1,468 @@
+"""What the daemons write to the Kubernetes API, and the few requests that write it.
+
+Two halves. The pure half computes bodies from values: a Service's `status.loadBalancer.ingress`
+patch, the `metallb.io/ip-allocated-from-pool` annotation patch, IPAddressPool status counters, an
+Event, a ConfigurationState status. Each returns None when nothing would change, so a reconcile that
+finds the cluster as it wants it sends nothing. The I/O half, `KubeWriter`, sends those bodies with the
+official client and never raises: a 409 or 404 is logged and reported to the caller, which re-reads
+the cluster (its watch cache) and tries again on a later reconcile; any other API or connection error
+is logged the same way. A daemon's loop must outlive any API outage.
+
+Every patch is a JSON merge patch (`application/merge-patch+json`): lists are replaced whole, which
+is what `status.loadBalancer.ingress` needs, and custom resources accept it (they refuse strategic
+merge patches). Nothing written here ever carries a BGP password or any Secret data: bodies are built
+only from service IPs, pool names, counters, object references, `ObjectError` texts and peer states.
+
+Also here, because both daemons need them: `api_client_from` (in-cluster config or a kubeconfig file)
+and `Wakeup` (watch threads wake the asyncio loop; the loop coalesces a burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import structlog
+from kubernetes import client, config
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.rest import ApiException
+
+from metallb_bgp.allocator import PoolUsage
+from metallb_bgp.errors import ObjectError
+from metallb_bgp.net import IPAddress
+
+log = structlog.get_logger("metallb_bgp.kube")
+
+GROUP = "metallb.io"
+POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
+CONFIGURATION_STATE_VERSION = "v1beta1"
+CONFIGURATION_STATE_PLURAL = "configurationstates"
+COMPONENT_LABEL = "metallb.io/component-type"
+NODE_LABEL = "metallb.io/node-name"
+MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT = (3.0, 10.0)  # connect, read (seconds): a hung API server must not hang a reconcile
+MAX_EVENT_MESSAGE = 1024  # the API server's limit on Event.message
+MAX_ERROR_SUMMARY = 4096
+CONNECTION_POOL_SIZE = 32
+STATE_UNAVAILABLE_BACKOFF = 60.0  # seconds between attempts when ConfigurationState is not served
+Body = dict[str, Any]
+
+
+# --- values -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """The object an Event is about (involvedObject)."""
+
+    kind: str
+    namespace: str
+    name: str
+    api_version: str = "v1"
+    uid: str = ""
+
+
+@dataclass(frozen=True, order=True)
+class EventSpec:
+    """One Event to emit; `type` is Normal or Warning."""
+
+    ref: ObjectRef
+    type: str
+    reason: str
+    message: str
+
+
+class WriteOutcome(str, Enum):
+    OK = "ok"
+    CONFLICT = "conflict"  # 409: the object changed since we read it
+    NOT_FOUND = "not_found"  # 404: the object (or its kind) is gone
+    FAILED = "failed"  # any other API or connection error
+    SKIPPED = "skipped"  # not allowed to write now (not the leader)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    outcome: WriteOutcome
+    resource_version: str | None = None  # of the written object, when the answer carried it
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is WriteOutcome.OK
+
+    @property
+    def needs_retry(self) -> bool:
+        return self.outcome in (WriteOutcome.CONFLICT, WriteOutcome.FAILED)
+
+
+# --- pure: what to write ----------------------------------------------------------------------------
+
+
+def ingress_ips(ingress: Sequence[Any]) -> tuple[str, ...]:
+    """The IPs of a status.loadBalancer.ingress list (model objects or dicts), hostnames left out."""
+    ips = []
+    for entry in ingress:
+        ip = entry.get("ip") if isinstance(entry, Mapping) else getattr(entry, "ip", "")
+        if ip:
+            ips.append(str(ip).strip())
+    return tuple(ips)
+
+
+def ingress_of(ips: Sequence[IPAddress]) -> tuple[str, ...]:
+    return tuple(str(ip) for ip in ips)
+
+
+def service_status_patch(current: Sequence[str], desired: Sequence[str], *, resource_version: str = "") -> Body | None:
+    """The Service status patch that makes the ingress IPs `desired` (in order), or None if they are.
+
+    With `resource_version`, the API server refuses the patch (409) if the Service changed since that
+    version: the allocation was computed from what we saw, so a stale view must not be written.
+    """
+    if tuple(current) == tuple(desired):
+        return None
+    patch: Body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in desired]}}}
+    if resource_version:
+        patch["metadata"] = {"resourceVersion": resource_version}
+    return patch
+
+
+def pool_annotation_patch(annotations: Mapping[str, str], pool: str | None) -> Body | None:
+    """Set `metallb.io/ip-allocated-from-pool` to `pool`, or remove it when None; None if already so."""
+    if annotations.get(POOL_ANNOTATION) == pool:
+        return None
+    return {"metadata": {"annotations": {POOL_ANNOTATION: pool}}}
+
+
+def pool_status(usage: PoolUsage) -> Body:
+    return {
+        "assignedIPv4": usage.assigned_ipv4,
+        "assignedIPv6": usage.assigned_ipv6,
+        "availableIPv4": usage.available_ipv4,
+        "availableIPv6": usage.available_ipv6,
+    }
+
+
+def pool_status_patch(current: Mapping[str, Any] | None, usage: PoolUsage) -> Body | None:
+    """The IPAddressPool status patch for `usage` (other status fields are left alone), or None."""
+    wanted = pool_status(usage)
+    current = current or {}
+    if all(current.get(key) == value for key, value in wanted.items()):
+        return None
+    return {"status": wanted}
+
+
+def problem_entry(problem: ObjectError) -> Body:
+    return {
+        "kind": problem.kind,
+        "namespace": problem.namespace,
+        "name": problem.name,
+        "field": problem.field,
+        "message": problem.message,
+        "severity": problem.severity.value,
+    }
+
+
+def error_summary(problems: Sequence[ObjectError]) -> str:
+    """The errors (not warnings) as one line each, bounded."""
+    lines = [str(p) for p in problems if p.is_error]
+    summary = "\n".join(lines)
+    if len(summary) <= MAX_ERROR_SUMMARY:
+        return summary
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > MAX_ERROR_SUMMARY - 40:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept) + f"\n... and {len(lines) - len(kept)} more"
+
+
+def configuration_state_status(problems: Sequence[ObjectError], **extra: Any) -> Body:
+    """A ConfigurationState status: `result` Valid|Invalid, `errorSummary` (errors only, one per line)
+    and `errors` (every problem, warnings included, as structured entries), plus `extra` fields."""
+    ordered = sorted(set(problems))
+    status: Body = {
+        "result": "Invalid" if any(p.is_error for p in ordered) else "Valid",
+        "errorSummary": error_summary(ordered),
+        "errors": [problem_entry(p) for p in ordered],
+    }
+    status.update(extra)
+    return status
+
+
+def configuration_state_object(name: str, namespace: str, labels: Mapping[str, str]) -> Body:
+    return {
+        "apiVersion": f"{GROUP}/{CONFIGURATION_STATE_VERSION}",
+        "kind": "ConfigurationState",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+    }
+
+
+def timestamp(now: datetime | None = None) -> str:
+    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_body(spec: EventSpec, *, component: str, instance: str, host: str = "", now: datetime | None = None) -> Body:
+    """A core/v1 Event about `spec.ref` (namespaced objects: in their namespace; others: default)."""
+    ref = spec.ref
+    involved: Body = {"kind": ref.kind, "name": ref.name, "apiVersion": ref.api_version}
+    if ref.namespace:
+        involved["namespace"] = ref.namespace
+    if ref.uid:
+        involved["uid"] = ref.uid
+    stamp = timestamp(now)
+    message = spec.message if len(spec.message) <= MAX_EVENT_MESSAGE else spec.message[: MAX_EVENT_MESSAGE - 3] + "..."
+    source: Body = {"component": component}
+    if host:
+        source["host"] = host
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{ref.name}.", "namespace": event_namespace(ref)},
+        "involvedObject": involved,
+        "reason": spec.reason,
+        "message": message,
+        "type": spec.type,
+        "source": source,
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def event_namespace(ref: ObjectRef) -> str:
+    return ref.namespace or "default"
+
+
+# --- I/O: sending it ------------------------------------------------------------------------------
+
+
+def _outcome(exc: ApiException) -> WriteOutcome:
+    if exc.status == 409:
+        return WriteOutcome.CONFLICT
+    if exc.status == 404:
+        return WriteOutcome.NOT_FOUND
+    return WriteOutcome.FAILED
+
+
+def _resource_version(answer: Any) -> str | None:
+    if isinstance(answer, Mapping):
+        return (answer.get("metadata") or {}).get("resourceVersion")
+    metadata = getattr(answer, "metadata", None)
+    return getattr(metadata, "resource_version", None)
+
+
+class KubeWriter:
+    """Sends writes with the official client; logs and reports failures instead of raising.
+
+    `may_write` is asked before every request: the controller passes "am I still the leader", so a
+    controller that loses its lease stops writing between two requests, not at the end of a batch.
+    The methods are synchronous (the client is); daemons call them from a worker thread.
+    """
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        *,
+        component: str,
+        instance: str,
+        host: str = "",
+        may_write: Callable[[], bool] = lambda: True,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.component = component
+        self.instance = instance
+        self.host = host
+        self.may_write = may_write
+        self.timeout = timeout
+        self._state_unavailable_until = 0.0  # monotonic; ConfigurationState writes pause until then
+
+    def _send(self, verb: str, target: str, call: Callable[[], Any], **context: Any) -> WriteResult:
+        if not self.may_write():
+            log.info("kube_write_skipped", verb=verb, object=target, reason="not allowed to write (not the leader)")
+            return WriteResult(WriteOutcome.SKIPPED)
+        try:
+            answer = call()
+        except ApiException as exc:
+            outcome = _outcome(exc)
+            log.warning("kube_write_failed", verb=verb, object=target, code=exc.status, reason=exc.reason, outcome=outcome.value)
+            return WriteResult(outcome)
+        except Exception as exc:  # noqa: BLE001 - connection errors, timeouts: the loop must go on
+            log.warning("kube_write_failed", verb=verb, object=target, error=f"{type(exc).__name__}: {exc}"[:300])
+            return WriteResult(WriteOutcome.FAILED)
+        log.info(verb, object=target, **context)
+        return WriteResult(WriteOutcome.OK, _resource_version(answer))
+
+    def patch_service_status(self, namespace: str, name: str, patch: Body) -> WriteResult:
+        ips = ingress_ips(patch["status"]["loadBalancer"]["ingress"])
+        return self._send(
+            "service_status_written",
+            f"Service {namespace}/{name}",
+            lambda: self.core.patch_namespaced_service_status(
+                name, namespace, patch, _content_type=MERGE_PATCH, _request_timeout=self.timeout
+            ),
+            ips=list(ips),
+        )
+
+    def patch_service(self, namespace: str, name: str, patch: Body) -> WriteResult:
+        return self._send(
+            "service_annotation_written",
+            f"Service {namespace}/{name}",
+            lambda: self.core.patch_namespaced_service(
+                name, namespace, patch, _content_type=MERGE_PATCH, _request_timeout=self.timeout
+            ),
+            annotations=patch.get("metadata", {}).get("annotations", {}),
+        )
+
+    def patch_custom_status(
+        self, *, version: str, plural: str, namespace: str, name: str, patch: Body, kind: str
+    ) -> WriteResult:
+        return self._send(
+            f"{kind.lower()}_status_written",
+            f"{kind} {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, version, namespace, plural, name, patch, _content_type=MERGE_PATCH, _request_timeout=self.timeout
+            ),
+            status=patch.get("status"),
+        )
+
+    def emit_event(self, spec: EventSpec) -> WriteResult:
+        body = event_body(spec, component=self.component, instance=self.instance, host=self.host)
+        return self._send(
+            "event_emitted",
+            f"{spec.ref.kind} {spec.ref.namespace}/{spec.ref.name}",
+            lambda: self.core.create_namespaced_event(event_namespace(spec.ref), body, _request_timeout=self.timeout),
+            type=spec.type,
+            reason=spec.reason,
+            message=body["message"],
+        )
+
+    def read_configuration_state(self, namespace: str, name: str) -> tuple[WriteOutcome, Body | None]:
+        """(OK, status) of an existing object, (NOT_FOUND, None), or (FAILED, None)."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                GROUP, CONFIGURATION_STATE_VERSION, namespace, CONFIGURATION_STATE_PLURAL, name,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return WriteOutcome.NOT_FOUND, None
+            log.warning("kube_read_failed", object=f"ConfigurationState {namespace}/{name}", code=exc.status)
+            return WriteOutcome.FAILED, None
+        except Exception as exc:  # noqa: BLE001
+            log.warning("kube_read_failed", object=f"ConfigurationState {namespace}/{name}", error=type(exc).__name__)
+            return WriteOutcome.FAILED, None
+        return WriteOutcome.OK, dict(obj.get("status") or {})
+
+    def write_configuration_state(
+        self, *, namespace: str, name: str, labels: Mapping[str, str], status: Body, known: Body | None
+    ) -> WriteResult:
+        """Make ConfigurationState `name`'s status `status`, creating the object if needed.
+
+        `known` is the status this writer last wrote (None: unknown, read it first). Nothing is sent
+        when the object already carries `status`.
+        """
+        target = f"ConfigurationState {namespace}/{name}"
+        if time.monotonic() < self._state_unavailable_until:
+            return WriteResult(WriteOutcome.SKIPPED)
+        if known is None:
+            if not self.may_write():
+                return WriteResult(WriteOutcome.SKIPPED)
+            found, current = self.read_configuration_state(namespace, name)
+            if found is WriteOutcome.FAILED:
+                return WriteResult(WriteOutcome.FAILED)
+            if found is WriteOutcome.NOT_FOUND:
+                created = self._send(
+                    "configuration_state_created",
+                    target,
+                    lambda: self.custom.create_namespaced_custom_object(
+                        GROUP, CONFIGURATION_STATE_VERSION, namespace, CONFIGURATION_STATE_PLURAL,
+                        configuration_state_object(name, namespace, labels), _request_timeout=self.timeout,
+                    ),
+                )
+                if created.outcome is WriteOutcome.NOT_FOUND:  # the kind is not served (CRD not installed)
+                    self._state_unavailable_until = time.monotonic() + STATE_UNAVAILABLE_BACKOFF
+                    log.warning("configuration_state_unavailable", object=target,
+                                retry_in=STATE_UNAVAILABLE_BACKOFF, hint="is the ConfigurationState CRD installed?")
+                    return WriteResult(WriteOutcome.SKIPPED)
+                if created.outcome not in (WriteOutcome.OK, WriteOutcome.CONFLICT):  # 409: someone created it
+                    return created
+                current = {}
+            if current == status:
+                return WriteResult(WriteOutcome.OK)
+        elif known == status:
+            return WriteResult(WriteOutcome.OK)
+        return self.patch_custom_status(
+            version=CONFIGURATION_STATE_VERSION,
+            plural=CONFIGURATION_STATE_PLURAL,
+            namespace=namespace,
+            name=name,
+            patch={"status": status},
+            kind="ConfigurationState",
+        )
+
+
+# --- plumbing both daemons share --------------------------------------------------------------------
+
+
+def api_client_from(kubeconfig: Path | None) -> ApiClient:
+    """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config / $KUBECONFIG.
+
+    The configuration also becomes the client's default, because parts of the official client
+    (`Watch`, `LeaseLock`) build their own ApiClient from it.
+    """
+    configuration = Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    # a dozen watch threads and the writers share one pool: room for all of them, no discarded connections
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTION_POOL_SIZE)
+    Configuration.set_default(configuration)
+    return ApiClient(configuration)
+
+
+class Wakeup:
+    """How watch threads reach the reconcile loop: they only set an event; the loop does the work.
+
+    `notify` is safe from any thread (it is the `on_change` callback given to the source). `wait`
+    returns True when woken, False on `timeout` or `stop`; after a wake-up it lets `coalesce` seconds
+    pass, so a burst of watch events (a Deployment rollout touching many EndpointSlices) becomes one
+    reconcile, and clears the event before returning: whatever arrives after that wakes the next one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, coalesce: float = 0.005) -> None:
+        self.loop = loop
+        self.coalesce = coalesce
+        self.event = asyncio.Event()
+
+    def notify(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is gone, nothing to wake
+            self.loop.call_soon_threadsafe(self.event.set)
+
+    async def wait(self, stop: asyncio.Event, timeout: float | None = None) -> bool:
+        waiters = {asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())}
+        done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if stop.is_set() or not self.event.is_set():
+            return False
+        if self.coalesce > 0:
+            await asyncio.sleep(self.coalesce)
+        self.event.clear()
+        return True

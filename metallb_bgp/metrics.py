@@ -1,0 +1,141 @@
+"""Prometheus metrics and health endpoints.
+
+Names reuse MetalLB's where the meaning is the same (`metallb_bgp_session_up`,
+`metallb_bgp_announced_prefixes_total`, `metallb_allocator_addresses_in_use_total`,
+`metallb_allocator_addresses_total`), so existing dashboards and alerts keep working; ours carry the
+`metallb_bgp_` or `metallb_` prefix and say what they add.
+
+Nothing listens unless `--metrics-address` is given: the endpoint serves `/metrics`, `/healthz`
+(the process is alive) and `/readyz` (the initial sync is done and the loop has reconciled once).
+The server is the standard library's threading HTTP server with prometheus_client's exposition; a
+scrape never touches the reconcile loop's state, only the metric values it last set.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+from metallb_bgp.allocator import PoolUsage
+from metallb_bgp.config import Peer
+from metallb_bgp.errors import ObjectError
+from metallb_bgp.routes import RouteTable
+
+SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 established, 0 not)", ["peer"])
+ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total", "Prefixes currently announced to the peer", ["peer"])
+NOT_ANNOUNCED = Gauge(
+    "metallb_bgp_services_not_announced", "LoadBalancer services this node does not announce, by reason", ["reason"]
+)
+IN_USE = Gauge("metallb_allocator_addresses_in_use_total", "IP addresses assigned from the pool", ["pool"])
+TOTAL = Gauge("metallb_allocator_addresses_total", "Assignable IP addresses in the pool", ["pool"])
+CONFIG_ERRORS = Gauge("metallb_config_errors", "Problems in the configuration objects, by severity", ["severity"])
+RECONCILES = Counter("metallb_bgp_reconciles_total", "Reconcile passes")
+RECONCILE_SECONDS = Histogram(
+    "metallb_bgp_reconcile_duration_seconds",
+    "Time from the start of a reconcile until ExaBGP acknowledged the change",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_ready = threading.Event()
+
+
+def record_config(problems: Iterable[ObjectError]) -> None:
+    problems = list(problems)
+    errors = sum(1 for p in problems if p.is_error)
+    CONFIG_ERRORS.labels("error").set(errors)
+    CONFIG_ERRORS.labels("warning").set(len(problems) - errors)
+
+
+def record_routes(table: RouteTable, peers: Iterable[Peer]) -> None:
+    """Per-peer announced prefixes, and why services are not announced; gone peers leave the output."""
+    counts = {peer.name: 0 for peer in peers}
+    for peer, _prefix in table.routes:
+        if peer in counts:
+            counts[peer] += 1
+    _replace_children(ANNOUNCED, counts)
+    reasons: dict[str, int] = {}
+    for skip in table.skipped.values():
+        reasons[skip.reason.value] = reasons.get(skip.reason.value, 0) + 1
+    _replace_children(NOT_ANNOUNCED, reasons)
+
+
+def record_sessions(states: Mapping[str, bool]) -> None:
+    """`states`: peer name -> established."""
+    _replace_children(SESSION_UP, {name: 1 if up else 0 for name, up in states.items()})
+
+
+def mark_ready() -> None:
+    """The initial sync is done (a controller that is not the leader is ready too: it stands by)."""
+    _ready.set()
+
+
+def record_reconcile(seconds: float) -> None:
+    RECONCILES.inc()
+    RECONCILE_SECONDS.observe(seconds)
+    _ready.set()
+
+
+def record_pools(usage: Mapping[str, PoolUsage]) -> None:
+    """MetalLB's allocator gauges: addresses in use, and assignable addresses (in use + available)."""
+    _replace_children(IN_USE, {pool: u.assigned_ipv4 + u.assigned_ipv6 for pool, u in usage.items()})
+    _replace_children(
+        TOTAL,
+        {pool: u.assigned_ipv4 + u.assigned_ipv6 + u.available_ipv4 + u.available_ipv6 for pool, u in usage.items()},
+    )
+
+
+def _replace_children(gauge: Gauge, values: Mapping[str, float]) -> None:
+    for labels in list(gauge._metrics):  # noqa: SLF001 - prometheus_client has no public "label sets" view
+        if labels[0] not in values:
+            gauge.remove(*labels)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ready = _ready.is_set()
+            self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready: initial sync pending\n")
+        else:
+            self._reply(404, b"not found\n")
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - scrapes are not worth a log line
+        return
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all addresses, only when the user says so explicitly)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics-address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7472")
+    return host.strip("[]"), int(port)
+
+
+def serve(address: str) -> ThreadingHTTPServer:
+    """Start the metrics/health endpoint in a daemon thread; `server.shutdown()` stops it."""
+    host, port = parse_address(address)
+    server_class = type("Server", (ThreadingHTTPServer,), {"address_family": _family(host), "daemon_threads": True})
+    server = server_class((host, port), _Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,329 @@
+"""`metallb-bgp speaker`: announce this node's share of the cluster's service IPs over BGP.
+
+The speaker never allocates: it reads each Service's IPs from `status.loadBalancer.ingress` (the
+controller's writes), compiles the metallb.io configuration, and computes this node's peers
+(`routes.node_peers`) and desired routes (`routes.desired_routes`: endpoints, externalTrafficPolicy,
+node selectors, exclusions). The ExaBGP engine makes the routers match, sending only differences, so
+editing a BGPAdvertisement's community changes the attributes without touching the sessions.
+
+One asyncio loop owns the state. Watch threads only wake it; it coalesces a burst (milliseconds) and
+recomputes, so an EndpointSlice or Node change reaches the routers within milliseconds of its watch
+event. Nothing is announced or withdrawn before the source's initial sync, and a lost watch keeps its
+cache (see `sources.kubernetes`), so an API outage changes nothing at the routers.
+
+What the speaker writes, off the route path (a background publisher; a slow API never delays a route):
+- a `nodeAssigned` Event on a Service when this node starts announcing it (once per transition);
+- its ConfigurationState `speaker-<node>`: configuration problems and each BGP session's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import structlog
+from kubernetes.client import ApiClient
+
+from metallb_bgp.compiler import CompileResult, compile_config
+from metallb_bgp.config import Peer
+from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
+from metallb_bgp.embedded import ProblemLog, choose_router_id, status_assignments
+from metallb_bgp.errors import ObjectError
+from metallb_bgp import metrics
+from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
+from metallb_bgp.kube_writer import (
+    COMPONENT_LABEL,
+    NODE_LABEL,
+    Body,
+    EventSpec,
+    KubeWriter,
+    ObjectRef,
+    Wakeup,
+    configuration_state_status,
+)
+from metallb_bgp.objects import ServiceKey
+from metallb_bgp.routes import RouteTable, desired_routes, node_peers
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+
+log = structlog.get_logger("metallb_bgp.speaker")
+
+COMPONENT = "metallb-speaker"
+
+
+# --- pure -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeakerPlan:
+    compiled: CompileResult
+    peers: tuple[Peer, ...]
+    table: RouteTable
+
+
+def speaker_plan(snapshot: ClusterSnapshot, *, node_name: str, load_balancer_class: str | None = None) -> SpeakerPlan:
+    """This node's peers and routes for the IPs the controller wrote in Service status."""
+    compiled = compile_config(snapshot)
+    nodes = {node.name: node for node in snapshot.nodes}
+    table = desired_routes(
+        compiled.config,
+        assignments=status_assignments(snapshot),
+        services=snapshot.services,
+        endpoint_slices=snapshot.endpoint_slices,
+        nodes=nodes,
+        node_name=node_name,
+        load_balancer_class=load_balancer_class,
+    )
+    return SpeakerPlan(compiled=compiled, peers=node_peers(compiled.config, nodes.get(node_name)), table=table)
+
+
+def announced_services(table: RouteTable) -> frozenset[ServiceKey]:
+    return frozenset(key for keys in table.services.values() for key in keys)
+
+
+def node_assigned_events(
+    before: frozenset[ServiceKey], after: frozenset[ServiceKey], snapshot: ClusterSnapshot, node_name: str
+) -> list[EventSpec]:
+    """`nodeAssigned` for every service this node announces now and did not before (MetalLB's event)."""
+    services = {ServiceKey(s.namespace, s.name): s for s in snapshot.services}
+    events = []
+    for key in sorted(after - before):
+        service = services.get(key)
+        if service is None:
+            continue
+        ref = ObjectRef("Service", key.namespace, key.name, "v1", service.metadata.uid)
+        message = f'announcing from node "{node_name}" with protocol "bgp"'
+        events.append(EventSpec(ref, "Normal", "nodeAssigned", message))
+    return events
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def peer_entries(
+    peers: Sequence[Peer], states: Mapping[str, PeerState], rejected: Mapping[str, str]
+) -> list[Body]:
+    """Each of this node's peers with its session state (names and addresses only: never a password)."""
+    entries = []
+    for peer in sorted(peers, key=lambda p: p.name):
+        state = states.get(peer.name)
+        entry: Body = {
+            "name": peer.name,
+            "address": str(peer.address),
+            "state": state.state.value if state is not None else "idle",
+        }
+        if state is not None:
+            entry["since"] = _iso(state.since)
+        error = rejected.get(peer.name) or (state.last_error if state is not None else None)
+        if error:
+            entry["lastError"] = error
+        entries.append(entry)
+    return entries
+
+
+def speaker_state(
+    problems: Iterable[ObjectError], peers: Sequence[Peer], states: Mapping[str, PeerState], rejected: Mapping[str, str]
+) -> Body:
+    return configuration_state_status(tuple(problems), peers=peer_entries(peers, states, rejected))
+
+
+# --- the daemon ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeakerOptions:
+    node_name: str
+    workdir: Path
+    namespace: str = DEFAULT_NAMESPACE
+    router_id: IPv4Address | None = None
+    load_balancer_class: str | None = None
+    coalesce_seconds: float = 0.005
+    status_interval: float = 2.0  # how often session states are checked for the ConfigurationState
+    tuning: EngineTuning = field(default_factory=EngineTuning)
+
+    @property
+    def state_name(self) -> str:
+        return f"speaker-{self.node_name}"
+
+
+class _Publisher:
+    """Writes Events and the ConfigurationState in the background, latest state wins.
+
+    The loop hands it immutable values (`publish`); a write that fails stays due and is retried at the
+    next publish or after a short delay. It runs on the loop; only the requests go to a worker thread.
+    """
+
+    def __init__(self, writer: KubeWriter, options: SpeakerOptions) -> None:
+        self.writer = writer
+        self.options = options
+        self.ledger = EventLedger()
+        self.state: Body | None = None
+        self.written: Body | None = None
+        self.wake = asyncio.Event()
+        self.retry_delay: float | None = None
+
+    def publish(self, state: Body, events: Sequence[EventSpec]) -> None:
+        self.state = state
+        self.ledger.add_once(events)
+        if events or state != self.written:
+            self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.retry_delay)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            due, state, known = self.ledger.due(), self.state, self.written
+            if not due and (state is None or state == known):
+                self.retry_delay = None
+                continue
+            results, state_result = await asyncio.to_thread(self._write, due, state, known)
+            failed = False
+            for spec, result in results:
+                self.ledger.record(spec, result)
+                failed |= result.needs_retry
+            if state_result is not None:
+                self.written = state if state_result.ok else None
+                failed |= state_result.needs_retry
+            self.retry_delay = min(30.0, (self.retry_delay or 0.5) * 2) if failed else None
+
+    def _write(self, due: list[EventSpec], state: Body | None, known: Body | None):  # worker thread
+        results = [(spec, self.writer.emit_event(spec)) for spec in due]
+        state_result = None
+        if state is not None and state != known:
+            state_result = self.writer.write_configuration_state(
+                namespace=self.options.namespace,
+                name=self.options.state_name,
+                labels={COMPONENT_LABEL: "speaker", NODE_LABEL: self.options.node_name},
+                status=state,
+                known=known,
+            )
+        return results, state_result
+
+
+class Speaker:
+    def __init__(
+        self, api_client: ApiClient, options: SpeakerOptions, *, source_factory: SourceFactory = kubernetes_source
+    ) -> None:
+        self.api_client = api_client
+        self.options = options
+        self.source_factory = source_factory
+        self.source: ClusterSource | None = None
+        self.engine: ExaBGPEngine | None = None
+        self.plan: SpeakerPlan | None = None
+        self.announced: frozenset[ServiceKey] = frozenset()
+        self.problems = ProblemLog()
+        self.refused_peers: tuple[Peer, ...] | None = None  # peers ExaBGP refused: not retried until they change
+        writer = KubeWriter(api_client, component=COMPONENT, instance=options.node_name, host=options.node_name)
+        self.publisher = _Publisher(writer, options)
+        self.reconciles = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
+        self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
+        self.source.start()
+        publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
+        log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
+        try:
+            if not await wait_for_sync(self.source, stop):
+                return
+            log.info("cluster_synced")
+            await self.reconcile()
+            while not stop.is_set():
+                if await wake.wait(stop, timeout=self.options.status_interval):
+                    await self.reconcile()
+                else:
+                    self._publish()  # session states move without any watch event
+        finally:
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+            if self.engine is not None:
+                await self.engine.stop(withdraw=self._withdraw_on_stop())
+            self.source.stop()
+            log.info("speaker_stopped")
+
+    async def reconcile(self) -> None:
+        assert self.source is not None
+        started = time.monotonic()
+        snapshot = self.source.snapshot()
+        plan = speaker_plan(
+            snapshot, node_name=self.options.node_name, load_balancer_class=self.options.load_balancer_class
+        )
+        self.problems.update(plan.compiled.errors)
+        if self.engine is None:
+            await self._start_engine(plan.peers)
+        else:
+            await self._set_peers(plan.peers)
+        assert self.engine is not None
+        await self.engine.apply(plan.table)
+        announced = announced_services(plan.table)
+        events = node_assigned_events(self.announced, announced, snapshot, self.options.node_name)
+        self.announced = announced
+        self.plan = plan
+        self.reconciles += 1
+        self._publish(events)
+        metrics.record_routes(plan.table, plan.peers)
+        metrics.record_config(plan.compiled.errors)
+        metrics.record_reconcile(time.monotonic() - started)
+        log.info(
+            "reconciled",
+            routes=len(plan.table.routes),
+            services=len(announced),
+            skipped=len(plan.table.skipped),
+            peers=len(plan.peers),
+            seconds=round(time.monotonic() - started, 4),
+        )
+
+    def _withdraw_on_stop(self) -> set[str]:
+        """Peers to withdraw from before exiting (as `metallb-bgp run`): those without graceful restart,
+        which would otherwise keep our routes until their hold time (ExaBGP sends no Cease); graceful-restart
+        peers keep them as stale across a speaker restart."""
+        return set() if self.plan is None else {p.name for p in self.plan.peers if not p.graceful_restart}
+
+    async def _start_engine(self, peers: tuple[Peer, ...]) -> None:
+        router_id = choose_router_id(peers, self.options.router_id)
+        local = tuple(p.source_address for p in peers if p.source_address is not None)
+        self.engine = ExaBGPEngine(
+            workdir=self.options.workdir, router_id=router_id, local_addresses=local, tuning=self.options.tuning
+        )
+        try:
+            await self.engine.start(peers)
+        except ExaBGPConfigError as exc:
+            log.error("peers_not_applied", error=str(exc)[:500], action="started without peers")
+            self.refused_peers = peers
+            await self.engine.start(())
+
+    async def _set_peers(self, peers: tuple[Peer, ...]) -> None:
+        assert self.engine is not None
+        if peers == self.refused_peers:
+            return
+        try:
+            await self.engine.set_peers(peers)
+            self.refused_peers = None
+        except ExaBGPConfigError as exc:
+            log.error("peers_not_applied", error=str(exc)[:500], action="previous sessions kept")
+            self.refused_peers = peers
+
+    def _publish(self, events: Sequence[EventSpec] = ()) -> None:
+        if self.plan is None or self.engine is None:
+            return
+        sessions = self.engine.peer_states()
+        metrics.record_sessions({name: s.state is SessionState.ESTABLISHED for name, s in sessions.items()})
+        state = speaker_state(self.plan.compiled.errors, self.plan.peers, sessions, self.engine.rejected_peers)
+        self.publisher.publish(state, events)
+
+
+async def run_speaker(api_client: ApiClient, options: SpeakerOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await Speaker(api_client, options).run(stop)

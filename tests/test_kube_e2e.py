@@ -1,0 +1,358 @@
+"""Kubernetes mode end to end: `metallb-bgp controller` and `metallb-bgp speaker` as a user runs them.
+
+The daemons are real child processes of the real CLI, pointed at the fake API server (tests/fakekube)
+through a kubeconfig file; each speaker drives a real ExaBGP child; one real BIRD 2 router has one BGP
+protocol per node (node-a speaks from 127.0.0.2, node-b from 127.0.0.3). The tests change the cluster
+through the API, as kubectl would, and check what the router holds and what the API shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from bird import BirdRouter, Speaker, wait_until
+from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from test_embedded import free_peer_port
+
+pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]
+
+GROUP = "metallb.io"
+NS = "metallb-system"
+NODES = {"node-a": "127.0.0.2", "node-b": "127.0.0.3"}  # node -> the address its speaker uses
+ROUTER_ASN, NODE_ASN = 64501, 64500
+FIRST, SECOND, THIRD = (ipaddress.ip_network(f"198.51.100.{i}/32") for i in range(3))
+
+
+# --- the cluster, through the API -------------------------------------------------------------------
+
+
+def kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
+    }))
+    return path
+
+
+class Api:
+    def __init__(self, fake: FakeKube) -> None:
+        self.fake = fake
+        self.core = client.CoreV1Api(fake.client)
+        self.custom = client.CustomObjectsApi(fake.client)
+        self.discovery = client.DiscoveryV1Api(fake.client)
+
+    def metallb(self, plural: str, name: str, spec: dict[str, Any], version: str = "v1beta1") -> None:
+        kind = {"ipaddresspools": "IPAddressPool", "bgppeers": "BGPPeer", "bgpadvertisements": "BGPAdvertisement"}[plural]
+        body = {"apiVersion": f"{GROUP}/{version}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+        self.custom.create_namespaced_custom_object(GROUP, version, NS, plural, body)
+
+    def service(self, name: str, *, node: str = "node-a", local: bool = False) -> None:
+        spec = {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}]}
+        if local:
+            spec["externalTrafficPolicy"] = "Local"
+        self.core.create_namespaced_service("default", {"metadata": {"name": name}, "spec": spec})
+        self.discovery.create_namespaced_endpoint_slice("default", {
+            "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node, "conditions": {"ready": True}}],
+        })
+
+    def ips(self, name: str) -> tuple[str, ...]:
+        status = self.core.read_namespaced_service(name, "default").status
+        return tuple(i.ip for i in ((status.load_balancer.ingress if status and status.load_balancer else None) or []))
+
+    def all_ips(self) -> list[str]:
+        return [ip for s in self.core.list_namespaced_service("default").items
+                for ip in (i.ip for i in ((s.status.load_balancer.ingress if s.status.load_balancer else None) or []))]
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        items = self.core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={name}").items
+        return [(e.reason, e.message) for e in items]
+
+    def state(self, name: str) -> dict[str, Any]:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "configurationstates", name).get(
+                "status") or {}
+        except client.ApiException:
+            return {}
+
+
+def retrying(call: Callable[[], Any], attempts: int = 50) -> Any:
+    """The test's own requests ride out the 500/429 bursts it injects for the daemons."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except client.ApiException as exc:
+            if exc.status not in (429, 500):
+                raise
+            time.sleep(0.05)
+    return call()
+
+
+class Daemon:
+    """One `metallb-bgp controller|speaker` child process with JSON logs in a file."""
+
+    def __init__(self, directory: Path, name: str, args: list[str]) -> None:
+        self.name = name
+        self.log_path = directory / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "metallb_bgp.cli", *args, "--log-format", "json"],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if event is None or record.get("event") == event:
+                    found.append(record)
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+class Harness:
+    def __init__(self, fake: FakeKube, router: BirdRouter, directory: Path) -> None:
+        self.api = Api(fake)
+        self.fake = fake
+        self.router = router
+        self.directory = directory
+        self.config = kubeconfig(directory / "kubeconfig", fake.url)
+        self.daemons: list[Daemon] = []
+
+    def controller(self, identity: str = "c1", *extra: str) -> Daemon:
+        return self._start(f"controller-{identity}", ["controller", "--kubeconfig", str(self.config),
+                                                      "--identity", identity, *extra])
+
+    def speaker(self, node: str = "node-a") -> Daemon:
+        return self._start(f"speaker-{node}", ["speaker", "--node-name", node, "--kubeconfig", str(self.config),
+                                               "--workdir", str(self.directory / node),
+                                               "--exabgp-commands-in-flight", "4"])
+
+    def _start(self, name: str, args: list[str]) -> Daemon:
+        daemon = Daemon(self.directory, name, args)
+        self.daemons.append(daemon)
+        return daemon
+
+    def routes(self, protocol: str | None = None) -> set[ipaddress.IPv4Network]:
+        return set(self.router.routes(protocol))
+
+    def wait_routes(self, protocol: str, expected: set[Any], what: str, timeout: float = 15) -> None:
+        wait_until(lambda: self.routes(protocol) == expected, timeout=timeout, what=what)
+
+    def route_times(self) -> dict[tuple[str, str], str]:
+        """(prefix, protocol) -> the time BIRD imported the route: a withdraw + re-announce changes it."""
+        times = {}
+        for line in self.router.birdc("show", "route", "all").splitlines():
+            match = re.match(r"^(\S+/\d+)?\s+\S+\s+\[(\S+) (\S+ \S+)", line)
+            if match and match[1]:
+                times[(match[1], match[2])] = match[3]
+        return times
+
+
+@pytest.fixture
+def harness(fake_kube: FakeKube, bird_factory: Callable[..., BirdRouter], short_tmp: Path) -> Iterator[Harness]:
+    router = bird_factory(asn=ROUTER_ASN, port=free_peer_port())
+    for node, address in NODES.items():
+        router.add_speaker(Speaker(name=node[-1], address=address, asn=NODE_ASN))
+    router.start()
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    api = Api(fake_kube)
+    for node in NODES:
+        api.core.create_node({"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}})
+    api.metallb("ipaddresspools", "pool", {"addresses": ["198.51.100.0/28"]})
+    for node, address in NODES.items():
+        api.metallb("bgppeers", f"router-{node[-1]}", {
+            "myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": "127.0.0.1", "peerPort": router.port,
+            "sourceAddress": address, "holdTime": "9s",
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": node}}],
+        }, version="v1beta2")
+    api.metallb("bgpadvertisements", "adv", {"communities": ["64500:1"]})
+    harness = Harness(fake_kube, router, short_tmp)
+    try:
+        yield harness
+    finally:
+        for daemon in harness.daemons:
+            daemon.stop()
+        for daemon in harness.daemons:
+            print(f"--- {daemon.name}\n{daemon.log_path.read_text()[-3000:]}")  # shown when a test fails
+
+
+# --- the tests ------------------------------------------------------------------------------------------
+
+
+def test_a_new_service_gets_an_ip_in_status_and_its_route_and_deleting_it_withdraws(harness: Harness) -> None:
+    controller = harness.controller()
+    speaker = harness.speaker("node-a")
+    harness.router.wait_established("a")
+    harness.api.service("web")
+    wait_until(lambda: harness.api.ips("web"), what="web's IP in status")
+    assert harness.api.ips("web") == ("198.51.100.0",)
+    harness.wait_routes("a", {FIRST}, what="web's /32 at the router")
+    assert harness.router.routes("a")[FIRST].communities == ("64500:1",)
+    wait_until(lambda: {r for r, _ in harness.api.events("web")} == {"IPAllocated", "nodeAssigned"},
+               what="IPAllocated and nodeAssigned events")
+    harness.api.core.delete_namespaced_service("web", "default")
+    harness.wait_routes("a", set(), what="web's withdrawal")
+    exabgp = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == speaker.process.pid]
+    assert exabgp, "the speaker's ExaBGP child"
+    assert (speaker.stop(), controller.stop()) == (0, 0)  # SIGTERM: a clean exit
+    assert not [p for p in exabgp if p.exists() and _state(p) != "Z"], "ExaBGP left running"
+
+
+def _stat(proc: Path) -> list[str]:
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ["X", "0"]
+
+
+def _parent(proc: Path) -> int:
+    return int(_stat(proc)[1])
+
+
+def _state(proc: Path) -> str:
+    return _stat(proc)[0]
+
+
+def test_etp_local_endpoints_moving_to_another_node_move_the_announcement(harness: Harness) -> None:
+    harness.controller()
+    harness.speaker("node-a")
+    harness.speaker("node-b")
+    harness.router.wait_established("a")
+    harness.router.wait_established("b")
+    harness.api.service("web", node="node-a", local=True)
+    harness.wait_routes("a", {FIRST}, what="the route from node-a")
+    assert harness.routes("b") == set()
+    harness.api.discovery.patch_namespaced_endpoint_slice("web-1", "default", {"endpoints": [
+        {"addresses": ["10.0.0.2"], "nodeName": "node-b", "conditions": {"ready": True}}]})
+    harness.wait_routes("b", {FIRST}, what="the route from node-b")
+    harness.wait_routes("a", set(), what="node-a's withdrawal")
+
+
+def test_editing_a_bgp_advertisement_community_changes_it_at_the_router_without_resetting_the_session(
+    harness: Harness,
+) -> None:
+    harness.controller()
+    harness.speaker("node-a")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's /32")
+    since = harness.router.wait_established("a").since
+    harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta1", NS, "bgpadvertisements", "adv",
+                                                      {"spec": {"communities": ["64500:2"]}},
+                                                      _content_type="application/merge-patch+json")
+    wait_until(lambda: harness.router.routes("a")[FIRST].communities == ("64500:2",), what="the new community")
+    assert harness.router.protocol("a").since == since
+
+
+def test_compaction_an_api_outage_and_error_bursts_cause_no_withdrawal_and_no_duplicate_ip(harness: Harness) -> None:
+    controller = harness.controller()
+    speaker = harness.speaker("node-a")
+    harness.api.service("web")
+    harness.api.service("api")
+    harness.wait_routes("a", {FIRST, SECOND}, what="two routes")
+    before = harness.route_times()
+    assigned = (harness.api.ips("web"), harness.api.ips("api"))
+    lowest = [2]
+    watching = threading.Event()
+
+    def watch_router() -> None:  # every 50 ms: the router must never hold fewer routes
+        while not watching.is_set():
+            lowest[0] = min(lowest[0], len(harness.routes("a")))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_router, daemon=True)
+    watcher.start()
+    try:
+        harness.api.core.patch_namespaced_service("web", "default", {"metadata": {"labels": {"x": "1"}}})
+        harness.fake.compact()
+        harness.fake.restart()  # every watch resumes from a compacted resourceVersion: 410, relist
+        time.sleep(0.5)
+        harness.fake.stop()  # an outage of several seconds
+        time.sleep(3.0)
+        harness.fake.start()
+        harness.fake.fail_next(15, status=500)
+        harness.fake.throttle_next(10, retry_after=0)
+        retrying(lambda: harness.api.service("db"))
+        wait_until(lambda: retrying(lambda: harness.api.ips("db")), timeout=20, what="db's IP after the bursts")
+        harness.wait_routes("a", {FIRST, SECOND, THIRD}, what="db's route", timeout=20)
+    finally:
+        watching.set()
+        watcher.join(timeout=2)
+    assert lowest[0] == 2, "a route was withdrawn during the disruptions"
+    assert (harness.api.ips("web"), harness.api.ips("api")) == assigned
+    ips = harness.api.all_ips()
+    assert len(ips) == len(set(ips)) == 3
+    after = harness.route_times()
+    assert {k: after[k] for k in before} == before  # never withdrawn and re-announced
+    assert [r for r, _ in harness.api.events("web")].count("IPAllocated") == 1
+    for daemon in (controller, speaker):  # the disruptions did reach them: relists after 410, errors
+        assert daemon.events("kube_watch_expired") and daemon.events("kube_watch_error")
+
+
+def test_two_controllers_never_both_allocate_and_the_survivor_keeps_every_assignment(harness: Harness) -> None:
+    timings = ["--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "1"]
+    first = harness.controller("c1", *timings)
+    second = harness.controller("c2", *timings)
+    harness.speaker("node-a")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's route")
+    leases = client.CoordinationV1Api(harness.fake.client)
+    holder = leases.read_namespaced_lease("metallb-bgp-controller", NS).spec.holder_identity
+    leader, follower = (first, second) if holder == "c1" else (second, first)
+    assert leader.events("service_status_written") and not follower.events("service_status_written")
+    before = harness.route_times()
+    leader.stop(signal.SIGKILL)  # a crash: no release, the lease must expire
+    harness.api.service("api")
+    wait_until(lambda: harness.api.ips("api"), timeout=15, what="api's IP from the new leader")
+    assert (harness.api.ips("web"), harness.api.ips("api")) == (("198.51.100.0",), ("198.51.100.1",))
+    assert leases.read_namespaced_lease("metallb-bgp-controller", NS).spec.holder_identity == follower.name[-2:]
+    assert [r for r, _ in harness.api.events("web")].count("IPAllocated") == 1
+    harness.wait_routes("a", {FIRST, SECOND}, what="both routes")
+    assert {k: v for k, v in harness.route_times().items() if k in before} == before
+
+
+def test_a_malformed_cr_is_reported_in_configuration_state_and_as_an_event_while_every_route_stays(
+    harness: Harness,
+) -> None:
+    harness.controller()
+    harness.speaker("node-a")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's route")
+    wait_until(lambda: harness.api.state("speaker-node-a").get("peers", [{}])[0].get("state") == "established",
+               what="the speaker's session state in its ConfigurationState")
+    before = harness.route_times()
+    harness.api.metallb("bgpadvertisements", "bad", {"communities": ["not-a-community"]})
+    controller_state = wait_until(lambda: (s := harness.api.state("controller")).get("result") == "Invalid" and s,
+                                  what="the controller's Invalid ConfigurationState")
+    assert controller_state["errorSummary"].startswith(f"BGPAdvertisement {NS}/bad: spec.communities[0]")
+    wait_until(lambda: harness.api.state("speaker-node-a").get("result") == "Invalid", what="the speaker's state")
+    wait_until(lambda: [r for r, _ in harness.api.events("bad")] == ["InvalidConfiguration"],
+               what="InvalidConfiguration on the BGPAdvertisement")
+    harness.api.service("api")
+    harness.wait_routes("a", {FIRST, SECOND}, what="a new service still announced")
+    assert {k: v for k, v in harness.route_times().items() if k in before} == before

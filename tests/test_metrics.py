@@ -1,0 +1,83 @@
+"""The metrics/health endpoint: MetalLB's metric names, readiness after the first reconcile, nothing on by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import REGISTRY
+
+from metallb_bgp import metrics
+from metallb_bgp.allocator import PoolUsage
+from metallb_bgp.config import Peer
+from metallb_bgp.errors import ObjectError, Severity
+from metallb_bgp.objects import ServiceKey
+from metallb_bgp.routes import RouteAttributes, RouteTable, Skip, SkipReason
+
+PEERS = (
+    Peer(name="a", my_asn=64500, peer_asn=64501, address=ipaddress.ip_address("10.0.0.1")),
+    Peer(name="b", my_asn=64500, peer_asn=64501, address=ipaddress.ip_address("10.0.0.2")),
+)
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_routes_sessions_pools_and_config_errors_use_metallb_names() -> None:
+    table = RouteTable(
+        routes={("a", ipaddress.ip_network("192.0.2.1/32")): RouteAttributes()},
+        skipped={ServiceKey("default", "x"): Skip(SkipReason.NO_ENDPOINTS)},
+    )
+    metrics.record_routes(table, PEERS)
+    metrics.record_sessions({"a": True, "b": False})
+    metrics.record_pools({"pool": PoolUsage(assigned_ipv4=3, available_ipv4=13)})
+    metrics.record_config([ObjectError("BGPPeer", "ns", "r", "spec", "bad"), ObjectError("L2Advertisement", "ns", "l", "", "w", Severity.WARNING)])
+    assert value("metallb_bgp_announced_prefixes_total", peer="a") == 1
+    assert value("metallb_bgp_announced_prefixes_total", peer="b") == 0
+    assert value("metallb_bgp_session_up", peer="a") == 1 and value("metallb_bgp_session_up", peer="b") == 0
+    assert value("metallb_bgp_services_not_announced", reason="noEndpoints") == 1
+    assert value("metallb_allocator_addresses_in_use_total", pool="pool") == 3
+    assert value("metallb_allocator_addresses_total", pool="pool") == 16
+    assert value("metallb_config_errors", severity="error") == 1
+    assert value("metallb_config_errors", severity="warning") == 1
+
+
+def test_a_peer_that_goes_away_leaves_the_metrics() -> None:
+    metrics.record_routes(RouteTable(), PEERS)
+    metrics.record_routes(RouteTable(), PEERS[:1])
+    assert value("metallb_bgp_announced_prefixes_total", peer="b") is None
+
+
+def test_endpoint_serves_metrics_health_and_readiness() -> None:
+    server = metrics.serve(f"127.0.0.1:{_free_port()}")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        metrics._ready.clear()
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        metrics.record_reconcile(0.01)
+        assert urllib.request.urlopen(f"{base}/readyz", timeout=5).status == 200
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+        body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert "metallb_bgp_reconciles_total" in body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("bad", ["7472", "host:", "host:70000", "nonsense"])
+def test_a_bad_metrics_address_is_refused_with_the_expected_form(bad: str) -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        metrics.parse_address(bad)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

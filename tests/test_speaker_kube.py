@@ -1,0 +1,192 @@
+"""The Kubernetes speaker: what it announces is read from Service status, what it reports about itself.
+
+Pure parts first (plan, transitions, the ConfigurationState body); then one run of `Speaker` in-process
+against the fake API server with a real ExaBGP child (no router needed: its one peer is unreachable),
+checking the Event and the ConfigurationState a user would see with kubectl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from bird import eventually
+from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from metallb_bgp.config import Peer
+from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
+from metallb_bgp.objects import ServiceKey
+from metallb_bgp.routes import SkipReason
+from metallb_bgp.speaker import (
+    Speaker,
+    SpeakerOptions,
+    announced_services,
+    node_assigned_events,
+    peer_entries,
+    speaker_plan,
+    speaker_state,
+)
+from test_controller import GROUP, NS, advertisement, pool, service, snap
+
+PEER = {"apiVersion": f"{GROUP}/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
+        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.1", "peerPort": 9,
+                 "sourceAddress": "127.0.0.2"}}
+
+
+def slice_for(name: str, node: str, *, ready: bool = True) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-1", "namespace": "default", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node, "conditions": {"ready": ready}}]}
+
+
+def node(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+WEB = ServiceKey("default", "web")
+EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
+net = ipaddress.ip_network
+
+
+# --- pure ---------------------------------------------------------------------------------------------
+
+
+def test_the_speaker_announces_the_ip_in_status_and_never_allocates_one() -> None:
+    cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"),
+                   service("new"), slice_for("new", "n1"))
+    plan = speaker_plan(cluster, node_name="n1")
+    assert set(plan.table.routes) == {("router", net("198.51.100.5/32"))}
+    assert plan.table.skipped[ServiceKey("default", "new")].reason is SkipReason.NO_IP
+    assert [p.name for p in plan.peers] == ["router"]
+
+
+def test_etp_local_is_announced_only_from_the_node_with_a_local_endpoint() -> None:
+    docs = (pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",), externalTrafficPolicy="Local"),
+            slice_for("web", "n2"))
+    assert speaker_plan(snap(*docs), node_name="n1").table.routes == {}
+    assert set(speaker_plan(snap(*docs), node_name="n2").table.routes) == {("router", net("198.51.100.5/32"))}
+
+
+def test_an_excluded_node_announces_nothing_but_keeps_its_peers() -> None:
+    excluded = node("n1", **{"node.kubernetes.io/exclude-from-external-load-balancers": ""})
+    plan = speaker_plan(snap(pool(), PEER, advertisement(), excluded, service("web", ips=("198.51.100.5",)),
+                             slice_for("web", "n1")), node_name="n1")
+    assert plan.table.routes == {} and plan.table.skipped[WEB].reason is SkipReason.EXCLUDED_NODE
+    assert [p.name for p in plan.peers] == ["router"]
+
+
+def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -> None:
+    cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"))
+    announced = announced_services(speaker_plan(cluster, node_name="n1").table)
+    [event] = node_assigned_events(frozenset(), announced, cluster, "n1")
+    assert (event.ref.name, event.ref.uid, event.type, event.reason) == ("web", "uid-web", "Normal", "nodeAssigned")
+    assert event.message == 'announcing from node "n1" with protocol "bgp"'
+    assert node_assigned_events(announced, announced, cluster, "n1") == []
+    assert node_assigned_events(announced, frozenset(), cluster, "n1") == []
+
+
+def test_the_speaker_state_lists_each_peer_session_and_never_a_password() -> None:
+    secret = "hunter2-secret"
+    peers = (
+        Peer(name="a", my_asn=1, peer_asn=2, address=ipaddress.ip_address("192.0.2.1"), password=secret),
+        Peer(name="b", my_asn=1, peer_asn=2, address=ipaddress.ip_address("192.0.2.2")),
+        Peer(name="c", my_asn=1, peer_asn=2, address=ipaddress.ip_address("192.0.2.3")),
+    )
+    states = {
+        "a": PeerState(SessionState.ESTABLISHED, 0.0),
+        "b": PeerState(SessionState.IDLE, 60.0, "notification received code 6 subcode 2"),
+    }
+    entries = peer_entries(peers, states, {"c": "ExaBGP cannot tell it apart from peer b"})
+    assert entries == [
+        {"name": "a", "address": "192.0.2.1", "state": "established", "since": "1970-01-01T00:00:00Z"},
+        {"name": "b", "address": "192.0.2.2", "state": "idle", "since": "1970-01-01T00:01:00Z",
+         "lastError": "notification received code 6 subcode 2"},
+        {"name": "c", "address": "192.0.2.3", "state": "idle", "lastError": "ExaBGP cannot tell it apart from peer b"},
+    ]
+    state = speaker_state((), peers, states, {})
+    assert state["result"] == "Valid" and secret not in json.dumps(state)
+
+
+def test_the_speaker_state_carries_the_compile_errors() -> None:
+    cluster = snap(pool(), PEER, advertisement("bad", communities=["nope"]))
+    plan = speaker_plan(cluster, node_name="n1")
+    state = speaker_state(plan.compiled.errors, plan.peers, {}, {})
+    assert state["result"] == "Invalid" and state["errors"][0]["name"] == "bad"
+    assert state["peers"] == [{"name": "router", "address": "127.0.0.1", "state": "idle"}]
+
+
+# --- in-process against the fake API server, with a real ExaBGP ------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_the_speaker_reports_node_assigned_and_its_configuration_state(fake_kube: FakeKube, short_tmp: Path) -> None:
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    core, custom = client.CoreV1Api(fake_kube.client), client.CustomObjectsApi(fake_kube.client)
+    for doc, plural in ((pool(), "ipaddresspools"), (advertisement(), "bgpadvertisements")):
+        custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, plural, doc)
+    custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", PEER)
+    core.create_node(node("n1"))
+    core.create_namespaced_service("default", {"metadata": {"name": "web"},
+                                               "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+    client.DiscoveryV1Api(fake_kube.client).create_namespaced_endpoint_slice("default", slice_for("web", "n1"))
+    options = SpeakerOptions(node_name="n1", workdir=short_tmp / "exabgp", status_interval=0.2,
+                             tuning=EngineTuning(relay_connect_timeout=10.0))
+    speaker = Speaker(fake_kube.client, options)
+
+    def events() -> list[tuple[str, str]]:
+        return [(e.reason, e.message) for e in core.list_namespaced_event("default").items]
+
+    def state() -> dict[str, Any] | None:
+        try:
+            return custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "configurationstates", "speaker-n1")["status"]
+        except (client.ApiException, KeyError):
+            return None
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(speaker.run(stop))
+        try:
+            found = await eventually(state, what="the speaker's ConfigurationState")
+            assert found["result"] == "Valid" and found["peers"][0]["name"] == "router"
+            assert speaker.plan is not None and speaker.plan.table.routes == {}  # no IP in status yet
+            assert events() == []
+            core.patch_namespaced_service_status("web", "default", {"status": {"loadBalancer": {"ingress": [
+                {"ip": "198.51.100.0"}]}}})
+            started = time.monotonic()
+            await eventually(lambda: speaker.plan is not None and speaker.plan.table.routes, timeout=5,
+                             interval=0.005, what="the route from the status IP")
+            assert time.monotonic() - started < 1.0
+            await eventually(lambda: events() == [("nodeAssigned", 'announcing from node "n1" with protocol "bgp"')],
+                             what="nodeAssigned")
+            for labels, announced in (({EXCLUDE: "true"}, False), ({EXCLUDE: None}, True)):  # node label churn
+                core.patch_node("n1", {"metadata": {"labels": labels}})
+                started = time.monotonic()
+                await eventually(lambda: bool(speaker.plan.table.routes) is announced, timeout=5, interval=0.005,
+                                 what=f"announced={announced} after the node label change")
+                assert time.monotonic() - started < 0.5
+            client.DiscoveryV1Api(fake_kube.client).patch_namespaced_endpoint_slice("web-1", "default", {
+                "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n1", "conditions": {"ready": False}}]})
+            await eventually(lambda: not speaker.plan.table.routes, timeout=5, interval=0.005,
+                             what="withdrawn when the last endpoint stops being ready")
+            custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "bgpadvertisements",
+                                                   advertisement("bad", communities=["nope"]))
+            found = await eventually(lambda: (s := state()) and s["result"] == "Invalid" and s, what="Invalid state")
+            assert found["errorSummary"].startswith(f"BGPAdvertisement {NS}/bad")
+            await asyncio.sleep(0.5)
+            assert len(events()) == 2  # once per transition (announced, withdrawn, announced), not per reconcile
+            labels = custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "configurationstates",
+                                                         "speaker-n1")["metadata"]["labels"]
+            assert labels == {"metallb.io/component-type": "speaker", "metallb.io/node-name": "n1"}
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert speaker.engine is not None and speaker.engine.child_pid is None
+
+    asyncio.run(scenario())
