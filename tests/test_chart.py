@@ -270,7 +270,8 @@ def test_the_speaker_runs_on_the_host_network_named_after_its_node(rendered: dic
     container = speaker["containers"][0]
     assert container["args"][:2] == ["speaker", "--node-name=$(NODE_NAME)"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env == {"NODE_NAME": "spec.nodeName"}
+    # the node's address: the metrics endpoint listens there only (hostNetwork), not on every interface
+    assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/var/run/metallb-bgp", "/tmp"}
 
 
@@ -331,7 +332,10 @@ def test_rendered_arguments_are_accepted_by_the_command_line(rendered: dict[str,
         assert parsed.command == spec["containers"][0]["name"]
         assert parsed.namespace == NAMESPACE
         if parsed.metrics_address is not None:
-            assert parse_address(parsed.metrics_address) == ("", 7472)  # all addresses: probes come from the kubelet
+            # the controller has a pod IP of its own; the speaker shares the node's network and binds the
+            # node's address only (the kubelet probes a hostNetwork pod there)
+            host = DOWNWARD_API["$(HOST_IP)"] if parsed.command == "speaker" else ""
+            assert parse_address(parsed.metrics_address) == (host, 7472)
 
 
 # --- RBAC -------------------------------------------------------------------------------------------------
