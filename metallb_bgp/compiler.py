@@ -22,20 +22,40 @@ must share a family, two peers for the same session from the same nodes keep onl
 duplicate name leaves out every object of that name (which one was meant is unknowable); metallb.io
 objects outside MetalLB's namespace are ignored with a warning, as MetalLB does not watch them.
 
+Last valid versions. Leaving a bad object out is right for a new object, but wrong for an edit: a typo
+in a working pool would take its Services' IPs away, and an edit of pool `a` that overlaps pool `b`
+would, by name order, take out `b`, which nobody touched. MetalLB's webhook rejects such an edit; at
+runtime we do the same with memory. Each result carries `last_good` (for each object in its Config, the
+version used, plus the Secrets its peers read); the daemons pass it to the next compile, and then:
+
+- a changed object with an error falls back to its last valid version: its errors are reported on the
+  current version, with a warning that the last valid version is kept; an object that fails to parse
+  (in `load_errors`) is not taken as deleted and falls back too;
+- objects unchanged since they were valid are checked first, so in a clash (overlap, duplicate alias,
+  duplicate peer session, localPref conflict) the new or changed object is "the later one";
+- if an unchanged object is still rejected because of a changed or new one (a wider pool breaking an
+  advertisement's aggregation length, a new Community making an alias ambiguous, a changed Secret), the
+  changed one falls back (a new one is left out) and is reported naming the object it would break;
+  the culprit is found by recompiling, not by a rule per case (see `_History`);
+- a deleted object is gone (nothing is remembered for it), and a fixed edit is simply used.
+With no memory (the first compile) the result is exactly that of the rules above.
+
 The function is pure, never raises (a last-resort guard turns a bug into an error on the object), and
-its output is deterministic: objects are checked in name order ("the later one" is the later name)
-and errors are sorted. What it does not do: anything about Services (the allocator's job)
-or about which node announces what (the route table's job).
+its output is deterministic: objects are checked in name order ("the later one" is the later name;
+established objects first when there is memory) and errors are sorted. What it does not do: anything
+about Services (the allocator's job) or about which node announces what (the route table's job).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TypeVar
 
 from metallb_bgp import config as cfg
@@ -65,12 +85,47 @@ L2_IGNORED = "ignored: this speaker announces over BGP only (L2Advertisement is 
 LABEL_SHAPE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 
 
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+Remembered = MetalLBObject | Secret  # what LastGood holds: metallb.io objects and the peers' password Secrets
+
+
+def object_key(obj: Remembered, namespace: str) -> ObjectKey:
+    """An object's identity across versions; an object without a namespace counts as `namespace`'s."""
+    return (obj.kind, obj.metadata.namespace or namespace, obj.metadata.name)
+
+
+class LastGood(Mapping[ObjectKey, Remembered]):
+    """Immutable: for each object in the last Config, the exact version of it that was used.
+
+    Pass `CompileResult.last_good` to the next `compile_config`. Secrets are remembered when a peer in
+    the Config reads its password from them. It holds Secrets: its repr shows keys only.
+    """
+
+    __slots__ = ("_objects",)
+
+    def __init__(self, objects: Mapping[ObjectKey, Remembered] | None = None) -> None:
+        self._objects: Mapping[ObjectKey, Remembered] = MappingProxyType(dict(sorted((objects or {}).items())))
+
+    def __getitem__(self, key: ObjectKey) -> Remembered:
+        return self._objects[key]
+
+    def __iter__(self) -> Iterator[ObjectKey]:
+        return iter(self._objects)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __repr__(self) -> str:
+        return f"LastGood({list(self._objects)!r})"
+
+
 @dataclass(frozen=True)
 class CompileResult:
-    """The compiled Config and every problem found (errors and warnings, sorted)."""
+    """The compiled Config, every problem found (errors and warnings, sorted), and what to remember."""
 
     config: cfg.Config
     errors: tuple[ObjectError, ...] = ()
+    last_good: LastGood = field(default_factory=LastGood)
 
     @property
     def has_errors(self) -> bool:
@@ -81,14 +136,40 @@ class CompileResult:
         return tuple(e for e in self.errors if not e.is_error)
 
 
-def compile_config(snapshot: ClusterSnapshot) -> CompileResult:
-    """Validate every metallb.io object of `snapshot` and build the Config of the good ones."""
+def compile_config(snapshot: ClusterSnapshot, *, last_good: LastGood | None = None) -> CompileResult:
+    """Validate every metallb.io object of `snapshot` and build the Config of the good ones.
+
+    Without `last_good` (the first compile) a bad object is reported and left out. With the previous
+    result's `last_good`, a bad or harmful edit is reported and not applied: see "Last valid versions".
+    """
+    try:
+        return _History(snapshot, last_good or LastGood()).resolve()
+    except Exception as exc:  # noqa: BLE001 - the promise is "never raises"; fall back to the plain rules
+        plain = _compile_once(snapshot)
+        message = f"internal error while keeping last valid versions ({type(exc).__name__}); please report it"
+        bug = ObjectError("Config", "", "last-valid-versions", "", message)
+        return replace(plain, errors=tuple(sorted({*plain.errors, bug})), last_good=_remember(snapshot, plain))
+
+
+def _compile_once(
+    snapshot: ClusterSnapshot,
+    *,
+    established: frozenset[tuple[str, str]] = frozenset(),
+    withheld: Mapping[tuple[str, str], str] | None = None,
+) -> CompileResult:
+    """Validate every metallb.io object of `snapshot` and build the Config of the good ones.
+
+    `established` objects ((kind, name), known good before) are checked before the others, so that in a
+    clash between two objects the new or changed one is "the later one"; `withheld` objects were taken
+    out of `snapshot` by the caller, and references to them say why. Both empty: plain name order.
+    """
     report = _Report(snapshot.namespace)
     report.extend(snapshot.load_errors)
-    scope = _Scope(snapshot.namespace, report)
+    scope = _Scope(snapshot.namespace, report, established)
+    scope.bad.update(withheld or {})
 
     bfd_profiles = {name: _bfd_profile(obj) for name, obj in scope.unique(snapshot.bfd_profiles).items()}
-    aliases = _aliases(scope.unique(snapshot.communities), scope.duplicates_of(Community), report)
+    aliases = _aliases(scope.unique(snapshot.communities), scope.duplicates_of(Community), report, scope.check_order)
     pool_objects = scope.unique(snapshot.pools)
     pools = _pools(pool_objects, report)
     scope.mark_invalid("IPAddressPool", pool_objects, pools)
@@ -113,7 +194,7 @@ def compile_config(snapshot: ClusterSnapshot) -> CompileResult:
         pools={name: info.pool for name, info in sorted(pools.items())},
         peers=dict(sorted(peers.items())),
         advertisements=tuple(sorted(advertisements, key=lambda a: a.name)),
-        bfd_profiles=bfd_profiles,
+        bfd_profiles=dict(sorted(bfd_profiles.items())),
     )
     return CompileResult(config=config, errors=report.sorted())
 
@@ -186,11 +267,15 @@ def _has_error(issues: Iterable[_Issue]) -> bool:
 
 
 class _Scope:
-    """Which objects take part: those in MetalLB's namespace, with a name unique within their kind."""
+    """Which objects take part: those in MetalLB's namespace, with a name unique within their kind.
 
-    def __init__(self, namespace: str, report: _Report) -> None:
+    It also fixes the order in which objects are checked: established objects first, then by name.
+    """
+
+    def __init__(self, namespace: str, report: _Report, established: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.namespace = namespace
         self.report = report
+        self.established = established
         self.bad: dict[tuple[str, str], str] = {}  # (kind, name) -> why it is unusable
         self.duplicates: list[MetalLBObject] = []  # objects left out because their name is not unique
 
@@ -207,7 +292,11 @@ class _Scope:
                 self.duplicates.append(obj)
             else:
                 result[name] = obj
-        return dict(sorted(result.items()))
+        return {obj.metadata.name: obj for obj in sorted(result.values(), key=self.check_order)}
+
+    def check_order(self, obj: MetalLBObject) -> tuple[bool, str]:
+        """Established objects first, then by name: in a clash the later one is reported and left out."""
+        return ((obj.kind, obj.metadata.name) not in self.established, obj.metadata.name)
 
     def mark_invalid(self, kind: str, objects: Mapping[str, MetalLBObject], good: Mapping[str, object]) -> None:
         for name in objects.keys() - good.keys():
@@ -399,14 +488,19 @@ class _Aliases:
     bad: Mapping[str, str]  # alias -> why it cannot be used
 
 
-def _aliases(objects: Mapping[str, Community], unnamed: Sequence[Community], report: _Report) -> _Aliases:
+def _aliases(
+    objects: Mapping[str, Community],
+    unnamed: Sequence[Community],
+    report: _Report,
+    check_order: Callable[[Community], tuple[bool, str]],
+) -> _Aliases:
     """Every alias of every good Community object; duplicated aliases are unusable everywhere.
 
     `unnamed` are the Community objects left out because their name is not unique: their aliases are
     unusable, and still count as definitions when looking for duplicates.
     """
     owners: dict[str, list[str]] = defaultdict(list)
-    for obj in sorted([*objects.values(), *unnamed], key=lambda o: o.metadata.name):
+    for obj in sorted([*objects.values(), *unnamed], key=check_order):
         for alias in obj.spec.communities:
             owners[alias.name].append(obj.metadata.name)
     good: dict[str, cfg.Community] = {}
@@ -437,7 +531,7 @@ def _community_values(
         except ValueError as exc:
             issues.append(_err(f"{here}.value", str(exc)))
             continue
-        first_owner = owners[alias.name][0]  # owners are listed in name order
+        first_owner = owners[alias.name][0]  # owners are listed in check order
         if alias.name in values:
             issues.append(_err(f"{here}.name", f"alias {alias.name!r} is already defined earlier in this object"))
         elif first_owner != obj.metadata.name:
@@ -731,9 +825,9 @@ def _timers(hold_given: float | None, keepalive_given: float | None, issues: lis
     elif keepalive > hold:
         issues.append(_err("spec.keepaliveTime", f"{keepalive:g}s must not exceed holdTime {hold:g}s"))
     for path, value in (("spec.holdTime", hold_given), ("spec.keepaliveTime", keepalive_given)):
-        if value is not None and value != int(value):
+        if value is not None and math.isfinite(value) and value != int(value):
             issues.append(_warn(path, f"BGP counts whole seconds: {value:g}s is used as {int(value)}s"))
-    return int(hold), int(keepalive)
+    return int(hold), int(keepalive) if math.isfinite(keepalive) else 0  # an infinite keepalive was reported
 
 
 def _connect_time(value: float | None, issues: list[_Issue]) -> int | None:
@@ -981,3 +1075,357 @@ def _same_update(new: cfg.Advertisement, old: cfg.Advertisement, pool: _PoolInfo
     if new.peers and old.peers and not new.peers & old.peers:
         return False
     return _may_share_nodes(new.node_selectors, old.node_selectors, nodes)
+
+
+# --- last valid versions ---------------------------------------------------------------------------------
+
+KEEPING_LAST_VALID = "keeping the last valid version until this is fixed"
+WITHHELD = "is left out until its errors are fixed"
+_FIELD_OF_KIND: Mapping[str, str] = {  # ClusterSnapshot field holding each remembered kind
+    "IPAddressPool": "pools",
+    "BGPPeer": "peers",
+    "BGPAdvertisement": "advertisements",
+    "Community": "communities",
+    "BFDProfile": "bfd_profiles",
+    "Secret": "secrets",
+}
+_LAYER: Mapping[str, int] = {  # an object's acceptance depends only on objects of its own or a lower layer
+    "IPAddressPool": 0, "Community": 0, "BFDProfile": 0, "Secret": 0, "BGPPeer": 1, "BGPAdvertisement": 2,
+}  # fmt: skip
+_DEPENDS_ON: Mapping[str, frozenset[str]] = {  # kinds whose objects can get an object of this kind rejected
+    "IPAddressPool": frozenset({"IPAddressPool"}),
+    "Community": frozenset({"Community"}),
+    "BFDProfile": frozenset({"BFDProfile"}),
+    "BGPPeer": frozenset({"BGPPeer", "BFDProfile", "Secret"}),
+    "BGPAdvertisement": frozenset(_LAYER),
+}
+_SINGLE_TRIALS = 16  # culprits tried one by one before holding back every candidate at once
+_VOLATILE_METADATA = {"resource_version", "generation", "annotations", "uid", "deletion_timestamp"}
+
+
+def same_version(a: Remembered, b: Remembered) -> bool:
+    """Whether two versions of one object compile the same: equal, one resourceVersion, or equal content.
+
+    Content leaves out what changes without the user editing anything (resourceVersion after a status
+    write, annotations, status).
+    """
+    if a == b:
+        return True
+    if type(a) is not type(b):
+        return False
+    version = a.metadata.resource_version
+    return bool(version and version == b.metadata.resource_version) or _content(a) == _content(b)
+
+
+def _content(obj: Remembered) -> dict[str, object]:
+    return obj.model_dump(by_alias=True, exclude={"status": True, "metadata": _VOLATILE_METADATA})
+
+
+def _changed_field(current: Remembered, previous: Remembered | None) -> str:
+    """The field an edit changed (`spec.addresses`), or its common prefix when it changed several."""
+    now = _content(current)
+    if previous is None:
+        return "spec" if "spec" in now else ""
+    before = _content(previous)
+    paths: list[str] = []
+    for top in sorted(now.keys() | before.keys()):
+        new, old = now.get(top), before.get(top)
+        if new == old:
+            continue
+        if isinstance(new, dict) and isinstance(old, dict) and top in ("spec", "metadata"):
+            paths.extend(f"{top}.{key}" for key in sorted(new.keys() | old.keys()) if new.get(key) != old.get(key))
+        else:
+            paths.append(top)
+    if len(paths) == 1:
+        return paths[0]
+    tops = {path.split(".")[0] for path in paths}
+    return tops.pop() if len(tops) == 1 else ""
+
+
+def _names(message: str, key: ObjectKey) -> bool:
+    """Whether a message names the object, as the rules write it: `IPAddressPool a`, `Community a, b`,
+    `Secret ns/s`."""
+    kind, namespace, name = key
+    pattern = rf"\b{kind} (?:([\w.-]+)/)?([\w.-]+(?:, [\w.-]+)*)"
+    return any(
+        name in match.group(2).split(", ") and match.group(1) in (None, namespace)
+        for match in re.finditer(pattern, message)
+    )
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An object whose current version is not used: its last valid version instead, or nothing if new."""
+
+    version: Remembered | None
+    errors: tuple[ObjectError, ...]  # reported instead of the errors of whatever is used in its place
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One compile of one choice of versions, and which objects made it into its Config."""
+
+    snapshot: ClusterSnapshot  # the versions compiled
+    result: CompileResult
+    accepted: frozenset[ObjectKey]  # in the Config (Communities: without error; Secrets: read by such a peer)
+    erroneous: frozenset[ObjectKey]  # with at least one error
+    by_object: Mapping[ObjectKey, tuple[ObjectError, ...]]  # the result's errors, by the object they name
+
+    def errors_of(self, key: ObjectKey) -> tuple[ObjectError, ...]:
+        return self.by_object.get(key, ())
+
+
+def _outcome(snapshot: ClusterSnapshot, result: CompileResult) -> _Outcome:
+    namespace, config = snapshot.namespace, result.config
+    by_object: dict[ObjectKey, list[ObjectError]] = defaultdict(list)
+    for error in result.errors:
+        by_object[(error.kind, error.namespace or namespace, error.name)].append(error)
+    erroneous = frozenset(key for key, errors in by_object.items() if any(e.is_error for e in errors))
+    accepted = {
+        *(("IPAddressPool", namespace, name) for name in config.pools),
+        *(("BGPPeer", namespace, name) for name in config.peers),
+        *(("BGPAdvertisement", namespace, adv.name) for adv in config.advertisements),
+        *(("BFDProfile", namespace, name) for name in config.bfd_profiles),
+    }
+    communities = (object_key(obj, namespace) for obj in snapshot.communities)
+    accepted.update(key for key in communities if key[1] == namespace and key not in erroneous)
+    secrets = Counter(object_key(obj, namespace) for obj in snapshot.secrets)
+    for peer in snapshot.peers:
+        ref = peer.spec.password_secret
+        if ref is not None and object_key(peer, namespace) in accepted:
+            key = ("Secret", ref.namespace or namespace, ref.name)
+            if secrets[key] == 1:
+                accepted.add(key)
+    return _Outcome(snapshot, result, frozenset(accepted), erroneous, {k: tuple(v) for k, v in by_object.items()})
+
+
+def _memory_of(outcome: _Outcome) -> LastGood:
+    namespace = outcome.snapshot.namespace
+    kept: dict[ObjectKey, Remembered] = {}
+    for field_name in _FIELD_OF_KIND.values():
+        for obj in getattr(outcome.snapshot, field_name):
+            if object_key(obj, namespace) in outcome.accepted:  # accepted objects have a unique key
+                kept[object_key(obj, namespace)] = obj
+    return LastGood(kept)
+
+
+def _remember(snapshot: ClusterSnapshot, result: CompileResult) -> LastGood:
+    return _memory_of(_outcome(snapshot, result))
+
+
+def _error_texts(errors: Iterable[ObjectError]) -> set[tuple[str, str]]:
+    return {(e.field, e.message) for e in errors if e.is_error}
+
+
+class _History:
+    """One compile against the last valid versions: which current versions to hold back, found by recompiling.
+
+    Starting from every current version, each round compiles and then, in the lowest layer that has work:
+    1. a changed object that is rejected, or has an error its last valid version does not have, falls
+       back to that version;
+    2. else, when established objects (unchanged since they were valid, or fallen back) are rejected,
+       the changed or new objects that cause this step back: those the victims' errors name (all victims
+       in one trial compile), else, for the first victim, the first candidate whose stepping back clears
+       it, else the fewest of all candidates that do. If none of this clears it, it stays rejected (a deleted
+       dependency, a Node's labels: nothing to hold back).
+    Every round holds back at least one more object or gives up on one victim, so it ends; choices are
+    made in sorted order, so the outcome is deterministic. The result is the last compile, with the errors
+    of each held-back object taken from the compile where its current version was used.
+    """
+
+    def __init__(self, snapshot: ClusterSnapshot, memory: LastGood) -> None:
+        self.snapshot = snapshot
+        self.namespace = snapshot.namespace
+        self.memory = {
+            key: obj for key, obj in memory.items() if key[0] in _LAYER and (key[0] == "Secret" or key[1] == self.namespace)
+        }
+        current: dict[ObjectKey, list[Remembered]] = defaultdict(list)
+        for field_name in _FIELD_OF_KIND.values():
+            for obj in getattr(snapshot, field_name):
+                current[object_key(obj, self.namespace)].append(obj)
+        self.current = {key: tuple(objs) for key, objs in sorted(current.items())}
+        self.unchanged = frozenset(
+            key
+            for key, objs in self.current.items()
+            if key in self.memory and len(objs) == 1 and same_version(objs[0], self.memory[key])
+        )
+        self.movable = [  # changed or new, so they may be held back
+            key for key in self.current if key not in self.unchanged and (key[0] == "Secret" or key[1] == self.namespace)
+        ]
+        self.outcomes: dict[frozenset[tuple[ObjectKey, bool]], _Outcome] = {}
+
+    def resolve(self) -> CompileResult:
+        held = self._unreadable()
+        gave_up: set[ObjectKey] = set()
+        for _ in range(2 * (len(self.current) + len(held)) + 2):
+            if not self._step(held, gave_up):
+                break
+        return self._result(self.compile(held), held)
+
+    def _step(self, held: dict[ObjectKey, _Held], gave_up: set[ObjectKey]) -> bool:
+        """One round: hold back more objects (or give up on a victim) in the lowest layer with work."""
+        outcome = self.compile(held)
+        for layer in sorted(set(_LAYER.values())):
+            broken = self._broken(layer, held, outcome)
+            if broken:
+                held.update({key: _Held(self.memory[key], outcome.errors_of(key)) for key in broken})
+                return True
+            victims = [
+                key
+                for key in sorted(self._established(held))
+                if _LAYER[key[0]] == layer and key[0] != "Secret" and key not in outcome.accepted and key not in gave_up
+            ]
+            if not victims:
+                continue
+            blamed = self._blame_named(victims, held, outcome) or {key: victims[0] for key in self._culprits(victims[0], held)}
+            if not blamed:
+                gave_up.add(victims[0])
+            for key, victim in sorted(blamed.items()):
+                held[key] = _Held(self.memory.get(key), outcome.errors_of(key) + self._note(key, victim, outcome))
+            return True
+        return False
+
+    def compile(self, held: Mapping[ObjectKey, _Held]) -> _Outcome:
+        signature = frozenset((key, choice.version is not None) for key, choice in held.items())
+        if signature not in self.outcomes:
+            effective = self._effective(held)
+            established = frozenset((kind, name) for kind, namespace, name in self._established(held))
+            withheld = {
+                (kind, name): WITHHELD
+                for (kind, namespace, name), choice in held.items()
+                if choice.version is None and namespace == self.namespace
+            }
+            result = _compile_once(effective, established=established, withheld=withheld)
+            self.outcomes[signature] = _outcome(effective, result)
+        return self.outcomes[signature]
+
+    def _unreadable(self) -> dict[ObjectKey, _Held]:
+        """Objects whose new version failed to parse are not deleted: they keep their last valid version."""
+        load_errors: dict[ObjectKey, list[ObjectError]] = defaultdict(list)
+        for error in self.snapshot.load_errors:
+            load_errors[(error.kind, error.namespace or self.namespace, error.name)].append(error)
+        return {
+            key: _Held(last, tuple(load_errors[key]))
+            for key, last in self.memory.items()
+            if key not in self.current and key in load_errors
+        }
+
+    def _established(self, held: Mapping[ObjectKey, _Held]) -> set[ObjectKey]:
+        """Objects used in a version that was valid last time: checked first, and never the ones to lose."""
+        kept = {key for key, choice in held.items() if choice.version is not None}
+        return kept | {key for key in self.unchanged if key not in held}
+
+    def _broken(self, layer: int, held: Mapping[ObjectKey, _Held], outcome: _Outcome) -> list[ObjectKey]:
+        """Rule 1: changed objects of `layer` that are rejected, or have an error their last valid version
+        does not have (an advertisement narrowed to fewer pools), fall back to their last valid version."""
+        changed = [
+            key
+            for key in self.current
+            if _LAYER[key[0]] == layer
+            and key[0] != "Secret"
+            and key in self.memory
+            and key not in held
+            and key not in self.unchanged
+            and (key not in outcome.accepted or key in outcome.erroneous)
+        ]
+        flawed = [key for key in changed if key in outcome.accepted]
+        if not flawed:
+            return changed
+        before = self.compile({**held, **{key: _Held(self.memory[key], ()) for key in flawed}})
+        worse = {key for key in flawed if not _error_texts(outcome.errors_of(key)) <= _error_texts(before.errors_of(key))}
+        return [key for key in changed if key not in outcome.accepted or key in worse]
+
+    def _candidates(self, victim: ObjectKey, held: Mapping[ObjectKey, _Held]) -> list[ObjectKey]:
+        """The changed or new objects that could get `victim` rejected."""
+        return [key for key in self.movable if key not in held and key[0] in _DEPENDS_ON[victim[0]]]
+
+    def _named(self, victim: ObjectKey, candidates: Iterable[ObjectKey], outcome: _Outcome) -> list[ObjectKey]:
+        reasons = [e.message for e in outcome.errors_of(victim) if e.is_error]
+        return [key for key in candidates if any(_names(reason, key) for reason in reasons)]
+
+    def _blame_named(
+        self, victims: Sequence[ObjectKey], held: Mapping[ObjectKey, _Held], outcome: _Outcome
+    ) -> dict[ObjectKey, ObjectKey]:
+        """Rule 2 for many victims at once (one compile): culprit -> victim, for the objects the victims'
+        errors name, when holding all of them back clears the victim."""
+        named = {victim: self._named(victim, self._candidates(victim, held), outcome) for victim in victims}
+        suspects = sorted({key for keys in named.values() for key in keys})
+        if not suspects:
+            return {}
+        trial = self.compile({**held, **{key: _Held(self.memory.get(key), ()) for key in suspects}})
+        blamed: dict[ObjectKey, ObjectKey] = {}
+        for victim, keys in named.items():
+            if victim in trial.accepted:
+                for key in keys:
+                    blamed.setdefault(key, victim)
+        return blamed
+
+    def _culprits(self, victim: ObjectKey, held: Mapping[ObjectKey, _Held]) -> tuple[ObjectKey, ...]:
+        """Rule 2 for one victim: the changed or new objects whose stepping back lets it into the Config."""
+        candidates = self._candidates(victim, held)
+        if not candidates:
+            return ()
+        named = self._named(victim, candidates, self.compile(held))
+        others = [key for key in candidates if key not in named]
+
+        def clears(trial: Iterable[ObjectKey]) -> bool:
+            stepped_back = {key: _Held(self.memory.get(key), ()) for key in trial}
+            return victim in self.compile({**held, **stepped_back}).accepted
+
+        for trial in [(key,) for key in (*named, *others)[:_SINGLE_TRIALS]]:
+            if clears(trial):
+                return trial
+        if not clears(candidates):
+            return ()
+        culprits = list(candidates)  # several together: keep only those needed, the unnamed ones tried first
+        for key in (*reversed(others), *reversed(named)):
+            if len(culprits) > 1 and clears(k for k in culprits if k != key):
+                culprits.remove(key)
+        return tuple(culprits)
+
+    def _note(self, culprit: ObjectKey, victim: ObjectKey, outcome: _Outcome) -> tuple[ObjectError, ...]:
+        """The error on an object held back for breaking another, unless its own errors already say why."""
+        own = outcome.errors_of(culprit)
+        if culprit not in outcome.accepted and any(e.is_error for e in own):
+            return ()
+        reasons = [e for e in outcome.errors_of(victim) if e.is_error]
+        reason = next((e for e in reasons if _names(e.message, culprit)), reasons[0] if reasons else None)
+        detail = "" if reason is None else f" ({reason.field}: {reason.message})" if reason.field else f" ({reason.message})"
+        verb = "not applied" if culprit in self.memory else "left out"
+        victim_ref = ObjectError(*victim, "", "").object_ref
+        field_ = _changed_field(self.current[culprit][0], self.memory.get(culprit))
+        return (ObjectError(*culprit, field_, f"{verb}: it would make {victim_ref} invalid{detail}"),)
+
+    def _effective(self, held: Mapping[ObjectKey, _Held]) -> ClusterSnapshot:
+        """The snapshot with each held object replaced by its last valid version, or taken out."""
+        chosen: dict[str, list[Remembered]] = {}
+        for field_name in _FIELD_OF_KIND.values():
+            objects: list[Remembered] = []
+            seen: set[ObjectKey] = set()
+            for obj in getattr(self.snapshot, field_name):
+                key = object_key(obj, self.namespace)
+                if key not in held:
+                    objects.append(obj)
+                elif key not in seen:
+                    seen.add(key)
+                    version = held[key].version
+                    if version is not None:
+                        objects.append(version)
+            chosen[field_name] = objects
+        for key, choice in held.items():
+            if key not in self.current and choice.version is not None:
+                chosen[_FIELD_OF_KIND[key[0]]].append(choice.version)
+        return replace(self.snapshot, **{name: tuple(objects) for name, objects in chosen.items()})
+
+    def _result(self, outcome: _Outcome, held: Mapping[ObjectKey, _Held]) -> CompileResult:
+        """The last compile, reporting each held object's current errors (and any its last version has)."""
+        errors = {e for e in outcome.result.errors if (e.kind, e.namespace or self.namespace, e.name) not in held}
+        for key, choice in held.items():
+            errors.update(choice.errors)
+            if choice.version is None:
+                continue
+            if key in outcome.accepted:
+                errors.add(ObjectError(*key, "", KEEPING_LAST_VALID, Severity.WARNING))
+            else:  # even the last valid version is rejected now (a deleted dependency): say why
+                errors.update(outcome.errors_of(key))
+        return CompileResult(config=outcome.result.config, errors=tuple(sorted(errors)), last_good=_memory_of(outcome))
