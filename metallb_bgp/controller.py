@@ -46,7 +46,7 @@ from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from metallb_bgp import metrics
 from metallb_bgp.allocator import Allocation, PoolUsage, allocate, pool_usage
-from metallb_bgp.compiler import CompileResult, compile_config
+from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.embedded import ProblemLog
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.kube_writer import (
@@ -671,6 +671,7 @@ class Controller:
         )
         self.source: ClusterSource | None = None
         self.overlay: dict[ServiceKey, Written] = {}
+        self.last_good: LastGood | None = None  # each metallb.io object's last valid version (see compiler)
         self.ledger = EventLedger()
         self.problems = ProblemLog()
         self.state_written: Body | None = None
@@ -735,7 +736,8 @@ class Controller:
         )
 
     def compute(self, snapshot: ClusterSnapshot) -> ControllerWrites:
-        compiled = compile_config(snapshot)
+        compiled = compile_config(snapshot, last_good=self.last_good)
+        self.last_good = compiled.last_good
         views, self.overlay = merge_overlay(snapshot_views(snapshot), self.overlay, now=time.monotonic())
         allocation = allocate(
             compiled.config,

@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 from kubernetes.client import ApiClient
 
-from metallb_bgp.compiler import CompileResult, compile_config
+from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
 from metallb_bgp.embedded import ProblemLog, choose_router_id, status_assignments
@@ -66,9 +66,15 @@ class SpeakerPlan:
     table: RouteTable
 
 
-def speaker_plan(snapshot: ClusterSnapshot, *, node_name: str, load_balancer_class: str | None = None) -> SpeakerPlan:
+def speaker_plan(
+    snapshot: ClusterSnapshot,
+    *,
+    node_name: str,
+    load_balancer_class: str | None = None,
+    last_good: LastGood | None = None,
+) -> SpeakerPlan:
     """This node's peers and routes for the IPs the controller wrote in Service status."""
-    compiled = compile_config(snapshot)
+    compiled = compile_config(snapshot, last_good=last_good)
     nodes = {node.name: node for node in snapshot.nodes}
     table = desired_routes(
         compiled.config,
@@ -255,7 +261,10 @@ class Speaker:
         started = time.monotonic()
         snapshot = self.source.snapshot()
         plan = speaker_plan(
-            snapshot, node_name=self.options.node_name, load_balancer_class=self.options.load_balancer_class
+            snapshot,
+            node_name=self.options.node_name,
+            load_balancer_class=self.options.load_balancer_class,
+            last_good=self.plan.compiled.last_good if self.plan is not None else None,
         )
         self.problems.update(plan.compiled.errors)
         if self.engine is None:

@@ -580,3 +580,27 @@ def test_a_writer_that_may_not_write_sends_nothing(fake_kube: FakeKube) -> None:
     fake_kube.clear_requests()
     result = writer.patch_service_status("default", "web", {"status": {"loadBalancer": {"ingress": []}}})
     assert result.outcome is WriteOutcome.SKIPPED and fake_kube.requests == []
+
+
+def test_an_edit_that_makes_a_pool_overlap_another_is_not_applied_and_no_service_loses_its_ip(cluster: Cluster) -> None:
+    cluster.create(pool("a", "198.51.100.0/29"))
+    cluster.create(pool("b", "203.0.113.0/29"))
+    cluster.create(service("web", annotations={"metallb.io/address-pool": "b"}))
+    controller = controller_for(cluster.fake)
+
+    async def scenario() -> None:
+        await eventually(lambda: cluster.ips("web") == ("203.0.113.0",), what="web's IP from pool b")
+        reconciles = controller.reconciles
+        cluster.custom.patch_namespaced_custom_object(  # pool a now overlaps b (b comes later by name)
+            GROUP, "v1beta1", NS, "ipaddresspools", "a", {"spec": {"addresses": ["203.0.113.0/28"]}}
+        )
+        await eventually(lambda: controller.reconciles > reconciles and (cluster.state() or {}).get("result") == "Invalid",
+                         what="the overlap reported")
+        errors = [e for e in cluster.state()["errors"] if e["severity"] == "error"]
+        assert [(e["kind"], e["name"], e["field"]) for e in errors] == [("IPAddressPool", "a", "spec.addresses[0]")]
+        assert "overlaps" in errors[0]["message"]
+        await asyncio.sleep(0.3)
+        assert cluster.ips("web") == ("203.0.113.0",)
+        assert not [e for e in cluster.events("web") if e[1] == "ClearAssignment"]
+
+    asyncio.run(running([controller], scenario))
