@@ -19,8 +19,10 @@ is to keep an in-memory copy of the cluster that is never wrong in a way that wi
   relists. No Secret data is ever logged.
 
 Lists and watch events are read as raw JSON (`_preload_content=False`) rather than the client's
-models: parsing 10,000 Services into `V1Service` objects first and then into our models again costs
-several times more than `json.loads` plus our models.
+models: listing 10,000 Services through `V1Service` objects and `sanitize_for_serialization` took about
+2.1-2.4 s against 0.85-1.25 s for `json.loads` plus our models (fake API server, same machine).
+The watch streams are read here too rather than with `kubernetes.watch.Watch`, which builds its own
+ApiClient from the default Configuration and cannot hand back raw events that include ERRORs.
 
 Deliberately not here: deciding anything. `on_change()` only tells the owner that `snapshot()` moved on.
 """
@@ -461,7 +463,9 @@ class KubernetesSource:
 
     `on_change()` is called from watch threads after any cache change; it must only enqueue/wake.
     `synced` turns True once every resource completed its first list; callers must not announce,
-    withdraw or allocate before that.
+    withdraw or allocate before that. Eleven watches are open at once: give the ApiClient a
+    `connection_pool_maxsize` of at least 16, or urllib3 discards (and warns about) a connection at
+    every reconnect (the default is 5 per CPU).
     """
 
     def __init__(
