@@ -37,8 +37,11 @@ test: $(STAMP) system-deps tools
 demo: $(STAMP) system-deps
 	$(PY) examples/demo.py
 
+# Real ExaBGP, real BIRD, the real `metallb-bgp run` (docs/performance.md): a few minutes by default;
+# e.g. `make bench BENCH_ARGS="--cold 1000,10000,50000"` adds the 50k cold start.
 bench: $(STAMP) system-deps
-	$(PY) -m bench
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

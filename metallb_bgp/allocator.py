@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from metallb_bgp.api.core import Namespace, Service, ServiceSpec
@@ -224,6 +225,12 @@ def _families(policy: str | None, listed: tuple[int, ...]) -> _Families:
     return _Families(policy, listed + tuple(v for v in (4, 6) if v not in listed))
 
 
+@functools.lru_cache(maxsize=4096)
+def _ports(ports: tuple[tuple[str, int], ...]) -> frozenset[tuple[str, int]]:
+    """One frozenset per distinct port list: thousands of services expose the same few."""
+    return frozenset(ports)
+
+
 def _backend(spec: ServiceSpec) -> tuple[str, ...]:
     if spec.external_traffic_policy == "Local":
         return ("Local", *sorted(f"{k}={v}" for k, v in (spec.selector or {}).items()))
@@ -231,9 +238,13 @@ def _backend(spec: ServiceSpec) -> tuple[str, ...]:
 
 
 def _read_service(
-    service: Service, namespace_labels: Mapping[str, str], config: Config, warnings: list[ObjectError]
+    service: Service,
+    namespace_labels: Mapping[str, str],
+    config: Config,
+    warnings: list[ObjectError],
+    key: ServiceKey | None = None,
 ) -> _Intent:
-    key = ServiceKey(service.namespace, service.name)
+    key = key if key is not None else ServiceKey(service.namespace, service.name)
     annotations = service.metadata.annotations
     pool, pool_field = _read_annotation(annotations, ADDRESS_POOL, key, warnings)
     ips_text, ips_field = _read_annotation(annotations, LOAD_BALANCER_IPS, key, warnings)
@@ -245,7 +256,7 @@ def _read_service(
         service=key,
         sharing_key=sharing_key,
         backend=_backend(service.spec),
-        ports=frozenset((port.protocol, port.port) for port in service.spec.ports),
+        ports=_ports(tuple((port.protocol, port.port) for port in service.spec.ports)),
     )
     return _Intent(
         claim=claim,
@@ -335,9 +346,10 @@ def _joined(items: Sequence[str]) -> str:
 
 
 class _Range:
-    """One CIDR of one pool. Every address below `cursor` is known to be taken (or avoided)."""
+    """One CIDR of one pool. Every address below `cursor` is known to be taken (or avoided), except the
+    `holes`: addresses freed since (only a book kept across calls, `AllocationState`, frees any)."""
 
-    __slots__ = ("version", "first", "last", "cursor", "avoid_buggy")
+    __slots__ = ("version", "first", "last", "cursor", "avoid_buggy", "holes")
 
     def __init__(self, cidr: IPNetwork, avoid_buggy: bool) -> None:
         self.version = cidr.version
@@ -345,13 +357,24 @@ class _Range:
         self.last = int(cidr.broadcast_address)
         self.cursor = self.first
         self.avoid_buggy = avoid_buggy and cidr.version == 4
+        self.holes: list[int] = []  # a heap; may hold addresses taken again since (dropped lazily)
 
     def lowest_free(self, used: Mapping[int, object]) -> int | None:
+        holes = self.holes
+        while holes:
+            if holes[0] not in used:
+                return holes[0]
+            heapq.heappop(holes)
         cursor, last, avoid = self.cursor, self.last, self.avoid_buggy
         while cursor <= last and (cursor in used or (avoid and (cursor & 0xFF) in (0, 255))):
             cursor += 1
-        self.cursor = cursor  # addresses are never freed during one call: never look below again
+        self.cursor = cursor  # within one call addresses are never freed: never look below again
         return cursor if cursor <= last else None
+
+    def free(self, value: int) -> None:
+        """`value` (in this range, no longer used) may be handed out again."""
+        if value < self.cursor and not (self.avoid_buggy and (value & 0xFF) in (0, 255)):
+            heapq.heappush(self.holes, value)
 
     def __contains__(self, value: int) -> bool:
         return self.first <= value <= self.last
@@ -366,7 +389,7 @@ class _Use:
         self.sharing_key = claim.sharing_key
         self.backend = claim.backend
         self.holders: list[ServiceKey] = []
-        self.ports: set[tuple[str, int]] = set()
+        self.ports: frozenset[tuple[str, int]] = frozenset()  # every holder's; the first holder's own set, shared
 
 
 _ShareGroup = tuple[str, int, str, tuple[str, ...]]  # pool, version, sharing key, backend
@@ -452,7 +475,32 @@ class _AddressBook:
                     group = (pool, ip.version, claim.sharing_key, claim.backend)
                     bisect.insort(self._shareable.setdefault(group, []), (self._range_index(pool, ip), value))
             use.holders.append(claim.service)
-            use.ports.update(claim.ports)
+            use.ports = claim.ports if not use.ports else use.ports | claim.ports
+
+    def release(self, pool: str, ips: Sequence[IPAddress], holder: ServiceKey) -> list[_Use]:
+        """Undo `take` for one holder; returns the uses other holders keep (whose ports the caller
+        recomputes). Only `AllocationState` calls this: one allocate() call never frees anything."""
+        shared: list[_Use] = []
+        for ip in ips:
+            value, table = int(ip), self._uses[ip.version]
+            use = table.get(value)
+            if use is None or holder not in use.holders:
+                continue
+            use.holders.remove(holder)
+            if use.holders:
+                shared.append(use)
+                continue
+            del table[value]
+            if use.sharing_key is not None:
+                group = self._shareable[(pool, ip.version, use.sharing_key, use.backend)]
+                group.remove((self._range_index(pool, ip), value))
+            for cidr_range in self._ranges.get(pool, {}).get(ip.version, []):
+                if value in cidr_range:
+                    cidr_range.free(value)
+        return shared
+
+    def uses_of(self, ips: Sequence[IPAddress]) -> list[_Use]:
+        return [use for ip in ips if (use := self._uses[ip.version].get(int(ip))) is not None]
 
     def _range_index(self, pool: str, ip: IPAddress) -> int:
         ranges = self._ranges.get(pool, {}).get(ip.version, [])
@@ -594,6 +642,11 @@ def _add_missing_family(book: _AddressBook, intent: _Intent, current: Assignment
 # --- the whole cluster ------------------------------------------------------------------------------
 
 
+def _key_order(key: ServiceKey) -> tuple[str, str]:
+    """ServiceKey's own order, compared as a plain tuple (a dataclass `<` costs a Python call)."""
+    return (key.namespace, key.name)
+
+
 def _is_ours(service: Service, load_balancer_class: str | None) -> bool:
     return service.spec.type == "LoadBalancer" and service.spec.load_balancer_class == load_balancer_class
 
@@ -634,7 +687,7 @@ def allocate(
     warnings: list[ObjectError] = []
     cleared: dict[ServiceKey, str] = {}
     intents: dict[ServiceKey, _Intent] = {}
-    for key in sorted(by_key):
+    for key in sorted(by_key, key=_key_order):
         service = by_key[key]
         if _is_ours(service, load_balancer_class):
             intents[key] = _read_service(service, namespace_labels.get(key.namespace, {}), config, warnings)
@@ -658,11 +711,11 @@ def allocate(
         book.take(pool.name, ips, intent.claim)
         assignments[key] = Assignment(ips, pool.name, intent.claim.sharing_key)
 
-    for key in sorted(assignments):  # 2. complete PreferDualStack services, never at another's expense
+    for key in sorted(assignments, key=_key_order):  # 2. complete PreferDualStack services, never at another's expense
         assignments[key] = _add_missing_family(book, intents[key], assignments[key])
 
     refusals: dict[ServiceKey, str] = {}
-    pending.sort(key=lambda intent: (not intent.requested_ips, intent.key))
+    pending.sort(key=lambda intent: (not intent.requested_ips, *_key_order(intent.key)))
     for intent in pending:  # 3. everyone else: pinned requests first, then automatic picks
         outcome = _allocate_new(config, book, intent)
         if isinstance(outcome, str):
@@ -673,11 +726,181 @@ def allocate(
         assignments[intent.key] = Assignment(ips, pool.name, intent.claim.sharing_key)
 
     return Allocation(
-        assignments=dict(sorted(assignments.items())),
+        assignments={key: assignments[key] for key in sorted(assignments, key=_key_order)},
         refusals=dict(sorted(refusals.items())),
         warnings=tuple(sorted(set(warnings))),
         cleared=dict(sorted(cleared.items())),
     )
+
+
+# --- the same, kept across calls ---------------------------------------------------------------------
+
+# A service's previous IPs as allocate() reads them from `existing` (or an unreadable status: a reason).
+Previous = Callable[[ServiceKey], "tuple[IPAddress, ...] | str | None"]
+
+
+class AllocationState:
+    """`allocate()` kept across calls, so one changed service costs one service's work.
+
+    The result of every call equals `allocate(config, services, namespaces, existing=..., ...)` on the
+    same inputs (a property test holds it to that; only the iteration order of `assignments` differs).
+    It holds what allocate() rebuilds on every call: each service's intent and warnings, and the address
+    book of every assignment. A call re-decides only a *subset*: the services that changed plus the
+    unsettled ones (refused, PreferDualStack missing a family its pool has, or cleared on every call
+    because their status holds IPs while they are no longer LoadBalancers). Every other service keeps
+    its assignment, which is what allocate() would do too: its previous IPs are its current ones, still
+    valid, and nobody ahead of it in key order can take them, because no re-decided service's previous
+    IPs are held by a kept one (checked; if it happens, the call falls back to deciding every service).
+    The subset is then decided exactly as allocate() decides everyone (keep, complete, allocate new), in
+    the same order, against a book that holds everybody else.
+
+    A new Config or new namespace labels mean a new `AllocationState` (the caller's job).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        namespace_labels: Mapping[str, Mapping[str, str]],
+        *,
+        load_balancer_class: str | None = None,
+    ) -> None:
+        self.config = config
+        self.namespace_labels = namespace_labels
+        self.load_balancer_class = load_balancer_class
+        self._book = _AddressBook(config)
+        self._intents: dict[ServiceKey, _Intent] = {}
+        self._warnings: dict[ServiceKey, tuple[ObjectError, ...]] = {}  # only services that have some
+        self._all_warnings: tuple[ObjectError, ...] = ()
+        self._assignments: dict[ServiceKey, Assignment] = {}
+        self._refusals: dict[ServiceKey, str] = {}
+        self._unsettled: set[ServiceKey] = set()
+        self.changed: set[ServiceKey] = set()  # services whose assignment the last call changed
+        self.decided = 0  # services re-decided by the last call (for logs and the bench)
+
+    def allocate_all(self, services: Mapping[ServiceKey, Service], previous: Previous) -> Allocation:
+        """Decide every service: the first call, or a fallback."""
+        before = self._assignments
+        self._book = _AddressBook(self.config)
+        self._intents, self._warnings, self._assignments, self._refusals = {}, {}, {}, {}
+        self._unsettled = set()
+        cleared = self._decide(sorted(services, key=_key_order), services, previous)
+        self.decided = len(services)
+        self.changed = {key for key in before.keys() | self._assignments.keys() if before.get(key) != self._assignments.get(key)}
+        return self._result(cleared, warnings_changed=True)
+
+    def update(
+        self, services: Mapping[ServiceKey, Service], changed: Collection[ServiceKey], previous: Previous
+    ) -> Allocation:
+        """Re-decide the services in `changed` (added, modified or gone from `services`) and the unsettled."""
+        wanted = set(changed) | self._unsettled
+        subset = sorted(wanted, key=_key_order)
+        for key in subset:
+            service = services.get(key)
+            if service is None or not _is_ours(service, self.load_balancer_class):
+                continue
+            ips = previous(key)
+            if isinstance(ips, tuple) and any(h not in wanted for use in self._book.uses_of(ips) for h in use.holders):
+                # a kept service holds what this one had: who keeps it depends on key order, which only
+                # deciding everyone settles
+                return self.allocate_all(services, previous)
+        before = {key: self._assignments.get(key) for key in subset}
+        shared: list[_Use] = []
+        for key in subset:
+            self._unsettled.discard(key)
+            self._refusals.pop(key, None)
+            assignment = self._assignments.pop(key, None)
+            if assignment is not None:
+                shared.extend(self._book.release(assignment.pool, assignment.ips, key))
+        for use in shared:
+            self._reset_ports(use)
+        warnings_before = [self._warnings.get(key) for key in subset]
+        cleared = self._decide(subset, services, previous)
+        self.decided = len(subset)
+        self.changed = {key for key in subset if before[key] != self._assignments.get(key)}
+        warnings_changed = warnings_before != [self._warnings.get(key) for key in subset]
+        return self._result(cleared, warnings_changed=warnings_changed)
+
+    # ---------------------------------------------------------------- the work, as in allocate()
+
+    def _decide(self, keys: Sequence[ServiceKey], services: Mapping[ServiceKey, Service], previous: Previous) -> dict[ServiceKey, str]:
+        """allocate()'s three steps for `keys` (sorted), against a book holding every other assignment."""
+        config, book = self.config, self._book
+        cleared: dict[ServiceKey, str] = {}
+        intents: dict[ServiceKey, _Intent] = {}
+        for key in keys:
+            service = services.get(key)
+            self._intents.pop(key, None)
+            self._warnings.pop(key, None)
+            if service is None:
+                continue
+            if _is_ours(service, self.load_balancer_class):
+                warnings: list[ObjectError] = []
+                intent = _read_service(service, self.namespace_labels.get(key.namespace, {}), config, warnings, key)
+                intents[key] = self._intents[key] = intent
+                if warnings:
+                    self._warnings[key] = tuple(warnings)
+            elif service.spec.type != "LoadBalancer" and previous(key):
+                cleared[key] = "the service is no longer of type LoadBalancer"
+                self._unsettled.add(key)  # cleared again on every call while its status holds IPs
+
+        kept: dict[ServiceKey, Assignment] = {}
+        pending: list[_Intent] = []
+        for key, intent in intents.items():  # 1. keep what is still valid
+            current = previous(key) or ()
+            if not current:
+                pending.append(intent)
+                continue
+            verdict = current if isinstance(current, str) else _check_fixed(config, book, intent, current, "current")
+            if isinstance(verdict, str):
+                cleared[key] = verdict
+                pending.append(intent)
+                continue
+            pool, ips = verdict
+            book.take(pool.name, ips, intent.claim)
+            kept[key] = Assignment(ips, pool.name, intent.claim.sharing_key)
+        for key in sorted(kept, key=_key_order):  # 2. complete PreferDualStack services
+            kept[key] = _add_missing_family(book, intents[key], kept[key])
+        self._assignments.update(kept)
+        pending.sort(key=lambda intent: (not intent.requested_ips, *_key_order(intent.key)))
+        for intent in pending:  # 3. everyone else
+            outcome = _allocate_new(config, book, intent)
+            if isinstance(outcome, str):
+                self._refusals[intent.key] = outcome
+                continue
+            pool, ips = outcome
+            book.take(pool.name, ips, intent.claim)
+            self._assignments[intent.key] = Assignment(ips, pool.name, intent.claim.sharing_key)
+
+        for key, intent in intents.items():
+            assignment = self._assignments.get(key)
+            if assignment is None or self._may_complete(intent, assignment):
+                self._unsettled.add(key)
+            else:
+                for use in book.uses_of(assignment.ips):  # next time they are all kept in key order
+                    if len(use.holders) > 1:
+                        use.holders.sort()
+        return cleared
+
+    def _may_complete(self, intent: _Intent, assignment: Assignment) -> bool:
+        """A PreferDualStack service with one IP whose pool has the other family: it takes one when one
+        frees up (allocate()'s step 2), so it is decided again on every call."""
+        if not intent.families.want_both or len(assignment.ips) != 1 or intent.requested_ips:
+            return False
+        missing = next(v for v in intent.families.order if v != assignment.ips[0].version)
+        return self._book.has_family(assignment.pool, missing)
+
+    def _reset_ports(self, use: _Use) -> None:
+        use.ports = frozenset(port for holder in use.holders for port in self._intents[holder].claim.ports)
+
+    def _result(self, cleared: Mapping[ServiceKey, str], *, warnings_changed: bool) -> Allocation:
+        if warnings_changed:
+            self._all_warnings = tuple(sorted({w for ws in self._warnings.values() for w in ws}))
+        return Allocation(
+            assignments=dict(self._assignments),
+            refusals=dict(sorted(self._refusals.items())),
+            warnings=self._all_warnings,
+            cleared=dict(sorted(cleared.items())),
+        )
 
 
 # --- pool status --------------------------------------------------------------------------------------

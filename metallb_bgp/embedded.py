@@ -1,10 +1,21 @@
 """`metallb-bgp run`: controller and speaker in one process, on a folder of manifests.
 
 This is the embedded default (and `make demo`): no Kubernetes, the folder is the cluster. One loop
-owns the state: it waits for a change set from the folder watcher, recomputes the whole plan (pure),
-persists new IP assignments, and hands the node's peers and desired routes to the ExaBGP engine, which
-sends only the difference. Problems are logged once when they appear and once when they clear, not on
-every reconcile.
+owns the state: it waits for a change set from the folder watcher, asks the folder what changed, brings
+the plan up to date (`reconciler.IncrementalPlanner`: the same answer as `plan.make_plan` on the whole
+folder, at the cost of what changed), hands the node's peers and desired routes to the ExaBGP engine,
+which sends only the difference, and persists new IP assignments. Problems are logged once when they
+appear and once when they clear, not on every reconcile.
+
+After the initial sync the objects loaded so far are moved out of the garbage collector's sight
+(`gc.freeze`): they live as long as the process, and scanning tens of thousands of them on every
+collection would otherwise be most of a small change's cost.
+
+The state file is written once the engine has taken the routes, not before: rewriting it costs tens of
+milliseconds with thousands of services, and a crash in between loses nothing, because the restarted
+process recomputes the same assignments from the same manifests and the previous state file (the
+allocation is a deterministic function of both, and the previous file is what this process started
+the change from).
 
 Nothing is announced before the folder has been read completely once (the initial sync), and a file
 that stops parsing keeps its last good objects (see `sources.manifests`), so an editor's half-saved file
@@ -14,6 +25,7 @@ never withdraws a route.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import signal
 import time
@@ -28,7 +40,8 @@ from metallb_bgp.errors import ObjectError
 from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
-from metallb_bgp.plan import Plan, make_plan
+from metallb_bgp.plan import Plan
+from metallb_bgp.reconciler import ClusterChange, IncrementalPlanner
 from metallb_bgp.snapshot import ClusterSnapshot
 from metallb_bgp.sources.manifests import ManifestFolder
 from metallb_bgp.state_file import load_state, save_state
@@ -45,6 +58,7 @@ class RunOptions:
     router_id: IPv4Address | None = None
     namespace: str = "metallb-system"
     load_balancer_class: str | None = None
+    watch_step_ms: int = 1  # the watcher reports a change 1-2 steps after it; each step wakes a thread
 
 
 def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAddress, ...]]:
@@ -96,36 +110,47 @@ class EmbeddedRunner:
         self.assignments: dict[ServiceKey, tuple[IPAddress, ...]] = (
             load_state(options.state_file) if options.state_file else {}
         )
+        self.planner = IncrementalPlanner(
+            node_name=options.node_name,
+            load_balancer_class=options.load_balancer_class,
+            remembered=self.assignments,
+        )
         self.problems = ProblemLog()
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
+        self._unsaved = False  # assignments changed since the state file was written
 
-    def compute(self) -> Plan:
-        snapshot = self.folder.snapshot()
-        existing = status_assignments(snapshot) | self.assignments
-        plan = make_plan(
-            snapshot,
-            node_name=self.options.node_name,
-            existing=existing,
-            load_balancer_class=self.options.load_balancer_class,
-        )
+    def compute(self, change: ClusterChange) -> Plan:
+        """The plan after `change`: what `make_plan` gives for the whole folder, with `existing` being
+        the services' status IPs overridden by the assignments we hold (from the state file at first)."""
+        plan = self.planner.update(change)
         self.problems.update(plan.problems)
         self._remember(plan)
         return plan
 
     def _remember(self, plan: Plan) -> None:
-        assignments = {key: a.ips for key, a in plan.allocation.assignments.items()}
-        if assignments == self.assignments:
+        moved = self.planner.assignments_changed
+        if not moved:
             return
-        for key in sorted(assignments.keys() - self.assignments.keys()):
-            log.info("ip_allocated", service=str(key), ips=[str(ip) for ip in assignments[key]])
-        for key in sorted(self.assignments.keys() - assignments.keys()):
-            log.info("ip_released", service=str(key), ips=[str(ip) for ip in self.assignments[key]])
+        now = self.planner.remembered
+        for key in sorted(moved):
+            if key not in self.assignments:
+                log.info("ip_allocated", service=str(key), ips=[str(ip) for ip in now[key]])
+            elif key not in now:
+                log.info("ip_released", service=str(key), ips=[str(ip) for ip in self.assignments[key]])
         for key, reason in sorted(plan.allocation.refusals.items()):
             log.warning("ip_not_allocated", service=str(key), reason=reason)
-        self.assignments = assignments
-        if self.options.state_file is not None:
-            save_state(self.options.state_file, assignments)
+        for key in moved:
+            if key in now:
+                self.assignments[key] = now[key]
+            else:
+                self.assignments.pop(key, None)
+        self._unsaved = self.options.state_file is not None
+
+    def _save_state(self) -> None:
+        if self._unsaved and self.options.state_file is not None:
+            save_state(self.options.state_file, self.planner.remembered)
+            self._unsaved = False
 
     async def reconcile(self, plan: Plan) -> None:
         started = time.monotonic()
@@ -136,11 +161,15 @@ class EmbeddedRunner:
             log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
         await self.engine.apply(plan.table)
         self.plan = plan
+        self._save_state()
+        stats = self.planner.stats
         log.info(
             "reconciled",
             routes=len(plan.table.routes),
             skipped=len(plan.table.skipped),
             peers=len(plan.peers),
+            services_allocated=stats.allocated,
+            services_routed=stats.routed,
             seconds=round(time.monotonic() - started, 4),
         )
 
@@ -150,8 +179,7 @@ class EmbeddedRunner:
         # watchfiles registers its inotify watches synchronously in the task's first step: after this
         # yield, a write is either seen by the full read below or reported by the watcher (or both).
         await asyncio.sleep(0)
-        self.folder.load()  # initial sync: the whole folder before anything is announced
-        plan = self.compute()
+        plan = self._initial_sync()
         router_id = choose_router_id(plan.peers, self.options.router_id)
         local = tuple(p.source_address for p in plan.peers if p.source_address is not None)
         self.engine = ExaBGPEngine(workdir=self.options.workdir, router_id=router_id, local_addresses=local)
@@ -164,14 +192,36 @@ class EmbeddedRunner:
                     break
                 while not changes.empty():  # coalesce whatever else arrived meanwhile
                     changed |= changes.get_nowait()
-                self.folder.reload(changed)
+                change = self.folder.reload(changed)
                 log.debug("manifests_changed", files=sorted(str(p) for p in changed))
-                await self.reconcile(self.compute())
+                await self.reconcile(self.compute(change))
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await self.engine.stop(withdraw=self._withdraw_on_stop())
             log.info("stopped")
+
+    def _initial_sync(self) -> Plan:
+        """The whole folder, read and planned before anything is announced."""
+        started = time.monotonic()
+        collecting = gc.isenabled()
+        gc.disable()  # the initial sync builds objects that all live on: collecting them finds nothing
+        try:
+            change = self.folder.load()
+            loaded = time.monotonic()
+            plan = self.compute(change)
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()
+        log.info(
+            "initial_sync",
+            files=len(self.folder.files),
+            services=len(change.services),
+            load_seconds=round(loaded - started, 3),
+            plan_seconds=round(time.monotonic() - loaded, 3),
+        )
+        return plan
 
     def _withdraw_on_stop(self) -> set[str]:
         """Peers to withdraw from before exiting: those without graceful restart. ExaBGP closes its
@@ -181,7 +231,7 @@ class EmbeddedRunner:
         return set() if plan is None else {p.name for p in plan.peers if not p.graceful_restart}
 
     async def _watch(self, changes: asyncio.Queue[set[Path]]) -> None:
-        async for changed in self.folder.changes():
+        async for changed in self.folder.changes(step_ms=self.options.watch_step_ms):
             changes.put_nowait(changed)
 
 

@@ -42,7 +42,7 @@ Rules, and where we knowingly differ from MetalLB:
 
 from __future__ import annotations
 
-import functools
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -117,8 +117,12 @@ def diff(old: RouteTable, new: RouteTable) -> RouteDiff:
     An attribute change is an announcement only (BGP replaces the path); a (peer, prefix) never appears
     in both halves, so the engine never announces and withdraws one prefix to one peer in one burst.
     """
-    withdraw = {key: attrs for key, attrs in old.routes.items() if key not in new.routes}
-    announce = {key: attrs for key, attrs in new.routes.items() if old.routes.get(key) != attrs}
+    old_routes, new_routes = old.routes, new.routes
+    # a set built from a dict, and its difference with a dict, reuse the hashes the dicts stored
+    withdraw = {key: old_routes[key] for key in set(old_routes).difference(new_routes)}
+    known = old_routes.get
+    # `is not` first: attributes objects are shared between tables, and their `!=` is a Python call
+    announce = {key: attrs for key, attrs in new_routes.items() if (was := known(key)) is not attrs and was != attrs}
     return RouteDiff(withdraw=group_routes(withdraw), announce=group_routes(announce))
 
 
@@ -462,14 +466,56 @@ def prefix_of(ip: IPAddress, length: int) -> IPNetwork:
     """The prefix of `length` bits announcing `ip` (the host route at full length); same as
     `net.covering_prefix`. It runs once per service IP per call, and building an ipaddress network
     costs more than the rest of a service's decision, so networks are built from integers and reused
-    across calls (a bounded cache: the same IPs come back on every reconcile)."""
-    host_bits = (32 if ip.version == 4 else 128) - length
-    return _network(ip.version, int(ip) >> host_bits << host_bits, length)
+    across calls (a bounded cache: the same IPs come back on every reconcile; a dict, as an LRU's
+    bookkeeping would double its memory)."""
+    version = ip.version
+    host_bits = (32 if version == 4 else 128) - length
+    key = (version, int(ip) >> host_bits << host_bits, length)
+    network = _NETWORKS.get(key)
+    if network is None:
+        if len(_NETWORKS) >= _NETWORKS_MAX:
+            _NETWORKS.clear()  # a bound, not an LRU: the same few thousand come back on every reconcile
+        network = _NETWORKS[key] = (_HashedIPv4Network if version == 4 else _HashedIPv6Network)(key[1:])
+    return network
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _network(version: int, network: int, length: int) -> IPNetwork:
-    return IPv4Network((network, length)) if version == 4 else IPv6Network((network, length))
+_NETWORKS: dict[tuple[int, int, int], IPNetwork] = {}
+_NETWORKS_MAX = 1 << 18
+
+
+class _HashedIPv4Network(IPv4Network):
+    """An IPv4Network that computes its hash once.
+
+    Every route is a dict key `(peer, prefix)`, hashed again by every diff and every sync pass, and
+    `ipaddress` recomputes a network's hash in Python each time: with 10,000 routes that was most of a
+    one-route change. Equal to, hashing like, and printing like a plain IPv4Network.
+    """
+
+    version = 4  # a class attribute: read per route by the engine, a property call otherwise
+
+    def __init__(self, address: object) -> None:
+        super().__init__(address)  # type: ignore[arg-type]
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class _HashedIPv6Network(IPv6Network):
+    """`_HashedIPv4Network` for IPv6."""
+
+    version = 6
+
+    def __init__(self, address: object) -> None:
+        super().__init__(address)  # type: ignore[arg-type]
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+_HashedIPv4Network.__name__ = "IPv4Network"  # repr() as the plain class: `IPv4Network('10.0.0.1/32')`
+_HashedIPv6Network.__name__ = "IPv6Network"
 
 
 # --- desired routes: the whole node ---------------------------------------------------------------------
@@ -557,3 +603,145 @@ def desired_routes(
             continue
         contributions.append((key, service_routes(context, service, tuple(ips), slices.get((namespace, name), ()))))
     return combine(contributions)
+
+
+# --- desired routes, kept across calls -------------------------------------------------------------------
+
+
+class RouteTableState:
+    """A node's table kept across calls: `set` one service's contribution, read the `table()`.
+
+    `table()` always equals `combine()` of the current contributions (in any order: merges are unions
+    and maxima), but a change costs the prefixes that service touches, not the whole table. Most
+    prefixes come from one service: they are kept as that service's targets, nothing more. A prefix
+    that several contributions give (aggregation, shared IPs) keeps who gives it and, per peer, how many
+    contributions carry each attribute set, so one can be taken back out of the merge (a merge of
+    communities cannot be undone otherwise).
+    """
+
+    def __init__(self) -> None:
+        self._contributions: dict[ServiceKey, ServiceRoutes] = {}
+        self._single: dict[IPNetwork, tuple[ServiceKey, tuple[tuple[str, RouteAttributes], ...]]] = {}
+        self._shared: dict[IPNetwork, _SharedPrefix] = {}
+        self._routes: dict[RouteKey, RouteAttributes] = {}
+        self._services: dict[IPNetwork, tuple[ServiceKey, ...]] = {}
+        self._skipped: dict[ServiceKey, Skip] = {}
+        self._touched: set[RouteKey] = set()
+
+    def __len__(self) -> int:
+        return len(self._contributions)
+
+    def take_touched(self) -> set[RouteKey]:
+        """The routes (peer, prefix) set or removed since the last call: a superset of those whose value
+        changed, for a consumer that wants to diff only those instead of the whole table."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def set(self, key: ServiceKey, contribution: ServiceRoutes | None) -> bool:
+        """Make `contribution` the service's (None: it has none); returns whether anything changed."""
+        old = self._contributions.get(key)
+        if old == contribution:
+            return False
+        dirty: set[IPNetwork] = set()
+        if old is not None:
+            del self._contributions[key]
+            self._remove(key, old, dirty)
+        if contribution is not None:
+            self._contributions[key] = contribution
+            self._add(key, contribution, dirty)
+        for prefix in dirty:
+            self._refresh(prefix)
+        return True
+
+    def table(self) -> RouteTable:
+        """A snapshot: later `set`s do not change it."""
+        return RouteTable(routes=dict(self._routes), services=dict(self._services), skipped=dict(self._skipped))
+
+    def _add(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
+        if contribution.skip is not None:
+            self._skipped[key] = contribution.skip
+            return
+        for prefix, targets in contribution.announcements:
+            shared = self._shared.get(prefix)
+            if shared is None:
+                single = self._single.pop(prefix, None)
+                if single is None:  # a new prefix: this service's routes, as they are
+                    self._single[prefix] = (key, targets)
+                    self._services[prefix] = (key,)
+                    for peer, attrs in targets:
+                        self._routes[(peer, prefix)] = attrs
+                        self._touched.add((peer, prefix))
+                    continue
+                shared = self._shared[prefix] = _SharedPrefix(tuple(peer for peer, _attrs in single[1]))
+                shared.count(*single, 1)
+            shared.count(key, targets, 1)
+            dirty.add(prefix)
+
+    def _remove(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
+        if contribution.skip is not None:
+            del self._skipped[key]
+            return
+        for prefix, targets in contribution.announcements:
+            if prefix in self._single:
+                del self._single[prefix]
+                del self._services[prefix]
+                for peer, _attrs in targets:
+                    del self._routes[(peer, prefix)]
+                    self._touched.add((peer, prefix))
+                continue
+            self._shared[prefix].count(key, targets, -1)
+            dirty.add(prefix)
+
+    def _refresh(self, prefix: IPNetwork) -> None:
+        """Recompute a shared prefix's routes and services from its counts."""
+        shared = self._shared[prefix]
+        merged: dict[str, RouteAttributes] = {}
+        for peer, counts in shared.attributes.items():
+            for attrs in counts:
+                known = merged.get(peer)
+                merged[peer] = attrs if known is None else merge_attributes(known, attrs)
+        for peer in shared.peers:
+            if peer not in merged:
+                del self._routes[(peer, prefix)]
+                self._touched.add((peer, prefix))
+        for peer, attrs in merged.items():
+            self._routes[(peer, prefix)] = attrs
+            self._touched.add((peer, prefix))
+        shared.peers = tuple(merged)
+        if not shared.ordered:
+            del self._shared[prefix]
+            del self._services[prefix]
+            return
+        self._services[prefix] = tuple(shared.ordered)
+
+
+class _SharedPrefix:
+    """Who gives one prefix (in key order) and, per peer, how many contributions carry which attributes."""
+
+    __slots__ = ("contributions", "ordered", "attributes", "peers")
+
+    def __init__(self, peers: tuple[str, ...]) -> None:
+        self.contributions: dict[ServiceKey, int] = {}
+        self.ordered: list[ServiceKey] = []
+        self.attributes: dict[str, dict[RouteAttributes, int]] = {}
+        self.peers = peers  # peers the prefix has a route to in the table now
+
+    def count(self, key: ServiceKey, targets: tuple[tuple[str, RouteAttributes], ...], sign: int) -> None:
+        left = self.contributions.get(key, 0) + sign
+        if left:
+            self.contributions[key] = left
+        else:
+            del self.contributions[key]
+        if sign > 0 and left == 1:
+            bisect.insort(self.ordered, key, key=_key_order)
+        elif sign < 0 and left == 0:
+            del self.ordered[bisect.bisect_left(self.ordered, _key_order(key), key=_key_order)]
+        for peer, attrs in targets:
+            counts = self.attributes.setdefault(peer, {})
+            remaining = counts.get(attrs, 0) + sign
+            if remaining:
+                counts[attrs] = remaining
+            else:
+                del counts[attrs]
+                if not counts:
+                    del self.attributes[peer]

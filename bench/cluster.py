@@ -1,0 +1,124 @@
+"""A synthetic cluster as a folder of manifests: one pool, one peer, one advertisement, N services.
+
+Each service lives in its own file with its EndpointSlice (as `kubectl get -o yaml` would split them
+per application), so "one more service", "one service fewer" and "an endpoint moved" are each one file
+write, as a user or a GitOps tool makes them. Files are replaced atomically (write a hidden temporary
+file, rename over the target): the watcher never sees a half-written file, so a latency sample measures
+the reconcile, not an editor artefact.
+
+Services are named `svc-000000`, `svc-000001`, ... so that key order is index order and the allocator,
+starting from an empty state, gives service i the pool's i-th address: the bench knows which prefix to
+look for without asking the code under test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+POOL_CIDR = ipaddress.ip_network("10.64.0.0/12")  # 1M addresses: room for any N the bench runs
+SPEAKER_ADDRESS = "127.0.0.2"
+ROUTER_ADDRESS = "127.0.0.1"
+SPEAKER_ASN = 64500
+ROUTER_ASN = 64501
+NODE = "node-a"
+OTHER_NODE = "node-b"
+COMMUNITY = "64500:1"
+
+
+def service_name(index: int) -> str:
+    return f"svc-{index:06d}"
+
+
+def service_ip(index: int) -> ipaddress.IPv4Address:
+    """The address a fresh allocation gives service `index` (lowest free, in key order)."""
+    return POOL_CIDR.network_address + index
+
+
+def config_manifests(router_port: int, namespace: str = "metallb-system") -> dict[str, str]:
+    return {
+        "00-pool.yaml": f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: bench, namespace: {namespace}}}
+spec:
+  addresses: [{POOL_CIDR}]
+""",
+        "00-peer.yaml": f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {{name: router, namespace: {namespace}}}
+spec:
+  myASN: {SPEAKER_ASN}
+  peerASN: {ROUTER_ASN}
+  peerAddress: {ROUTER_ADDRESS}
+  peerPort: {router_port}
+  sourceAddress: {SPEAKER_ADDRESS}
+  holdTime: 30s
+""",
+        "00-adv.yaml": f"""apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {{name: bench, namespace: {namespace}}}
+spec:
+  communities: ["{COMMUNITY}"]
+""",
+    }
+
+
+def service_manifest(name: str, *, local: bool = False, endpoint_node: str = NODE) -> str:
+    policy = "Local" if local else "Cluster"
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  selector: {{app: {name}}}
+  ports: [{{port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints:
+- addresses: [10.0.0.1]
+  conditions: {{ready: true}}
+  nodeName: {endpoint_node}
+"""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+@dataclass
+class BenchCluster:
+    """The manifests folder of one bench run."""
+
+    folder: Path
+    local_every: int = 0  # every k-th service uses externalTrafficPolicy Local (0: none)
+
+    def service_path(self, name: str) -> Path:
+        return self.folder / f"{name}.yaml"
+
+    def write_config(self, router_port: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for filename, text in config_manifests(router_port).items():
+            (self.folder / filename).write_text(text)
+
+    def is_local(self, index: int) -> bool:
+        return self.local_every > 0 and index % self.local_every == 0
+
+    def write_services(self, count: int, start: int = 0) -> None:
+        for index in range(start, start + count):
+            name = service_name(index)
+            self.service_path(name).write_text(service_manifest(name, local=self.is_local(index)))
+
+    def delete_services(self, indexes: range) -> None:
+        for index in indexes:
+            self.service_path(service_name(index)).unlink(missing_ok=True)

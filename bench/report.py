@@ -1,0 +1,142 @@
+"""Figures of one bench run: a text table on stdout, a JSON file, and a PNG if matplotlib is installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+
+TARGETS = {
+    "cold_start_ratio_max": 1.2,  # ours / raw bulk baseline, at 10k and 50k
+    "change_p50_ms_max": 10.0,  # single change at 10k, event to router
+    "change_p99_ms_max": 50.0,
+    "cpu_ratio_max": 2.0,  # per-change CPU at 10k / at 100
+    "rss_mb_max": 150.0,  # speaker + ExaBGP at 10k routes
+}
+
+
+def check_targets(results: dict[str, Any], change_n: int, cpu_small: int) -> dict[str, dict[str, Any]]:
+    verdicts: dict[str, dict[str, Any]] = {}
+    for entry in results["cold_start"]:
+        if entry["count"] >= 10_000 and entry.get("ratio") is not None:
+            verdicts[f"cold_start_{entry['count']}"] = {
+                "value": entry["ratio"], "target": f"<= {TARGETS['cold_start_ratio_max']}x baseline",
+                "met": entry["ratio"] <= TARGETS["cold_start_ratio_max"],
+            }  # fmt: skip
+    changes = results["single_change"].get(str(change_n), {})
+    for kind, summary in changes.items():
+        if not summary.get("count"):
+            continue
+        met = summary["p50_ms"] < TARGETS["change_p50_ms_max"] and summary["p99_ms"] < TARGETS["change_p99_ms_max"]
+        verdicts[f"change_{kind}_{change_n}"] = {
+            "value": f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms",
+            "target": "p50 < 10 ms, p99 < 50 ms", "met": met and not summary["failures"],
+        }  # fmt: skip
+    cpu = results["cpu_per_change"]
+    if str(change_n) in cpu and str(cpu_small) in cpu:
+        big, small = cpu[str(change_n)], cpu[str(cpu_small)]
+        ratio = big["cpu_ms_per_change"] / max(small["cpu_ms_per_change"], 1e-9)
+        results["cpu_ratio"] = round(ratio, 2)
+        verdicts["cpu_ratio"] = {"value": round(ratio, 2), "target": "< 2x", "met": ratio < TARGETS["cpu_ratio_max"]}
+    for entry in results["rss"]:
+        if entry["routes"] == 10_000:
+            total = (entry["speaker"] + entry["exabgp"]) / MB
+            verdicts["rss_10000"] = {"value": f"{total:.1f} MB", "target": "< 150 MB", "met": total < TARGETS["rss_mb_max"]}
+    return verdicts
+
+
+def print_report(results: dict[str, Any]) -> None:
+    print("\n== cold start: process start -> BIRD holds N routes; delete all -> BIRD empty (seconds)")
+    print(f"{'N':>7} {'ours':>8} {'baseline':>9} {'ratio':>6} | {'ours del':>9} {'base del':>9} | phases (s since start)")
+    for e in results["cold_start"]:
+        base = e.get("baseline") or {}
+        ratio = f"{e['ratio']:.2f}" if e.get("ratio") is not None else "-"
+        print(
+            f"{e['count']:>7} {e['start_to_routes_s']:>8.2f} {base.get('start_to_routes_s', float('nan')):>9.2f} "
+            f"{ratio:>6} | {e.get('delete_all_to_empty_s') or float('nan'):>9.2f} "
+            f"{base.get('delete_all_to_empty_s', float('nan')):>9.2f} | {e.get('phases', {})}"
+        )
+    print("\n== single change: file write -> BIRD's RIB changes (ms)")
+    print(f"{'N':>7} {'kind':<22} {'n':>4} {'p50':>7} {'p99':>7} {'max':>7} {'fail':>4}")
+    for n, kinds in results["single_change"].items():
+        for kind, s in kinds.items():
+            if s.get("count"):
+                print(f"{n:>7} {kind:<22} {s['count']:>4} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} {s['max_ms']:>7.2f} {s['failures']:>4}")
+    print("\n== CPU of the metallb-bgp run process per single-service change")
+    for n, c in results["cpu_per_change"].items():
+        print(f"{n:>7} services: {c['cpu_ms_per_change']:.2f} ms/change ({c['changes']} changes, "
+              f"{c['cpu_ms_per_change_minus_idle']:.2f} ms without the idle rate of {c['idle_cpu_ms_per_s']:.1f} ms/s)")
+    if "cpu_ratio" in results:
+        print(f"  ratio: {results['cpu_ratio']}")
+    print("\n== RSS (MB)")
+    for e in results["rss"]:
+        print(f"{e['routes']:>7} routes: speaker {e['speaker'] / MB:6.1f}  exabgp {e['exabgp'] / MB:6.1f}  "
+              f"relay {e['relay'] / MB:5.1f}  speaker+exabgp {(e['speaker'] + e['exabgp']) / MB:6.1f}")
+    print("\n== targets")
+    for name, v in results["targets"].items():
+        print(f"  {'MET ' if v['met'] else 'MISS'} {name:<34} {v['value']}  (target {v['target']})")
+
+
+def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"bench-{stamp}.json"
+    text = json.dumps(results, indent=1, sort_keys=True)
+    path.write_text(text)
+    (directory / "latest.json").write_text(text)
+    return path
+
+
+def write_plot(results: dict[str, Any], raw: dict[str, dict[str, list[float]]], directory: Path, stamp: str) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    cold = results["cold_start"]
+    labels = [str(e["count"]) for e in cold]
+    positions = range(len(cold))
+    ax = axes[0][0]
+    ax.bar([p - 0.2 for p in positions], [e["start_to_routes_s"] for e in cold], 0.4, label="metallb-bgp run")
+    ax.bar([p + 0.2 for p in positions], [(e.get("baseline") or {}).get("start_to_routes_s", 0) for e in cold], 0.4,
+           label="raw ExaBGP bulk baseline")  # fmt: skip
+    ax.set_xticks(list(positions), labels)
+    ax.set(title="cold start: process start to N routes at BIRD", xlabel="N services", ylabel="seconds")
+    ax.legend()
+    ax = axes[0][1]
+    series = [(f"{n}\n{kind}", values) for n, kinds in raw.items() for kind, values in kinds.items() if values]
+    if series:
+        ax.boxplot([values for _, values in series], whis=(1, 99), showfliers=True)
+        ax.set_xticks(range(1, len(series) + 1), [label for label, _ in series], rotation=30, fontsize=7)
+        ax.axhline(10, color="green", linestyle=":", label="p50 target")
+        ax.axhline(50, color="red", linestyle=":", label="p99 target")
+        ax.set_yscale("log")
+        ax.legend()
+    ax.set(title="single change: file write to BIRD RIB", ylabel="ms (log)")
+    ax = axes[1][0]
+    cpu = results["cpu_per_change"]
+    ax.bar(list(cpu), [c["cpu_ms_per_change"] for c in cpu.values()], label="measured")
+    ax.bar(list(cpu), [c["cpu_ms_per_change_minus_idle"] for c in cpu.values()], 0.4, label="minus idle rate")
+    ax.set(title="CPU of metallb-bgp run per change", xlabel="N services", ylabel="ms CPU")
+    ax.legend()
+    ax = axes[1][1]
+    rss = results["rss"]
+    names = [str(e["routes"]) for e in rss]
+    speaker = [e["speaker"] / MB for e in rss]
+    exabgp = [e["exabgp"] / MB for e in rss]
+    ax.bar(names, speaker, label="speaker (metallb-bgp run)")
+    ax.bar(names, exabgp, bottom=speaker, label="ExaBGP child")
+    ax.axhline(150, color="red", linestyle=":", label="target at 10k")
+    ax.set(title="resident memory", xlabel="routes", ylabel="MB")
+    ax.legend()
+    figure.suptitle(f"metallb-bgp bench {stamp} ({results['machine']['cpus']} CPUs)")
+    figure.tight_layout()
+    path = directory / f"bench-{stamp}.png"
+    figure.savefig(path, dpi=90)
+    figure.savefig(directory / "latest.png", dpi=90)
+    return path
