@@ -159,7 +159,7 @@ class EmbeddedRunner:
             await self.engine.set_peers(plan.peers)
         except ExaBGPConfigError as exc:
             log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
-        await self.engine.apply(plan.table)
+        await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         self.plan = plan
         self._save_state()
         stats = self.planner.stats
