@@ -50,8 +50,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label", default="", help="a word stored with the results (e.g. before/after)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, manifests)")
-    parser.add_argument("--what-if-engine", action="store_true",
-                        help="run bench.whatif_engine (an experiment: the engine syncs only touched routes)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="afterwards, profile `metallb-bgp run` (cProfile) through 100 endpoint moves at N services")
     return parser.parse_args()
@@ -81,7 +79,7 @@ def measure_size(directory: Path, results: dict[str, Any], raw: dict[str, Any], 
         baseline = BaselineRun(directory, count=count, label=f"baseline-{count}").run()
         log(f"   {baseline.start_to_routes_s:.2f}s to the router, withdraw all {baseline.delete_all_to_empty_s:.2f}s")
     log(f"-- {count} services: metallb-bgp run")
-    module = "bench.whatif_engine" if args.what_if_engine else "metallb_bgp.cli"
+    module = "metallb_bgp.cli"
     run = SpeakerRun(directory, count=count, local_every=args.local_every, label=f"run-{count}", module=module)
     try:
         result = cold_start(run, args.timeout)

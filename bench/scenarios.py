@@ -151,7 +151,7 @@ class SpeakerRun:
         module: str = "metallb_bgp.cli",
     ) -> None:
         self.profile = profile  # run under cProfile, writing here at exit
-        self.module = module  # bench.whatif_engine for the incremental-engine experiment
+        self.module = module
         self.directory = directory / label
         self.directory.mkdir(parents=True)
         self.router = start_router(self.directory / "bird")

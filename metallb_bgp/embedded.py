@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import signal
 import time
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from pathlib import Path
 
 import structlog
 
+from metallb_bgp import metrics
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
-from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine
+from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine, SessionState
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.plan import Plan
@@ -65,14 +65,8 @@ def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAd
     """IPs already written in the manifests' Service status (as `kubectl get -o yaml` shows them)."""
     found: dict[ServiceKey, tuple[IPAddress, ...]] = {}
     for service in snapshot.services:
-        ips = []
-        for ingress in service.status.load_balancer.ingress:
-            try:
-                ips.append(ipaddress.ip_address(ingress.ip))
-            except ValueError:
-                continue
-        if ips:
-            found[ServiceKey(service.namespace, service.name)] = tuple(ips)
+        if ips := service.status_ips():
+            found[ServiceKey(service.namespace, service.name)] = ips
     return found
 
 
@@ -162,6 +156,11 @@ class EmbeddedRunner:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         self.plan = plan
         self._save_state()
+        if metrics.enabled():  # per-peer counts walk the table: only when someone can scrape them
+            metrics.record_routes(plan.table, plan.peers)
+            metrics.record_sessions({n: s.state is SessionState.ESTABLISHED for n, s in self.engine.peer_states().items()})
+            metrics.record_config(plan.problems)
+        metrics.record_reconcile(time.monotonic() - started)
         stats = self.planner.stats
         log.info(
             "reconciled",

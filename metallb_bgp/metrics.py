@@ -41,6 +41,11 @@ RECONCILE_SECONDS = Histogram(
 )
 
 _ready = threading.Event()
+_serving = threading.Event()  # nobody can scrape unless `serve` ran: the loops then skip the bookkeeping
+
+
+def enabled() -> bool:
+    return _serving.is_set()
 
 
 def record_config(problems: Iterable[ObjectError]) -> None:
@@ -133,6 +138,7 @@ def serve(address: str) -> ThreadingHTTPServer:
     host, port = parse_address(address)
     server_class = type("Server", (ThreadingHTTPServer,), {"address_family": _family(host), "daemon_threads": True})
     server = server_class((host, port), _Handler)
+    _serving.set()
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 

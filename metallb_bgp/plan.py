@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from metallb_bgp.allocator import Allocation, allocate
-from metallb_bgp.compiler import CompileResult, compile_config
+from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.net import IPAddress
@@ -37,8 +37,11 @@ def make_plan(
     node_name: str,
     existing: Mapping[ServiceKey, tuple[IPAddress, ...]] | None = None,
     load_balancer_class: str | None = None,
+    last_good: LastGood | None = None,
 ) -> Plan:
-    compiled = compile_config(snapshot)
+    """`last_good`: the previous plan's `compiled.last_good`, so a breaking edit keeps the object's last
+    valid version (see `compiler`); None for a one-shot plan such as `metallb-bgp plan`."""
+    compiled = compile_config(snapshot, last_good=last_good)
     allocation = allocate(
         compiled.config,
         snapshot.services,

@@ -21,7 +21,6 @@ sequences of changes. The planner is not thread-safe and does no I/O: one reconc
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -108,14 +107,8 @@ def status_ips(definitions: Iterable[Service]) -> tuple[IPAddress, ...] | None:
     """`embedded.status_assignments` for one key: the last definition with readable status IPs."""
     found: tuple[IPAddress, ...] | None = None
     for service in definitions:
-        ips = []
-        for ingress in service.status.load_balancer.ingress:
-            try:
-                ips.append(ipaddress.ip_address(ingress.ip))
-            except ValueError:
-                continue
-        if ips:
-            found = tuple(ips)
+        if ips := service.status_ips():
+            found = ips
     return found
 
 
@@ -215,8 +208,8 @@ class IncrementalPlanner:
         if snapshot == self._config_snapshot:
             return False, False, False
         self._config_snapshot = snapshot
-        compiled = compile_config(snapshot)
         previous = self._compiled
+        compiled = compile_config(snapshot, last_good=previous.last_good if previous is not None else None)
         config_changed = previous is None or compiled.config != previous.config
         if not config_changed:  # keep the very same Config: the node context's memo stays valid
             assert previous is not None

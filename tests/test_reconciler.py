@@ -263,9 +263,13 @@ def write(path: Path, content: Any) -> None:
         path.write_text(yaml.safe_dump_all(content))
 
 
-def reference(folder: ManifestFolder, remembered: Mapping[ServiceKey, tuple[IPAddress, ...]]) -> Plan:
+def reference(
+    folder: ManifestFolder, remembered: Mapping[ServiceKey, tuple[IPAddress, ...]], previous: Plan | None = None
+) -> Plan:
+    """make_plan on the whole folder, with the previous reference's memory of last valid versions."""
     snapshot = folder.snapshot()
-    return make_plan(snapshot, node_name=NODE, existing=status_assignments(snapshot) | dict(remembered))
+    last_good = previous.compiled.last_good if previous is not None else None
+    return make_plan(snapshot, node_name=NODE, existing=status_assignments(snapshot) | dict(remembered), last_good=last_good)
 
 
 def assert_same_plan(got: Plan, want: Plan) -> None:
@@ -296,14 +300,16 @@ def test_planner_fed_by_the_folder_equals_make_plan_after_every_change(tmp_path_
     planner = IncrementalPlanner(node_name=NODE, remembered={})
     remembered: dict[ServiceKey, tuple[IPAddress, ...]] = {}
     got = planner.update(folder.load())
-    assert_same_plan(got, reference(folder, remembered))
+    want = reference(folder, remembered)
+    assert_same_plan(got, want)
     for batch in batches:
         remembered = got.allocation.service_ips()
         for name, content in batch:
             write(directory / name, content)
         before = got.table.routes
         got = planner.update(folder.reload({directory / name for name, _ in batch}))
-        assert_same_plan(got, reference(folder, remembered))
+        want = reference(folder, remembered, want)
+        assert_same_plan(got, want)
         assert planner.remembered == got.allocation.service_ips()
         if planner.routes_touched is not None:
             changed = {k for k in before.keys() | got.table.routes.keys() if before.get(k) != got.table.routes.get(k)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from pydantic import Field
@@ -54,6 +56,16 @@ class Service(KubeObject):
     kind: Literal["Service"]
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
     status: ServiceStatus = Field(default_factory=ServiceStatus)
+
+    def status_ips(self) -> tuple[IPv4Address | IPv6Address, ...]:
+        """The IPs in status.loadBalancer.ingress that parse (hostnames and garbage are skipped)."""
+        found = []
+        for ingress in self.status.load_balancer.ingress:
+            try:
+                found.append(ipaddress.ip_address(ingress.ip))
+            except ValueError:
+                continue
+        return tuple(found)
 
 
 # --- EndpointSlice -----------------------------------------------------------------------------------
