@@ -41,12 +41,13 @@ def load_state(path: Path) -> dict[ServiceKey, tuple[IPAddress, ...]]:
 
 
 def save_state(path: Path, assignments: Assignments) -> None:
-    data = {"assignments": {str(key): [str(ip) for ip in ips] for key, ips in sorted(assignments.items())}}
+    ordered = sorted(assignments.items(), key=lambda item: (item[0].namespace, item[0].name))
+    data = {"assignments": {str(key): [str(ip) for ip in ips] for key, ips in ordered}}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
+            handle.write(json.dumps(data, separators=(",", ":")))  # compact: the C encoder, ~5x faster at 10k
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
