@@ -229,3 +229,56 @@ def test_sigterm_withdraws_stops_cleanly_and_leaves_no_process_behind(cluster) -
     assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
     # no graceful restart here: the router must not keep the route until its hold time (9 s) expires
     assert router.routes() == {}
+
+
+def advertisement(**spec: object) -> str:
+    import yaml
+
+    return yaml.safe_dump({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+                           "metadata": {"name": "adv", "namespace": "metallb-system"}, "spec": spec})
+
+
+def test_aggregation_announces_the_covering_prefix_once(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "adv.yaml").write_text(advertisement(aggregationLength=28))
+    (manifests / "a.yaml").write_text(service("a"))
+    (manifests / "b.yaml").write_text(service("b"))
+    start()
+    router.wait_established("speaker")
+    wait_until(lambda: set(router.routes()) == {host("198.51.100.0/28")}, what="one /28 for both services")
+    (manifests / "a.yaml").unlink()  # b still stands behind the aggregate
+    (manifests / "b.yaml").write_text(service("b").replace("port: 80", "port: 81"))
+    wait_until(lambda: router.routes() and set(router.routes()) == {host("198.51.100.0/28")}, what="the /28 kept")
+    (manifests / "b.yaml").unlink()
+    wait_until(lambda: not router.routes(), what="the /28 withdrawn with its last service")
+
+
+def test_etp_local_withdraws_when_the_last_local_endpoint_stops_serving(cluster) -> None:
+    router, manifests, start = cluster
+    local = service("web").replace("  type: LoadBalancer", "  type: LoadBalancer\n  externalTrafficPolicy: Local")
+    (manifests / "web.yaml").write_text(local)
+    start()
+    router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32 (serving endpoint on this node)")
+    terminating_but_serving = local.replace("conditions: {ready: true}",
+                                            "conditions: {ready: false, serving: true, terminating: true}")
+    (manifests / "web.yaml").write_text(terminating_but_serving)
+    (manifests / "poke.yaml").write_text(service("poke"))  # a later change proves the edit was processed
+    router.wait_routes(lambda r: host("198.51.100.1/32") in r, what="the later service")
+    assert host("198.51.100.0/32") in router.routes()  # terminating but still serving keeps the route
+    (manifests / "web.yaml").write_text(local.replace("nodeName: node-a", "nodeName: node-b"))
+    wait_until(lambda: host("198.51.100.0/32") not in router.routes(), what="withdrawal: no local endpoint")
+
+
+def test_advertisement_peers_sends_the_route_to_the_named_peer_only(cluster, bird_factory) -> None:
+    router, manifests, start = cluster
+    other = bird_factory("other", asn=64502, port=free_peer_port())
+    other.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64500)).start()
+    (manifests / "peer2.yaml").write_text(
+        peer(other.port).replace("name: router", "name: other").replace("peerASN: 64501", "peerASN: 64502")
+    )
+    (manifests / "adv.yaml").write_text(advertisement(peers=["other"]))
+    (manifests / "web.yaml").write_text(service("web"))
+    start()
+    router.wait_established("speaker")
+    other.wait_routes(lambda r: host("198.51.100.0/32") in r, what="the route at the named peer")
+    assert router.routes() == {}
