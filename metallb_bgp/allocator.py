@@ -663,6 +663,36 @@ def _status_ips(service: Service) -> tuple[IPAddress, ...] | str:
     return tuple(ips)
 
 
+
+def _keep_valid(
+    config: Config,
+    book: _AddressBook,
+    intents: Mapping[ServiceKey, _Intent],
+    previous: Callable[[ServiceKey], tuple[IPAddress, ...] | str],
+    cleared: dict[ServiceKey, str],
+) -> tuple[dict[ServiceKey, Assignment], list[_Intent]]:
+    """Steps 1 and 2 of an allocation: keep every previous assignment that is still valid (booking it),
+    complete PreferDualStack services never at another's expense; the rest is pending, with the reason
+    a previous assignment was dropped in `cleared`."""
+    kept: dict[ServiceKey, Assignment] = {}
+    pending: list[_Intent] = []
+    for key, intent in intents.items():
+        current = previous(key)
+        if not current:
+            pending.append(intent)
+            continue
+        verdict = current if isinstance(current, str) else _check_fixed(config, book, intent, current, "current")
+        if isinstance(verdict, str):
+            cleared[key] = verdict
+            pending.append(intent)
+            continue
+        pool, ips = verdict
+        book.take(pool.name, ips, intent.claim)
+        kept[key] = Assignment(ips, pool.name, intent.claim.sharing_key)
+    for key in sorted(kept, key=_key_order):
+        kept[key] = _add_missing_family(book, intents[key], kept[key])
+    return kept, pending
+
 def allocate(
     config: Config,
     services: Sequence[Service],
@@ -695,24 +725,7 @@ def allocate(
             cleared[key] = "the service is no longer of type LoadBalancer"
 
     book = _AddressBook(config)
-    assignments: dict[ServiceKey, Assignment] = {}
-    pending: list[_Intent] = []
-    for key, intent in intents.items():  # 1. keep what is still valid
-        current = previous.get(key, ())
-        if not current:
-            pending.append(intent)
-            continue
-        verdict = current if isinstance(current, str) else _check_fixed(config, book, intent, current, "current")
-        if isinstance(verdict, str):
-            cleared[key] = verdict
-            pending.append(intent)
-            continue
-        pool, ips = verdict
-        book.take(pool.name, ips, intent.claim)
-        assignments[key] = Assignment(ips, pool.name, intent.claim.sharing_key)
-
-    for key in sorted(assignments, key=_key_order):  # 2. complete PreferDualStack services, never at another's expense
-        assignments[key] = _add_missing_family(book, intents[key], assignments[key])
+    assignments, pending = _keep_valid(config, book, intents, lambda key: previous.get(key, ()), cleared)
 
     refusals: dict[ServiceKey, str] = {}
     pending.sort(key=lambda intent: (not intent.requested_ips, *_key_order(intent.key)))
@@ -843,23 +856,7 @@ class AllocationState:
                 cleared[key] = "the service is no longer of type LoadBalancer"
                 self._unsettled.add(key)  # cleared again on every call while its status holds IPs
 
-        kept: dict[ServiceKey, Assignment] = {}
-        pending: list[_Intent] = []
-        for key, intent in intents.items():  # 1. keep what is still valid
-            current = previous(key) or ()
-            if not current:
-                pending.append(intent)
-                continue
-            verdict = current if isinstance(current, str) else _check_fixed(config, book, intent, current, "current")
-            if isinstance(verdict, str):
-                cleared[key] = verdict
-                pending.append(intent)
-                continue
-            pool, ips = verdict
-            book.take(pool.name, ips, intent.claim)
-            kept[key] = Assignment(ips, pool.name, intent.claim.sharing_key)
-        for key in sorted(kept, key=_key_order):  # 2. complete PreferDualStack services
-            kept[key] = _add_missing_family(book, intents[key], kept[key])
+        kept, pending = _keep_valid(config, book, intents, lambda key: previous(key) or (), cleared)
         self._assignments.update(kept)
         pending.sort(key=lambda intent: (not intent.requested_ips, *_key_order(intent.key)))
         for intent in pending:  # 3. everyone else
