@@ -589,21 +589,19 @@ class ExaBGPEngine:
         fresh = frozenset(self._fresh & self._established)
         seen = (established, self._rendered.text)
         touched, self._touched = self._touched, set()
+
+        def can_carry(peer: str, family: int) -> bool:
+            return commands.can_carry(neighbors.get(peer), family, self._next_hops)
+
         if touched is not None and not fresh and self._last_pass == seen:
             plan = commands.plan_touched_sync(
-                desired=self._desired.routes,
-                sent=self._sent,
-                established=established,
-                touched=touched,
-                can_carry=lambda peer, family: commands.can_carry(neighbors.get(peer), family, self._next_hops),
+                desired=self._desired.routes, sent=self._sent, established=established, touched=touched,
+                can_carry=can_carry,
             )
         else:
             plan = commands.plan_sync(
-                desired=self._desired.routes,
-                sent=self._sent,
-                established=established,
-                fresh=fresh,
-                can_carry=lambda peer, family: commands.can_carry(neighbors.get(peer), family, self._next_hops),
+                desired=self._desired.routes, sent=self._sent, established=established, fresh=fresh,
+                can_carry=can_carry,
                 graceful_restart=lambda peer: (n := neighbors.get(peer)) is not None and n.graceful_restart,
             )
         self._last_pass = seen
