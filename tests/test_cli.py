@@ -79,3 +79,19 @@ def test_plan_json_names_skipped_services_with_reasons(tmp_path: Path) -> None:
         {"service": "default/nginx", "reason": "noEndpoints", "detail": data["skipped"][0]["detail"]}
     ]
     assert data["allocations"][0]["ips"] == ["192.168.10.0"]
+
+
+def test_every_command_and_flag_is_documented_in_docs_cli() -> None:
+    import argparse
+
+    from metallb_bgp.cli import _parser
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if f"`metallb-bgp {name}" not in text:
+            missing.append(name)
+        for action in sub._actions:
+            missing += [flag for flag in action.option_strings if flag.startswith("--") and flag != "--help" and flag not in text]
+    assert not missing, f"undocumented in docs/cli.md: {sorted(set(missing))}"
