@@ -36,6 +36,7 @@ from metallb_bgp.config import Config, Pool
 from metallb_bgp.errors import ObjectError, Severity
 from metallb_bgp.net import IPAddress, IPNetwork
 from metallb_bgp.objects import ServiceKey
+from metallb_bgp.snapshot_dict import SnapshotDict
 from metallb_bgp.selectors import any_matches
 
 ANNOTATION_PREFIX = "metallb.io/"
@@ -784,7 +785,8 @@ class AllocationState:
         self._intents: dict[ServiceKey, _Intent] = {}
         self._warnings: dict[ServiceKey, tuple[ObjectError, ...]] = {}  # only services that have some
         self._all_warnings: tuple[ObjectError, ...] = ()
-        self._assignments: dict[ServiceKey, Assignment] = {}
+        # each Allocation gets an O(1) read-only snapshot of it (see snapshot_dict.SnapshotDict), not a copy
+        self._assignments: SnapshotDict[ServiceKey, Assignment] = SnapshotDict()
         self._refusals: dict[ServiceKey, str] = {}
         self._unsettled: set[ServiceKey] = set()
         self.changed: set[ServiceKey] = set()  # services whose assignment the last call changed
@@ -794,7 +796,8 @@ class AllocationState:
         """Decide every service: the first call, or a fallback."""
         before = self._assignments
         self._book = _AddressBook(self.config)
-        self._intents, self._warnings, self._assignments, self._refusals = {}, {}, {}, {}
+        self._intents, self._warnings, self._refusals = {}, {}, {}
+        self._assignments = SnapshotDict()  # a new one: snapshots of the old one stay as they were
         self._unsettled = set()
         cleared = self._decide(sorted(services, key=_key_order), services, previous)
         self.decided = len(services)
@@ -893,7 +896,7 @@ class AllocationState:
         if warnings_changed:
             self._all_warnings = tuple(sorted({w for ws in self._warnings.values() for w in ws}))
         return Allocation(
-            assignments=dict(self._assignments),
+            assignments=self._assignments.snapshot(),
             refusals=dict(sorted(self._refusals.items())),
             warnings=self._all_warnings,
             cleared=dict(sorted(cleared.items())),

@@ -43,7 +43,7 @@ Rules, and where we knowingly differ from MetalLB:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Network, IPv6Network
@@ -53,6 +53,8 @@ from metallb_bgp.config import Advertisement, Community, Config, Peer
 from metallb_bgp.net import IPAddress, IPNetwork
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.selectors import LabelSelector, any_matches
+from metallb_bgp.snapshot_dict import SnapshotDict
+
 
 
 @dataclass(frozen=True, order=True)
@@ -605,9 +607,6 @@ def desired_routes(
     return combine(contributions)
 
 
-# --- desired routes, kept across calls -------------------------------------------------------------------
-
-
 class RouteTableState:
     """A node's table kept across calls: `set` one service's contribution, read the `table()`.
 
@@ -623,9 +622,10 @@ class RouteTableState:
         self._contributions: dict[ServiceKey, ServiceRoutes] = {}
         self._single: dict[IPNetwork, tuple[ServiceKey, tuple[tuple[str, RouteAttributes], ...]]] = {}
         self._shared: dict[IPNetwork, _SharedPrefix] = {}
-        self._routes: dict[RouteKey, RouteAttributes] = {}
-        self._services: dict[IPNetwork, tuple[ServiceKey, ...]] = {}
-        self._skipped: dict[ServiceKey, Skip] = {}
+        # tables hand out O(1) snapshots (see SnapshotDict): a change costs what it touches
+        self._routes: SnapshotDict[RouteKey, RouteAttributes] = SnapshotDict()
+        self._services: SnapshotDict[IPNetwork, tuple[ServiceKey, ...]] = SnapshotDict()
+        self._skipped: SnapshotDict[ServiceKey, Skip] = SnapshotDict()
         self._touched: set[RouteKey] = set()
 
     def __len__(self) -> int:
@@ -654,8 +654,10 @@ class RouteTableState:
         return True
 
     def table(self) -> RouteTable:
-        """A snapshot: later `set`s do not change it."""
-        return RouteTable(routes=dict(self._routes), services=dict(self._services), skipped=dict(self._skipped))
+        """A snapshot: later `set`s do not change it (read-only Mappings, O(1) to take)."""
+        return RouteTable(
+            routes=self._routes.snapshot(), services=self._services.snapshot(), skipped=self._skipped.snapshot()
+        )
 
     def _add(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
         if contribution.skip is not None:

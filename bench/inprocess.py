@@ -1,0 +1,118 @@
+"""In-process micro-benchmark: the CPU of one change and of a cold read, without ExaBGP or BIRD.
+
+`make bench` measures the whole daemon against a real router, which takes minutes and a quiet machine.
+This measures only our own work, in one process, with `time.process_time` over many repetitions, so it
+can run next to other work and still compare N = 100 with N = 10,000:
+
+- one ETP Local endpoint moved away and back, through `ManifestFolder.reload` of the one file and
+  `IncrementalPlanner.update`, plus what `EmbeddedRunner.reconcile` reads besides the engine
+  (`plan.problems`, the table's sizes, the assignments that moved);
+- a cold read of N service files (`ManifestFolder.load`), and the YAML parse alone over the same texts,
+  PyYAML's own constructor (over the C parser) next to `api.loader`'s.
+
+    .venv/bin/python -m bench.inprocess                      # N = 100 and 10,000
+    .venv/bin/python -m bench.inprocess --sizes 100,50000 --moves 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.cluster import NODE, OTHER_NODE, BenchCluster, service_manifest, service_name, write_atomically
+from metallb_bgp.api import loader
+from metallb_bgp.reconciler import IncrementalPlanner
+from metallb_bgp.sources.manifests import ManifestFolder
+
+LOCAL_EVERY = 10
+
+
+def _cluster(folder: Path, count: int) -> BenchCluster:
+    cluster = BenchCluster(folder, local_every=LOCAL_EVERY)
+    cluster.write_config(router_port=179)
+    cluster.write_services(count)
+    return cluster
+
+
+def per_change_ms(count: int, moves: int) -> tuple[float, float]:
+    """(CPU ms per endpoint move, of which reload ms) at `count` services."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cluster = _cluster(Path(scratch), count)
+        folder = ManifestFolder([Path(scratch)])
+        planner = IncrementalPlanner(node_name=NODE)
+        planner.update(folder.load())
+        gc.collect()
+        gc.freeze()  # as `metallb-bgp run` does after the initial sync
+        name = service_name(0)  # index 0 is an ETP Local service
+        path = cluster.service_path(name).resolve()
+        texts = [service_manifest(name, local=True, endpoint_node=node) for node in (OTHER_NODE, NODE)]
+        plans = []
+        total = reloading = 0.0
+        for move in range(moves):
+            write_atomically(path, texts[move % 2])
+            started = time.process_time()
+            change = folder.reload([path])
+            reloaded = time.process_time()
+            plan = planner.update(change)
+            _ = plan.problems, len(plan.table.routes), len(plan.table.skipped), planner.assignments_changed
+            _ = planner.routes_touched
+            total += time.process_time() - started
+            reloading += reloaded - started
+            plans.append(plan)  # the daemon keeps the previous plan: snapshots must stay cheap when kept
+            del plans[:-2]
+        assert len(plan.table.routes) == count - (1 if moves % 2 else 0), len(plan.table.routes)
+        gc.unfreeze()
+        return total / moves * 1000, reloading / moves * 1000
+
+
+def cold_read_seconds(count: int) -> float:
+    with tempfile.TemporaryDirectory() as scratch:
+        _cluster(Path(scratch), count)
+        folder = ManifestFolder([Path(scratch)])
+        started = time.process_time()
+        folder.load()
+        return time.process_time() - started
+
+
+def yaml_seconds(count: int, repeat: int) -> tuple[float, float]:
+    """(PyYAML's constructor over the C parser, `api.loader`'s documents) for `count` service texts."""
+    texts = [service_manifest(service_name(i), local=i % LOCAL_EVERY == 0) for i in range(count)]
+    plain = min(_timed(lambda: [list(yaml.load_all(t, Loader=loader._YAMLLoader)) for t in texts]) for _ in range(repeat))
+    documents = getattr(loader, "yaml_documents", lambda t: list(yaml.load_all(t, Loader=loader._YAMLLoader)))
+    ours = min(_timed(lambda: [documents(t) for t in texts]) for _ in range(repeat))
+    return plain, ours
+
+
+def _timed(work: object) -> float:
+    started = time.process_time()
+    work()  # type: ignore[operator]
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,10000", help="service counts for the per-change figure")
+    parser.add_argument("--moves", type=int, default=400, help="endpoint moves per size")
+    parser.add_argument("--cold", type=int, default=10000, help="service files for the cold read (0: skip)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    figures = {}
+    for count in sizes:
+        total, reload_ms = per_change_ms(count, args.moves)
+        figures[count] = total
+        print(f"one endpoint move, N={count:>6}: {total:.3f} ms CPU (reload {reload_ms:.3f}, planner {total - reload_ms:.3f})")
+    if len(sizes) > 1:
+        print(f"ratio N={sizes[-1]} / N={sizes[0]}: {figures[sizes[-1]] / figures[sizes[0]]:.2f}")
+    if args.cold:
+        plain, ours = yaml_seconds(args.cold, repeat=3)
+        print(f"YAML of {args.cold} service files: PyYAML constructor {plain:.3f} s, api.loader {ours:.3f} s")
+        print(f"ManifestFolder.load of {args.cold} service files: {cold_read_seconds(args.cold):.3f} s CPU")
+
+
+if __name__ == "__main__":
+    main()
