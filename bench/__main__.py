@@ -8,7 +8,10 @@ Measures, each on a fresh BIRD on loopback:
    service's endpoint moved to another node (withdraw) and back (announce), each timed from the file
    write to BIRD's RIB changing (polled on BIRD's control socket every ~1 ms);
 3. CPU of the `metallb-bgp run` process per single-service change at `--cpu-small` and `--change-n`;
-4. RSS of the speaker and its ExaBGP child with 0 routes and at each cold-start N.
+4. RSS of the speaker and its ExaBGP child with 0 routes and at each cold-start N;
+5. with `--kube N,...`: the same cold start, single changes and CPU through the Kubernetes path
+   (`metallb-bgp controller` + `metallb-bgp speaker` against the in-process fake API server, bench.kube),
+   next to the embedded run and the raw baseline at the same N; `--kube-only` skips 1-4.
 
 Figures go to stdout, bench/results/bench-<time>.json (and latest.json), and a PNG if matplotlib is
 installed. docs/performance.md explains them.
@@ -50,6 +53,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label", default="", help="a word stored with the results (e.g. before/after)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, manifests)")
+    parser.add_argument("--kube", type=counts, default=[],
+                        help="cold-start sizes through the Kubernetes path (controller + speaker + fake API server)")
+    parser.add_argument("--kube-change-n", type=int, default=10_000, help="services during the Kubernetes single changes")
+    parser.add_argument("--kube-samples", type=int, default=30, help="samples per kind of Kubernetes single change")
+    parser.add_argument("--kube-only", action="store_true", help="run only the Kubernetes path (--kube)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="afterwards, profile `metallb-bgp run` (cProfile) through 100 endpoint moves at N services")
     return parser.parse_args()
@@ -168,11 +176,16 @@ def main() -> int:
     raw: dict[str, Any] = {}
     directory = Path(tempfile.mkdtemp(prefix="mlb-bench-", dir="/tmp"))
     try:
-        measure_idle(directory, results, args.timeout)
-        sizes = sorted(set(args.cold) | {args.change_n, args.cpu_small})
-        for count in sizes:
-            measure_size(directory, results, raw, args, count, cold=count in args.cold,
-                         changes=count in (args.change_n, args.cpu_small))  # fmt: skip
+        if not args.kube_only:
+            measure_idle(directory, results, args.timeout)
+            sizes = sorted(set(args.cold) | {args.change_n, args.cpu_small})
+            for count in sizes:
+                measure_size(directory, results, raw, args, count, cold=count in args.cold,
+                             changes=count in (args.change_n, args.cpu_small))  # fmt: skip
+        if args.kube:
+            from bench import kube
+
+            results["kube"] = kube.measure(directory, args, log)
     finally:
         if args.keep:
             log(f"scratch kept in {directory}")
@@ -188,6 +201,12 @@ def main() -> int:
     plot = write_plot(results, raw, args.out, stamp)
     if plot is not None:
         log(f"plot: {plot}")
+    if "kube" in results:
+        from bench.report import write_kube_plot
+
+        kube_plot = write_kube_plot(results["kube"], args.out, stamp)
+        if kube_plot is not None:
+            log(f"plot: {kube_plot}")
     return 0
 
 

@@ -74,9 +74,69 @@ def print_report(results: dict[str, Any]) -> None:
     for e in results["rss"]:
         print(f"{e['routes']:>7} routes: speaker {e['speaker'] / MB:6.1f}  exabgp {e['exabgp'] / MB:6.1f}  "
               f"relay {e['relay'] / MB:5.1f}  speaker+exabgp {(e['speaker'] + e['exabgp']) / MB:6.1f}")
+    if "kube" in results:
+        print_kube(results["kube"])
     print("\n== targets")
     for name, v in results["targets"].items():
         print(f"  {'MET ' if v['met'] else 'MISS'} {name:<34} {v['value']}  (target {v['target']})")
+
+
+def print_kube(kube: dict[str, Any]) -> None:
+    """The Kubernetes path (bench.kube): controller + speaker against the fake API server."""
+    print("\n== through the Kubernetes API: daemons start -> BIRD holds N routes (seconds)")
+    print(f"{'N':>7} {'seed':>6} {'status':>7} {'routes':>7} | {'run':>6} {'baseline':>9} | {'x run':>6} {'x base':>7}")
+    for e in kube["cold_start"]:
+        print(f"{e['count']:>7} {e['seed_store_s']:>6.2f} {e['start_to_all_status_s']:>7.2f} {e['start_to_routes_s']:>7.2f} | "
+              f"{e.get('embedded_s', float('nan')):>6.2f} {e.get('baseline_s', float('nan')):>9.2f} | "
+              f"{e.get('ratio_to_embedded', float('nan')):>6.2f} {e.get('ratio_to_baseline', float('nan')):>7.2f}")
+    print("\n== through the Kubernetes API: single change, API request -> BIRD's RIB changes (ms)")
+    print(f"{'N':>7} {'kind':<22} {'n':>4} {'p50':>7} {'p99':>7} {'max':>7} {'fail':>4}")
+    for n, kinds in kube["single_change"].items():
+        for kind, s in kinds.items():
+            if s.get("count"):
+                print(f"{n:>7} {kind:<22} {s['count']:>4} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} {s['max_ms']:>7.2f} {s['failures']:>4}")
+    print("\n== through the Kubernetes API: CPU per single change (ms, idle rate subtracted)")
+    for n, entry in kube["cpu_per_change"].items():
+        idle = entry["idle_cpu_ms_per_s"]
+        print(f"{n:>7} services (idle: controller {idle['controller']} ms/s, speaker {idle['speaker']} ms/s)")
+        for kind, c in entry["by_kind"].items():
+            print(f"        {kind:<22} controller {c['controller_cpu_ms_per_change_minus_idle']:7.2f}  "
+                  f"speaker {c['speaker_cpu_ms_per_change_minus_idle']:7.2f}  ({c['changes']} changes)")
+    for e in kube.get("rss", []):
+        print(f"{e['routes']:>7} routes RSS: controller {e['controller'] / MB:6.1f}  speaker {e['speaker'] / MB:6.1f}  "
+              f"exabgp {e['exabgp'] / MB:6.1f} MB")
+    if kube.get("plan_cost"):
+        print(f"  whole-plan recomputation per change, in-process: {kube['plan_cost']}")
+
+
+def write_kube_plot(kube: dict[str, Any], directory: Path, stamp: str) -> Path | None:
+    """bench-kube-<stamp>.png: cold start of the three paths, and the single-change latencies."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    cold = kube["cold_start"]
+    positions = list(range(len(cold)))
+    for offset, key, label in ((-0.27, "baseline_s", "raw ExaBGP bulk baseline"), (0.0, "embedded_s", "metallb-bgp run"),
+                               (0.27, "start_to_routes_s", "controller + speaker via the API")):
+        left.bar([p + offset for p in positions], [e.get(key, 0) for e in cold], 0.27, label=label)
+    left.set_xticks(positions, [str(e["count"]) for e in cold])
+    left.set(title="cold start to N routes at BIRD", xlabel="N services", ylabel="seconds")
+    left.legend()
+    raw = kube.get("raw_latencies_ms", {})
+    series = [(f"{n}\n{kind}", values) for n, kinds in raw.items() for kind, values in kinds.items() if values]
+    if series:
+        right.boxplot([values for _, values in series], whis=(1, 99), showfliers=True)
+        right.set_xticks(range(1, len(series) + 1), [label for label, _ in series], fontsize=8)
+    right.set(title="single change through the API to BIRD's RIB", ylabel="ms")
+    figure.tight_layout()
+    path = directory / f"bench-kube-{stamp}.png"
+    figure.savefig(path, dpi=90)
+    return path
 
 
 def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:

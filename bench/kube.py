@@ -1,0 +1,396 @@
+"""The Kubernetes path: `metallb-bgp controller` + `metallb-bgp speaker` against the fake API server.
+
+Why: `metallb-bgp run` (the rest of the bench) reads a manifests folder and plans incrementally; in a
+cluster the same routes go through a longer road: the controller watches Services, allocates, writes
+`status.loadBalancer.ingress` back through the API; the speaker watches that status and announces
+through its ExaBGP child. This module times that road end to end, so the watch/allocation overhead
+is a number next to the embedded figures and the raw ExaBGP baseline.
+
+The fake API server (tests/fakekube) runs in this process, the daemons are the real CLI as child
+processes with a kubeconfig pointing at it, ExaBGP is the speaker's real child, BIRD is real. The N
+services (each with an EndpointSlice) are put straight into the fake server's store before the
+daemons start (an HTTP POST each would take minutes at 10k and measures nothing of ours); single
+changes go through real HTTP requests with the official client, as kubectl would send them.
+Every wait is bounded; every process started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import procfs
+from bench.bird_control import BirdControl
+from bench.cluster import NODE, OTHER_NODE, config_manifests, service_ip, service_manifest, service_name
+from bench.scenarios import ROOT, SETTLE, Latencies, POLL_INTERVAL, start_router, stop_process, wait_for
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fakekube import FakeKube, schemaless_crd  # noqa: E402  (the tests' fake API server)
+from kubernetes import client  # noqa: E402
+
+NAMESPACE = "default"
+KINDS = ("create", "delete", "etp_local_move_away")
+
+
+def kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
+    }))  # fmt: skip
+    return path
+
+
+def service_body(name: str, *, local: bool) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local" if local else "Cluster",
+                     "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}}  # fmt: skip
+
+
+def slice_body(name: str, node: str) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-1", "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "nodeName": node}]}  # fmt: skip
+
+
+class Daemon:
+    """One `metallb-bgp controller|speaker` child with JSON logs in a file."""
+
+    def __init__(self, directory: Path, name: str, args: list[str]) -> None:
+        self.name = name
+        self.log_path = directory / f"{name}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "metallb_bgp.cli", *args, "--log-format", "json"],
+                                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class KubeRun:
+    """A fake API server holding N services, one BIRD, and (once started) a controller and a speaker."""
+
+    def __init__(self, directory: Path, *, count: int, local_every: int, label: str) -> None:
+        self.directory = directory / label
+        self.directory.mkdir(parents=True)
+        self.count = count
+        self.local_every = local_every
+        self.next_index = count
+        self.router = start_router(self.directory / "bird")
+        self.control = BirdControl(self.router.control)
+        self.fake = FakeKube().start()
+        self.daemons: list[Daemon] = []
+        self.started_at = 0.0
+        store = self.fake.store
+        self._services = store.registry.lookup("", "v1", "services")
+        self._slices = store.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
+        assert self._services is not None and self._slices is not None
+        self.api = client.CoreV1Api(self.fake.client)
+        self.discovery = client.DiscoveryV1Api(self.fake.client)
+        self.seed_seconds = self._seed()
+
+    def is_local(self, index: int) -> bool:
+        return self.local_every > 0 and index % self.local_every == 0
+
+    def _seed(self) -> float:
+        """Nodes, the MetalLB objects and the N services with their slices, straight into the store."""
+        store = self.fake.store
+        store.apply_crd(schemaless_crd("metallb.io", "ConfigurationState", "configurationstates", ("v1beta1",)))
+        nodes = store.registry.lookup("", "v1", "nodes")
+        assert nodes is not None
+        for node in (NODE, OTHER_NODE):
+            store.create(nodes, "", {"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}})
+        for text in config_manifests(self.router.port).values():
+            body = yaml.safe_load(text)
+            group, version = body["apiVersion"].split("/")
+            plural = body["kind"].lower() + "s"
+            rt = store.registry.lookup(group, version, plural)
+            assert rt is not None, body["apiVersion"]
+            store.create(rt, body["metadata"]["namespace"], body)
+        started = time.perf_counter()
+        for index in range(self.count):
+            name = service_name(index)
+            store.create(self._services, NAMESPACE, service_body(name, local=self.is_local(index)))
+            store.create(self._slices, NAMESPACE, slice_body(name, NODE))
+        return round(time.perf_counter() - started, 3)
+
+    # ------------------------------------------------------------------ daemons
+
+    def start(self) -> None:
+        config = str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
+        self.started_at = time.perf_counter()
+        self.controller = Daemon(self.directory, "controller", [
+            "controller", "--kubeconfig", config, "--no-leader-election"])  # fmt: skip
+        self.speaker = Daemon(self.directory, "speaker", [
+            "speaker", "--kubeconfig", config, "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
+        self.daemons = [self.controller, self.speaker]
+
+    def alive(self) -> None:
+        for daemon in self.daemons:
+            daemon.alive()
+
+    def statuses_written(self) -> int:
+        with self.fake.store.cond:
+            objects = list(self.fake.store.objects[self._services.key].values())
+        return sum(1 for obj in objects if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"))
+
+    def cold_start(self, timeout: float) -> dict[str, Any]:
+        """Seconds from starting both daemons to every status written and to BIRD holding N routes."""
+        self.start()
+        statuses_at = None
+
+        def check() -> bool:
+            nonlocal statuses_at
+            self.alive()
+            if statuses_at is None:
+                if self.statuses_written() < self.count:
+                    return False
+                statuses_at = time.perf_counter()
+            return self.control.route_count() == self.count
+
+        at_router = wait_for(check, timeout=timeout, interval=0.02, what=f"{self.count} routes via the API")
+        assert statuses_at is not None
+        return {"count": self.count, "seed_store_s": self.seed_seconds,
+                "start_to_all_status_s": round(statuses_at - self.started_at, 3),
+                "start_to_routes_s": round(at_router - self.started_at, 3)}  # fmt: skip
+
+    def settle(self, timeout: float, window: float = 1.0) -> float:
+        """Wait until both daemons are quiet (under 5% CPU each for `window` s: the controller's
+        annotations and Events and the speaker's Events of the cold start are all written); return the
+        perf_counter time the quiet window began. A change made earlier queues behind that backlog."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self.alive()
+            began, before = time.perf_counter(), self.cpu()
+            time.sleep(window)
+            if all(after - b < 0.05 * window for b, after in zip(before, self.cpu(), strict=True)):
+                return began
+        raise TimeoutError(f"daemons still busy after {timeout}s")
+
+    def stop(self) -> None:
+        try:
+            for daemon in self.daemons:
+                daemon.stop()
+        finally:
+            self.control.close()
+            self.router.stop()
+            self.fake.stop()
+            if self.fake.client is not None:
+                self.fake.client.close()
+
+    def rss(self) -> dict[str, int]:
+        return {"controller": procfs.rss_bytes(self.controller.pid), **procfs.tree_rss(self.speaker.pid)}
+
+    # ------------------------------------------------------------------ single changes, through HTTP
+
+    def assigned_ip(self, index: int) -> str:
+        with self.fake.store.cond:
+            obj = self.fake.store.objects[self._services.key][(NAMESPACE, service_name(index))]
+            return str(obj["status"]["loadBalancer"]["ingress"][0]["ip"])
+
+    def time_change(self, change: Callable[[], None], prefix: str, *, present: bool, timeout: float) -> float:
+        started = time.perf_counter()
+        change()
+        seen = wait_for(lambda: self.control.has_route(prefix) is present, timeout=timeout, interval=POLL_INTERVAL,
+                        what=f"{prefix} {'announced' if present else 'withdrawn'}")  # fmt: skip
+        return (seen - started) * 1000
+
+    def create(self, index: int) -> None:
+        name = service_name(index)
+        self.api.create_namespaced_service(NAMESPACE, service_body(name, local=False))
+        self.discovery.create_namespaced_endpoint_slice(NAMESPACE, slice_body(name, NODE))
+
+    def delete(self, index: int) -> None:
+        name = service_name(index)
+        self.api.delete_namespaced_service(name, NAMESPACE)
+        self.discovery.delete_namespaced_endpoint_slice(f"{name}-1", NAMESPACE)
+
+    def move(self, index: int, node: str) -> None:
+        endpoints = slice_body(service_name(index), node)["endpoints"]
+        self.discovery.patch_namespaced_endpoint_slice(f"{service_name(index)}-1", NAMESPACE, {"endpoints": endpoints})
+
+    def cpu(self) -> tuple[float, float]:
+        return procfs.cpu_seconds(self.controller.pid), procfs.cpu_seconds(self.speaker.pid)
+
+    def single_changes(self, samples: int, log: Callable[[str], None], timeout: float = 30.0) -> dict[str, Any]:
+        """`samples` creates (the next free address), deletes of those, and ETP Local endpoint moves away
+        (withdrawal; each moved back untimed afterwards). CPU of both daemons is read around each kind."""
+        results = {kind: Latencies(kind) for kind in KINDS}
+        cpu: dict[str, dict[str, float]] = {}
+        idle_before = self.cpu()
+        time.sleep(2.0)
+        idle = [(after - before) / 2.0 for before, after in zip(idle_before, self.cpu(), strict=True)]
+
+        def sample(kind: str, change: Callable[[], None], prefix: str, present: bool) -> bool:
+            try:
+                results[kind].samples_ms.append(self.time_change(change, prefix, present=present, timeout=timeout))
+                return True
+            except TimeoutError as exc:
+                results[kind].failures += 1
+                log(f"  {kind}: {exc}")
+                return False
+            finally:
+                time.sleep(SETTLE)
+
+        def measured(kind: str, body: Callable[[], int]) -> None:
+            before, started = self.cpu(), time.perf_counter()
+            done = body()
+            elapsed = time.perf_counter() - started
+            after = self.cpu()
+            entry: dict[str, float] = {"changes": done, "wall_seconds": round(elapsed, 3)}
+            for role, b, a, rate in zip(("controller", "speaker"), before, after, idle, strict=True):
+                entry[f"{role}_cpu_ms_per_change"] = round((a - b) / max(done, 1) * 1000, 2)
+                entry[f"{role}_cpu_ms_per_change_minus_idle"] = round(
+                    max(0.0, a - b - rate * elapsed) / max(done, 1) * 1000, 2)
+            cpu[kind] = entry
+
+        created: list[int] = []
+
+        def creates() -> int:
+            for _ in range(samples):
+                index = self.next_index
+                self.next_index += 1
+                # the allocator hands out the lowest free address: right after the cold start, index's
+                if sample("create", lambda: self.create(index), f"{service_ip(index)}/32", True):
+                    created.append(index)
+            return samples
+
+        def deletes() -> int:
+            for index in created:
+                sample("delete", lambda: self.delete(index), f"{service_ip(index)}/32", False)
+            return len(created)
+
+        local = [i for i in range(self.count) if self.is_local(i)]
+
+        def moves() -> int:
+            done = 0
+            for turn in range(min(samples, len(local))):
+                index = local[turn]
+                prefix = f"{self.assigned_ip(index)}/32"
+                sample("etp_local_move_away", lambda: self.move(index, OTHER_NODE), prefix, False)
+                done += 1
+            return done
+
+        measured("create", creates)
+        measured("delete", deletes)
+        measured("etp_local_move_away", moves)
+        for turn in range(min(samples, len(local))):  # put them back, so a later run starts from the same state
+            self.move(local[turn], NODE)
+        return {"latency": {kind: lat.summary() for kind, lat in results.items()},
+                "raw_ms": {kind: lat.samples_ms for kind, lat in results.items()},
+                "cpu": cpu, "idle_cpu_ms_per_s": {"controller": round(idle[0] * 1000, 2),
+                                                  "speaker": round(idle[1] * 1000, 2)}}  # fmt: skip
+
+
+def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
+    """In-process, milliseconds of the whole-plan recomputation each k8s daemon does per change at
+    `count` services (every service already holding its IP in status, as after a cold start):
+    the speaker's `speaker_plan` and the controller's `Controller.compute` steps (compile, allocate,
+    plan the writes). `metallb-bgp run` instead feeds only the changed service to its incremental
+    planner, so these are the per-change costs the embedded mode does not pay."""
+    import tempfile
+
+    from bench.cluster import BenchCluster
+    from metallb_bgp.allocator import allocate, pool_usage
+    from metallb_bgp.compiler import compile_config
+    from metallb_bgp.controller import existing_assignments, plan_writes, snapshot_views
+    from metallb_bgp.sources.manifests import ManifestFolder
+    from metallb_bgp.speaker import speaker_plan
+
+    with tempfile.TemporaryDirectory(prefix="mlb-plan-") as folder:
+        cluster = BenchCluster(Path(folder), local_every=local_every)
+        cluster.write_config(179)
+        for index in range(count):  # each service with the status the controller would have written
+            name = service_name(index)
+            text = service_manifest(name, local=cluster.is_local(index)).replace(
+                "  ports: [{port: 80}]\n", f"  ports: [{{port: 80}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: {service_ip(index)}}}]}}}}\n")
+            cluster.service_path(name).write_text(text)
+        source = ManifestFolder([Path(folder)])
+        source.load()
+        snapshot = source.snapshot()
+
+    def controller_compute() -> int:
+        compiled = compile_config(snapshot)
+        views = snapshot_views(snapshot)
+        allocation = allocate(compiled.config, snapshot.services, snapshot.namespaces,
+                              existing=existing_assignments(views))  # fmt: skip
+        writes = plan_writes(snapshot, compiled, allocation, views, pool_usage(compiled.config, allocation))
+        return len(writes.status)
+
+    def speaker() -> int:
+        return len(speaker_plan(snapshot, node_name=NODE).table.routes)
+
+    result: dict[str, Any] = {"count": count}
+    for name, step in (("speaker_plan", speaker), ("controller_compute", controller_compute)):
+        times, size = [], 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            size = step()
+            times.append((time.perf_counter() - started) * 1000)
+        result[f"{name}_ms"] = round(statistics.median(times), 1)
+        result[f"{name}_size"] = size
+    return result
+
+
+def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """Cold start at each `--kube` N; single changes and CPU at `--kube-change-n`."""
+    from bench.scenarios import BaselineRun, SpeakerRun, cold_start
+
+    section: dict[str, Any] = {"cold_start": [], "single_change": {}, "cpu_per_change": {}, "rss": []}
+    for count in sorted(set(args.kube) | {args.kube_change_n}):
+        cold = count in args.kube
+        entry: dict[str, Any] = {}
+        if cold and not args.no_baseline:
+            log(f"-- kube {count}: raw ExaBGP bulk baseline")
+            entry["baseline_s"] = BaselineRun(directory, count=count, label=f"kube-baseline-{count}").run().start_to_routes_s
+            log(f"-- kube {count}: metallb-bgp run (embedded) for comparison")
+            embedded = SpeakerRun(directory, count=count, local_every=args.local_every, label=f"kube-run-{count}")
+            try:
+                entry["embedded_s"] = cold_start(embedded, args.timeout).start_to_routes_s
+            finally:
+                embedded.stop()
+        log(f"-- kube {count}: seeding the fake API server")
+        run = KubeRun(directory, count=count, local_every=args.local_every, label=f"kube-{count}")
+        try:
+            log(f"   {count} services + slices into the store in {run.seed_seconds:.2f}s; starting the daemons")
+            entry.update(run.cold_start(args.timeout))
+            if "baseline_s" in entry:
+                entry["ratio_to_baseline"] = round(entry["start_to_routes_s"] / entry["baseline_s"], 2)
+                entry["ratio_to_embedded"] = round(entry["start_to_routes_s"] / entry["embedded_s"], 2)
+            entry["start_to_quiet_s"] = round(run.settle(args.timeout) - run.started_at, 3)
+            log(f"   {entry}")
+            section["rss"].append({"routes": count, **run.rss()})
+            if cold:
+                section["cold_start"].append(entry)
+            if count == args.kube_change_n:
+                log(f"   single changes through the API x{args.kube_samples}")
+                changes = run.single_changes(args.kube_samples, log)
+                section["single_change"][str(count)] = changes["latency"]
+                section["raw_latencies_ms"] = {str(count): changes["raw_ms"]}
+                section["cpu_per_change"][str(count)] = {"by_kind": changes["cpu"], "idle_cpu_ms_per_s": changes["idle_cpu_ms_per_s"]}
+                log(f"   {changes['latency']}\n   {changes['cpu']}")
+        finally:
+            run.stop()
+    log(f"-- kube {args.kube_change_n}: in-process cost of one whole-plan recomputation")
+    section["plan_cost"] = plan_cost(args.kube_change_n, args.local_every)
+    log(f"   {section['plan_cost']}")
+    return section
