@@ -190,3 +190,44 @@ def test_the_speaker_reports_node_assigned_and_its_configuration_state(fake_kube
         assert speaker.engine is not None and speaker.engine.child_pid is None
 
     asyncio.run(scenario())
+
+
+def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change() -> None:
+    import dataclasses
+
+    from metallb_bgp.speaker import SpeakerPlanner
+
+    def same(got, want) -> None:
+        assert dict(got.table.routes) == dict(want.table.routes)
+        assert dict(got.table.skipped) == dict(want.table.skipped)
+        assert dict(got.table.services) == dict(want.table.services)
+        assert got.peers == want.peers and got.compiled.errors == want.compiled.errors
+
+    base = snap(pool(), PEER, advertisement(), node("n1"),
+                *[service(f"s{i}", ips=(f"198.51.100.{i}",)) for i in range(5)],
+                *[slice_for(f"s{i}", "n1") for i in range(5)])
+    planner = SpeakerPlanner(node_name="n1")
+    same(planner.update(base), speaker_plan(base, node_name="n1"))
+    assert planner.routes_touched is None  # the first plan is whole
+
+    # as the Kubernetes source does: unchanged objects are the very same objects
+    moved = snap(slice_for("s2", "n2")).endpoint_slices[0]
+    step = dataclasses.replace(base, endpoint_slices=tuple(moved if s.name == "s2-1" else s for s in base.endpoint_slices))
+    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    assert planner.routes_touched == set()  # ETP Cluster: an endpoint elsewhere still serves
+
+    local = snap(service("s3", ips=("198.51.100.3",), externalTrafficPolicy="Local")).services[0]
+    step = dataclasses.replace(step, services=tuple(local if s.name == "s3" else s for s in step.services),
+                               endpoint_slices=tuple(moved if s.name == "s3-1" else s for s in step.endpoint_slices))
+    step = dataclasses.replace(step, endpoint_slices=tuple(
+        snap(slice_for("s3", "n2")).endpoint_slices[0] if s.name == "s3-1" else s for s in step.endpoint_slices))
+    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    assert planner.routes_touched == {("router", net("198.51.100.3/32"))}  # withdrawn: no local endpoint
+
+    step = dataclasses.replace(step, services=tuple(s for s in step.services if s.name != "s0"))
+    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    assert planner.routes_touched == {("router", net("198.51.100.0/32"))}
+
+    step = dataclasses.replace(step, nodes=snap(node("n1", **{EXCLUDE: ""})).nodes)  # not a service: whole plan
+    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    assert planner.routes_touched is None and not planner.plan.table.routes
