@@ -128,11 +128,19 @@ class SpeakerPlanner:
         self._routes = RouteTableState()
         self._services: dict[ServiceKey, Service] = {}
         self._slices: dict[tuple[str, str], tuple[EndpointSlice, ...]] = {}
+        self._services_tuple: tuple[Service, ...] | None = None
+        self._slices_tuple: tuple[EndpointSlice, ...] | None = None
 
     def update(self, snapshot: ClusterSnapshot) -> SpeakerPlan:
         config_part = tuple(getattr(snapshot, name) for name in _CONFIG_PART)
-        services = {ServiceKey(s.namespace, s.name): s for s in snapshot.services}
-        slices = {group: tuple(found) for group, found in index_endpoint_slices(snapshot.endpoint_slices).items()}
+        # the source hands back the same tuple for a kind nothing happened to: skip re-indexing it
+        services_same = snapshot.services is self._services_tuple
+        slices_same = snapshot.endpoint_slices is self._slices_tuple
+        services = self._services if services_same else {ServiceKey(s.namespace, s.name): s for s in snapshot.services}
+        slices = self._slices if slices_same else {
+            group: tuple(found) for group, found in index_endpoint_slices(snapshot.endpoint_slices).items()
+        }
+        self._services_tuple, self._slices_tuple = snapshot.services, snapshot.endpoint_slices
         full = self.plan is None or config_part != self._config_part  # tuples compare by identity first
         if full:
             compiled = compile_config(snapshot, last_good=self.plan.compiled.last_good if self.plan else None)
@@ -140,17 +148,20 @@ class SpeakerPlanner:
             self._context = node_context(compiled.config, self.node_name, node)
             self._routes = RouteTableState()
             peers = node_peers(compiled.config, node)
-            todo: Iterable[ServiceKey] = services.keys()
+            todo: set[ServiceKey] = set(services.keys())
         else:
             assert self.plan is not None
             compiled, peers = self.plan.compiled, self.plan.peers
-            todo = {key for key, service in services.items() if self._services.get(key) is not service}
-            todo |= self._services.keys() - services.keys()
-            todo |= {
-                ServiceKey(*group)
-                for group in slices.keys() | self._slices.keys()
-                if not _same_objects(slices.get(group, ()), self._slices.get(group, ()))
-            }
+            todo = set()
+            if not services_same:
+                todo = {key for key, service in services.items() if self._services.get(key) is not service}
+                todo |= self._services.keys() - services.keys()
+            if not slices_same:
+                todo |= {
+                    ServiceKey(*group)
+                    for group in slices.keys() | self._slices.keys()
+                    if not _same_objects(slices.get(group, ()), self._slices.get(group, ()))
+                }
         for key in todo:
             self._route(key, services.get(key), slices.get((key.namespace, key.name), ()))
         touched = self._routes.take_touched()
@@ -359,8 +370,9 @@ class Speaker:
         self.plan = plan
         self.reconciles += 1
         self._publish(events)
-        metrics.record_routes(plan.table, plan.peers)
-        metrics.record_config(plan.compiled.errors)
+        if metrics.enabled():  # per-peer counts walk the table: only when someone can scrape them
+            metrics.record_routes(plan.table, plan.peers)
+            metrics.record_config(plan.compiled.errors)
         metrics.record_reconcile(time.monotonic() - started)
         log.info(
             "reconciled",
