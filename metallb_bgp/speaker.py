@@ -49,6 +49,7 @@ from metallb_bgp.kube_writer import (
     configuration_state_status,
 )
 from metallb_bgp.objects import ServiceKey
+from metallb_bgp.reconciler import config_part
 from metallb_bgp.routes import (
     NodeContext,
     RouteKey,
@@ -100,13 +101,6 @@ def speaker_plan(
     return SpeakerPlan(compiled=compiled, peers=node_peers(compiled.config, nodes.get(node_name)), table=table)
 
 
-# everything but Services and EndpointSlices: a change here recomputes the whole plan
-_CONFIG_PART = (
-    "pools", "peers", "advertisements", "communities", "bfd_profiles", "l2_advertisements",
-    "nodes", "namespaces", "secrets", "load_errors", "namespace",
-)
-
-
 class SpeakerPlanner:
     """`speaker_plan`'s answer, recomputing only the services whose Service or EndpointSlices changed.
 
@@ -123,7 +117,7 @@ class SpeakerPlanner:
         self.load_balancer_class = load_balancer_class
         self.plan: SpeakerPlan | None = None
         self.routes_touched: frozenset[RouteKey] | None = None
-        self._config_part: tuple[object, ...] | None = None
+        self._config_part: ClusterSnapshot | None = None
         self._context: NodeContext | None = None
         self._routes = RouteTableState()
         self._services: dict[ServiceKey, Service] = {}
@@ -132,7 +126,7 @@ class SpeakerPlanner:
         self._slices_tuple: tuple[EndpointSlice, ...] | None = None
 
     def update(self, snapshot: ClusterSnapshot) -> SpeakerPlan:
-        config_part = tuple(getattr(snapshot, name) for name in _CONFIG_PART)
+        config = config_part(snapshot)  # everything but Services and EndpointSlices
         # the source hands back the same tuple for a kind nothing happened to: skip re-indexing it
         services_same = snapshot.services is self._services_tuple
         slices_same = snapshot.endpoint_slices is self._slices_tuple
@@ -141,7 +135,7 @@ class SpeakerPlanner:
             group: tuple(found) for group, found in index_endpoint_slices(snapshot.endpoint_slices).items()
         }
         self._services_tuple, self._slices_tuple = snapshot.services, snapshot.endpoint_slices
-        full = self.plan is None or config_part != self._config_part  # tuples compare by identity first
+        full = self.plan is None or config != self._config_part  # field tuples compare by identity first
         if full:
             compiled = compile_config(snapshot, last_good=self.plan.compiled.last_good if self.plan else None)
             node = {n.name: n for n in snapshot.nodes}.get(self.node_name)
@@ -166,7 +160,7 @@ class SpeakerPlanner:
             self._route(key, services.get(key), slices.get((key.namespace, key.name), ()))
         touched = self._routes.take_touched()
         self.routes_touched = None if full else frozenset(touched)
-        self._config_part, self._services, self._slices = config_part, services, slices
+        self._config_part, self._services, self._slices = config, services, slices
         self.plan = SpeakerPlan(compiled=compiled, peers=peers, table=self._routes.table())
         return self.plan
 
