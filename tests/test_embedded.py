@@ -282,3 +282,25 @@ def test_advertisement_peers_sends_the_route_to_the_named_peer_only(cluster, bir
     router.wait_established("speaker")
     other.wait_routes(lambda r: host("198.51.100.0/32") in r, what="the route at the named peer")
     assert router.routes() == {}
+
+
+def test_an_edit_that_makes_a_pool_overlap_another_keeps_every_route(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "pool-z.yaml").write_text(POOL.replace("name: pool", "name: z").replace("198.51.100.0/28", "203.0.113.0/28"))
+    (manifests / "web.yaml").write_text(
+        service("web").replace("metadata: {name: web, namespace: default}",
+                               "metadata: {name: web, namespace: default, annotations: {metallb.io/address-pool: z}}")
+    )
+    run = start()
+    router.wait_routes(lambda r: host("203.0.113.0/32") in r, what="web's /32 from pool z")
+    (manifests / "pool.yaml").write_text(POOL.replace("198.51.100.0/28", "203.0.113.0/27"))  # now overlaps z
+    wait_until(
+        lambda: any(e.get("event") == "config_problem" and "overlaps" in e.get("message", "") for e in run.events()),
+        what="the overlap reported",
+    )
+    problem = next(e for e in run.events() if e.get("event") == "config_problem" and "overlaps" in e.get("message", ""))
+    assert problem["object"] == "IPAddressPool metallb-system/pool"  # the edited pool, not the untouched one
+    (manifests / "poke.yaml").write_text(service("poke"))  # a later change proves the loop moved on
+    wait_until(lambda: len(router.routes()) == 2, what="the later service announced")
+    assert host("203.0.113.0/32") in router.routes()
+    assert not any(e.get("event") == "ip_released" for e in run.events())
