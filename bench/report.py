@@ -59,11 +59,7 @@ def print_report(results: dict[str, Any]) -> None:
             f"{base.get('delete_all_to_empty_s', float('nan')):>9.2f} | {e.get('phases', {})}"
         )
     print("\n== single change: file write -> BIRD's RIB changes (ms)")
-    print(f"{'N':>7} {'kind':<22} {'n':>4} {'p50':>7} {'p99':>7} {'max':>7} {'fail':>4}")
-    for n, kinds in results["single_change"].items():
-        for kind, s in kinds.items():
-            if s.get("count"):
-                print(f"{n:>7} {kind:<22} {s['count']:>4} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} {s['max_ms']:>7.2f} {s['failures']:>4}")
+    print_latencies(results["single_change"])
     print("\n== CPU of the metallb-bgp run process per single-service change")
     for n, c in results["cpu_per_change"].items():
         print(f"{n:>7} services: {c['cpu_ms_per_change']:.2f} ms/change ({c['changes']} changes, "
@@ -81,6 +77,15 @@ def print_report(results: dict[str, Any]) -> None:
         print(f"  {'MET ' if v['met'] else 'MISS'} {name:<34} {v['value']}  (target {v['target']})")
 
 
+def print_latencies(single_change: dict[str, Any]) -> None:
+    """One table of single-change samples: per cluster size and kind of change, p50/p99/max in ms."""
+    print(f"{'N':>7} {'kind':<22} {'n':>4} {'p50':>7} {'p99':>7} {'max':>7} {'fail':>4}")
+    for n, kinds in single_change.items():
+        for kind, s in kinds.items():
+            if s.get("count"):
+                print(f"{n:>7} {kind:<22} {s['count']:>4} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} {s['max_ms']:>7.2f} {s['failures']:>4}")
+
+
 def print_kube(kube: dict[str, Any]) -> None:
     """The Kubernetes path (bench.kube): controller + speaker against the fake API server."""
     print("\n== through the Kubernetes API: daemons start -> BIRD holds N routes (seconds)")
@@ -90,11 +95,7 @@ def print_kube(kube: dict[str, Any]) -> None:
               f"{e.get('embedded_s', float('nan')):>6.2f} {e.get('baseline_s', float('nan')):>9.2f} | "
               f"{e.get('ratio_to_embedded', float('nan')):>6.2f} {e.get('ratio_to_baseline', float('nan')):>7.2f}")
     print("\n== through the Kubernetes API: single change, API request -> BIRD's RIB changes (ms)")
-    print(f"{'N':>7} {'kind':<22} {'n':>4} {'p50':>7} {'p99':>7} {'max':>7} {'fail':>4}")
-    for n, kinds in kube["single_change"].items():
-        for kind, s in kinds.items():
-            if s.get("count"):
-                print(f"{n:>7} {kind:<22} {s['count']:>4} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} {s['max_ms']:>7.2f} {s['failures']:>4}")
+    print_latencies(kube["single_change"])
     print("\n== through the Kubernetes API: CPU per single change (ms, idle rate subtracted)")
     for n, entry in kube["cpu_per_change"].items():
         idle = entry["idle_cpu_ms_per_s"]
