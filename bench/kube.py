@@ -29,7 +29,7 @@ import yaml
 from bench import procfs
 from bench.bird_control import BirdControl
 from bench.cluster import NODE, OTHER_NODE, config_manifests, service_ip, service_manifest, service_name
-from bench.scenarios import ROOT, SETTLE, Latencies, POLL_INTERVAL, start_router, stop_process, wait_for
+from bench.scenarios import ROOT, Latencies, POLL_INTERVAL, start_router, stop_process, wait_for
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -241,15 +241,7 @@ class KubeRun:
         idle = [(after - before) / 2.0 for before, after in zip(idle_before, self.cpu(), strict=True)]
 
         def sample(kind: str, change: Callable[[], None], prefix: str, present: bool) -> bool:
-            try:
-                results[kind].samples_ms.append(self.time_change(change, prefix, present=present, timeout=timeout))
-                return True
-            except TimeoutError as exc:
-                results[kind].failures += 1
-                log(f"  {kind}: {exc}")
-                return False
-            finally:
-                time.sleep(SETTLE)
+            return results[kind].take(lambda: self.time_change(change, prefix, present=present, timeout=timeout), log)
 
         def measured(kind: str, body: Callable[[], int]) -> None:
             before, started = self.cpu(), time.perf_counter()

@@ -104,6 +104,20 @@ class Latencies:
     failures: int = 0
     written_at: list[float] = field(default_factory=list)  # wall-clock time of each sample's write
 
+    def take(self, timed: Callable[[], float], log: Callable[[str], None]) -> bool:
+        """Record one sample (`timed` returns milliseconds, or raises TimeoutError: a failure), then
+        let the system settle; returns whether it succeeded."""
+        try:
+            self.written_at.append(time.time())
+            self.samples_ms.append(timed())
+            return True
+        except TimeoutError as exc:
+            self.failures += 1
+            log(f"  {self.kind}: {exc}")
+            return False
+        finally:
+            time.sleep(SETTLE)
+
     def summary(self) -> dict[str, float | int]:
         values = sorted(self.samples_ms)
         if not values:
@@ -267,16 +281,7 @@ class SpeakerRun:
         created: list[int] = []
 
         def sample(kind: str, change: Callable[[], None], prefix: str, present: bool) -> bool:
-            try:
-                results[kind].written_at.append(time.time())
-                results[kind].samples_ms.append(self.time_change(change, prefix, present=present))
-                return True
-            except TimeoutError as exc:
-                results[kind].failures += 1
-                log(f"  {kind}: {exc}")
-                return False
-            finally:
-                time.sleep(SETTLE)
+            return results[kind].take(lambda: self.time_change(change, prefix, present=present), log)
 
         for _ in range(samples):
             change, prefix, index = self.create_one()
