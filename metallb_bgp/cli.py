@@ -154,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from metallb_bgp import logs
     from metallb_bgp.embedded import RunOptions, run
+    from metallb_bgp.state_file import StateFileError
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):
@@ -172,7 +173,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             load_balancer_class=args.load_balancer_class,
         )
-        asyncio.run(run(options))
+        try:
+            asyncio.run(run(options))
+        except StateFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

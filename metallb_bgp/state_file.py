@@ -15,18 +15,20 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import structlog
-
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
-
-log = structlog.get_logger(__name__)
 
 Assignments = Mapping[ServiceKey, tuple[IPAddress, ...]]
 
 
+class StateFileError(Exception):
+    """The state file exists but cannot be read: starting anyway could renumber every service."""
+
+
 def load_state(path: Path) -> dict[ServiceKey, tuple[IPAddress, ...]]:
-    """Assignments from `path`; a missing file is an empty state, a damaged one is reported and ignored."""
+    """Assignments from `path`; a missing file is an empty state. A damaged one raises StateFileError
+    naming the file and the problem: the user decides (fix it, or delete it to start afresh), because
+    silently starting without it would move services to other IPs."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {
@@ -36,8 +38,10 @@ def load_state(path: Path) -> dict[ServiceKey, tuple[IPAddress, ...]]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.error("state_file_unreadable", path=str(path), error=str(exc), action="starting with no assignments")
-        return {}
+        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise StateFileError(
+            f"state file {path} cannot be read ({problem}); fix it, or delete it to let services take new IPs"
+        ) from None
 
 
 def save_state(path: Path, assignments: Assignments) -> None:

@@ -95,3 +95,13 @@ def test_every_command_and_flag_is_documented_in_docs_cli() -> None:
         for action in sub._actions:
             missing += [flag for flag in action.option_strings if flag.startswith("--") and flag != "--help" and flag not in text]
     assert not missing, f"undocumented in docs/cli.md: {sorted(set(missing))}"
+
+
+def test_run_refuses_a_damaged_state_file_instead_of_renumbering_every_service(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"assignments": {"default/web": ["not-an-ip"]}}')
+    result = cli("run", "--manifests", "examples", "--node", "demo-node", "--state-file", str(state),
+                 "--workdir", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert f"state file {state} cannot be read" in result.stderr and "not-an-ip" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
