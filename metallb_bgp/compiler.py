@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from metallb_bgp import config as cfg
 from metallb_bgp.api.core import Node, Secret
-from metallb_bgp.api.meta import LabelSelectorSpec
+from metallb_bgp.api.meta import LabelSelectorSpec, to_document
 from metallb_bgp.api.metallb import (
     BFDProfile,
     BGPAdvertisement,
@@ -1118,7 +1118,7 @@ def same_version(a: Remembered, b: Remembered) -> bool:
 
 
 def _content(obj: Remembered) -> dict[str, object]:
-    return obj.model_dump(by_alias=True, exclude={"status": True, "metadata": _VOLATILE_METADATA})
+    return to_document(obj, exclude={"status": True, "metadata": _VOLATILE_METADATA})
 
 
 def _changed_field(current: Remembered, previous: Remembered | None) -> str:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from metallb_bgp.allocator import INT64_MAX, Allocation, Assignment, PoolUsage, allocate, pool_usage
 from metallb_bgp.api.core import Namespace, Service
+from metallb_bgp.api.meta import replace
 from metallb_bgp.config import Config, Pool, ServiceAllocation
 from metallb_bgp.errors import Severity
 from metallb_bgp.net import IPAddress
@@ -366,7 +367,7 @@ def test_single_stack_gets_one_ip_of_its_first_family() -> None:
 
 def test_single_stack_without_families_follows_the_cluster_ip() -> None:
     web = service("web", families=())
-    web = web.model_copy(update={"spec": web.spec.model_copy(update={"cluster_ip": "fd00::10"})})
+    web = replace(web, spec=replace(web.spec, cluster_ip="fd00::10"))
     assert assigned(run(DUAL, web), "web") == ("2001:db8::",)
 
 

@@ -23,6 +23,7 @@ from test_allocator import NAMESPACES, POOL_MENU, V4, configs, service, services
 
 from metallb_bgp.allocator import AllocationState, allocate
 from metallb_bgp.api.core import Service
+from metallb_bgp.api.meta import to_document
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.embedded import status_assignments
 from metallb_bgp.net import IPAddress
@@ -196,9 +197,11 @@ def namespace_doc(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 
 POOLS = {name: list(cidrs) for name, cidrs in POOL_MENU.items()}  # what the generated services ask for
-service_docs = st.one_of(services(), sharing_services()).map(
-    lambda s: s.model_dump(by_alias=True, exclude_none=True)
-)
+def manifest(obj: Any) -> dict[str, Any]:
+    return to_document(obj, exclude_none=True)
+
+
+service_docs = st.one_of(services(), sharing_services()).map(manifest)
 config_docs = st.one_of(
     st.builds(lambda n, auto, nss: pool_doc(n, POOLS[n], auto=auto, namespaces=nss),
               st.sampled_from(sorted(POOLS)), st.booleans(), st.sampled_from([(), (), ("a",)])),
@@ -318,7 +321,7 @@ def test_planner_fed_by_the_folder_equals_make_plan_after_every_change(tmp_path_
 
 def test_a_state_file_assignment_is_kept_and_reported_as_existing(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump_all(BASE))
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(service("web").model_dump(by_alias=True, exclude_none=True)))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(manifest(service("web"))))
     remembered = {ServiceKey("default", "web"): (ipaddress.ip_address("10.0.0.2"),), ServiceKey("x", "gone"): ()}
     folder = ManifestFolder([tmp_path])
     planner = IncrementalPlanner(node_name=NODE, remembered=remembered)
@@ -331,13 +334,13 @@ def test_a_state_file_assignment_is_kept_and_reported_as_existing(tmp_path: Path
 def test_one_service_edit_recomputes_one_service(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump_all(BASE))
     for i in range(6):  # fewer than the pools' addresses: nobody is refused (refused ones are redecided)
-        docs = [service(f"s{i}").model_dump(by_alias=True, exclude_none=True), slice_doc(f"s{i}", "1", node=NODE, serving=True)]
+        docs = [manifest(service(f"s{i}")), slice_doc(f"s{i}", "1", node=NODE, serving=True)]
         (tmp_path / f"s{i}.yaml").write_text(yaml.safe_dump_all(docs))
     folder = ManifestFolder([tmp_path])
     planner = IncrementalPlanner(node_name=NODE)
     planner.update(folder.load())
     moved = slice_doc("s3", "1", node="node-b", serving=True)
-    (tmp_path / "s3.yaml").write_text(yaml.safe_dump_all([service("s3").model_dump(by_alias=True, exclude_none=True), moved]))
+    (tmp_path / "s3.yaml").write_text(yaml.safe_dump_all([manifest(service("s3")), moved]))
     change = folder.reload({tmp_path / "s3.yaml"})
     assert set(change.endpoint_slices) == {("default", "s3")} and not change.services and change.config is None
     plan = planner.update(change)
@@ -365,7 +368,7 @@ def test_the_first_change_must_carry_the_configuration() -> None:
 
 
 def service_file(name: str, *, port: int = 80) -> str:
-    return yaml.safe_dump(service(name, ports=((port, "TCP"),)).model_dump(by_alias=True, exclude_none=True))
+    return yaml.safe_dump(manifest(service(name, ports=((port, "TCP"),))))
 
 
 def test_rewriting_a_file_unchanged_reports_no_change(tmp_path: Path) -> None:

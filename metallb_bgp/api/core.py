@@ -2,7 +2,8 @@
 
 Fields we do not use are ignored (a real Service carries dozens), so any object `kubectl get -o yaml`
 prints loads here. Defaults are the API server's defaults, because manifests in a folder have not been
-through an API server.
+through an API server. Every class here is a `core_model` (a frozen slotted pydantic dataclass, see
+`api.meta`): lists are tuples, so an object is immutable all the way down.
 """
 
 from __future__ import annotations
@@ -15,43 +16,49 @@ from typing import Literal
 
 from pydantic import Field
 
-from metallb_bgp.api.meta import KubeObject, Lenient
+from metallb_bgp.api.meta import KubeObject, core_model
 
 # --- Service -----------------------------------------------------------------------------------------
 
 
-class ServicePort(Lenient):
+@core_model
+class ServicePort:
     name: str = ""
     port: int
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
     node_port: int | None = None
 
 
-class ServiceSpec(Lenient):
+@core_model
+class ServiceSpec:
     type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
-    ports: list[ServicePort] = Field(default_factory=list)
+    ports: tuple[ServicePort, ...] = ()
     selector: dict[str, str] | None = None
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     load_balancer_class: str | None = None
     load_balancer_ip: str = Field(default="", alias="loadBalancerIP")
-    ip_families: list[Literal["IPv4", "IPv6"]] = Field(default_factory=list)
+    ip_families: tuple[Literal["IPv4", "IPv6"], ...] = ()
     ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
     cluster_ip: str = Field(default="", alias="clusterIP")
 
 
-class LoadBalancerIngress(Lenient):
+@core_model
+class LoadBalancerIngress:
     ip: str = ""
     hostname: str = ""
 
 
-class LoadBalancerStatus(Lenient):
-    ingress: list[LoadBalancerIngress] = Field(default_factory=list)
+@core_model
+class LoadBalancerStatus:
+    ingress: tuple[LoadBalancerIngress, ...] = ()
 
 
-class ServiceStatus(Lenient):
+@core_model
+class ServiceStatus:
     load_balancer: LoadBalancerStatus = Field(default_factory=LoadBalancerStatus)
 
 
+@core_model
 class Service(KubeObject):
     kind: Literal["Service"]
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
@@ -71,14 +78,16 @@ class Service(KubeObject):
 # --- EndpointSlice -----------------------------------------------------------------------------------
 
 
-class EndpointConditions(Lenient):
+@core_model
+class EndpointConditions:
     ready: bool | None = None
     serving: bool | None = None
     terminating: bool | None = None
 
 
-class Endpoint(Lenient):
-    addresses: list[str] = Field(default_factory=list)
+@core_model
+class Endpoint:
+    addresses: tuple[str, ...] = ()
     conditions: EndpointConditions = Field(default_factory=EndpointConditions)
     node_name: str | None = None
 
@@ -90,10 +99,11 @@ class Endpoint(Lenient):
         return self.conditions.ready is not False
 
 
+@core_model
 class EndpointSlice(KubeObject):
     kind: Literal["EndpointSlice"]
     address_type: str = "IPv4"
-    endpoints: list[Endpoint] | None = None
+    endpoints: tuple[Endpoint, ...] | None = None
 
     @property
     def service_name(self) -> str:
@@ -103,15 +113,18 @@ class EndpointSlice(KubeObject):
 # --- Node, Namespace, Secret -------------------------------------------------------------------------
 
 
-class NodeCondition(Lenient):
+@core_model
+class NodeCondition:
     type: str
     status: str = "Unknown"
 
 
-class NodeStatus(Lenient):
-    conditions: list[NodeCondition] = Field(default_factory=list)
+@core_model
+class NodeStatus:
+    conditions: tuple[NodeCondition, ...] = ()
 
 
+@core_model
 class Node(KubeObject):
     kind: Literal["Node"]
     status: NodeStatus = Field(default_factory=NodeStatus)
@@ -120,10 +133,12 @@ class Node(KubeObject):
         return next((c.status for c in self.status.conditions if c.type == type_), None)
 
 
+@core_model
 class Namespace(KubeObject):
     kind: Literal["Namespace"]
 
 
+@core_model
 class Secret(KubeObject):
     kind: Literal["Secret"]
     type: str = "Opaque"

