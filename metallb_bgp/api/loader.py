@@ -62,6 +62,33 @@ _YAMLLoader.add_implicit_resolver(
 )
 
 _STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+# Per first character, the implicit resolvers a plain scalar is tried against (the wildcard ones last).
+_RESOLVERS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    first: tuple(resolvers) + tuple(_YAMLLoader.yaml_implicit_resolvers.get(None, ()))
+    for first, resolvers in _YAMLLoader.yaml_implicit_resolvers.items()
+    if first is not None
+}
+_NO_RESOLVERS = tuple(_YAMLLoader.yaml_implicit_resolvers.get(None, ()))
+
+
+def _resolve(_loader: Any, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+    """PyYAML's `BaseResolver.resolve` for a loader without path resolvers, in fewer steps.
+
+    The C composer calls it for every node (27 times per Service manifest); PyYAML's version builds a
+    list of resolvers per call and was 0.5 s of the bench's 1.5 s read of 10,000 service files.
+    """
+    if kind is yaml.ScalarNode:
+        if implicit[0]:
+            for tag, regexp in _RESOLVERS.get(value[:1], _NO_RESOLVERS):
+                if regexp.match(value):
+                    return tag
+        return _STR
+    return _SEQ if kind is yaml.SequenceNode else _MAP
+
+
+assert not _YAMLLoader.yaml_path_resolvers  # _resolve ignores them
+_YAMLLoader.resolve = _resolve
 _INT, _BOOL, _NULL = "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
 _FLOAT = "tag:yaml.org,2002:float"
 
