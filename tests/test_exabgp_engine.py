@@ -349,6 +349,30 @@ def test_graceful_restart_keeps_routes_at_the_router_across_an_exabgp_restart(
     asyncio.run(run_engine(short_tmp, [peer_for(router, "r1", graceful_restart=True)], scenario))
 
 
+def test_a_restarted_speaker_sends_nothing_before_its_first_table(bird_factory: BirdFactory, short_tmp: Path) -> None:
+    """A new process's session may come up before it has read its cluster: End-of-RIB then (over an
+    empty table) would make a graceful-restart router flush every stale route it kept for us."""
+    router = router_with_speaker(bird_factory, "r1")
+    kept = hosts(20)
+    peers = [peer_for(router, "r1", graceful_restart=True)]
+
+    async def first(engine: ExaBGPEngine) -> None:
+        await established(router)
+        await engine.apply(table({("r1", p): RouteAttributes() for p in kept}))
+        await router_has(router, set(kept))
+
+    async def restarted(engine: ExaBGPEngine) -> None:
+        await eventually(lambda: engine.peer_states()["r1"].state is SessionState.ESTABLISHED, timeout=15, what="session up")
+        for _ in range(20):  # a second with the session up and no table given
+            assert set(router.routes()) == set(kept), "routes flushed before the first table"
+            await asyncio.sleep(0.05)
+        await engine.apply(table({("r1", p): RouteAttributes() for p in kept[:5]}))
+        await router_has(router, set(kept[:5]))  # End-of-RIB after the first table flushes the rest
+
+    asyncio.run(run_engine(short_tmp, peers, first))  # stop() without withdraw: the router keeps them stale
+    asyncio.run(run_engine(short_tmp, peers, restarted))
+
+
 def test_stop_with_withdraw_leaves_no_stale_routes_at_a_graceful_restart_router(
     bird_factory: BirdFactory, short_tmp: Path
 ) -> None:

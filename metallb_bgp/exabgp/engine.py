@@ -9,6 +9,9 @@ what it has told each router (`sent`) and one sync pass at a time:
   commands (`commands.py`), flow-controlled by ExaBGP's acks;
 - a session coming up marks its peer *fresh*: the next pass re-announces its whole table (then
   End-of-RIB when graceful restart is on), because the router holds none of our routes, or stale ones;
+- nothing is sent before the first `apply`: a session may come up before the caller has read its
+  cluster, and End-of-RIB over an empty table would make a graceful-restart router flush the stale
+  routes it kept for us across the restart;
 - a session going down only stops traffic to that peer: its routes are held and re-pushed at the next
   session up;
 - a child that dies is restarted with exponential backoff; the new ExaBGP starts empty and every
@@ -138,6 +141,7 @@ class ExaBGPEngine:
         self._established: set[str] = set()
         self._fresh: set[str] = set()
         self._desired = RouteTable()
+        self._table_given = False  # no sync pass before the first apply (see the module docstring)
         self._sent: dict[RouteKey, RouteAttributes] = {}
         self._touched: set[RouteKey] | None = None  # keys changed since the last pass; None: compare all
         self._last_pass: tuple[frozenset[str], str] | None = None  # sessions and config the last pass saw
@@ -214,6 +218,7 @@ class ExaBGPEngine:
         the configuration moved since the last pass, the pass compares everything.
         """
         self._desired = table
+        self._table_given = True
         if touched is None or self._touched is None:
             self._touched = None
         else:
@@ -566,7 +571,7 @@ class ExaBGPEngine:
                 return
             channel = self._channel
             generation = self._generation
-            if channel is None or channel.closed:
+            if channel is None or channel.closed or not self._table_given:
                 await self._notify_synced()
                 continue
             try:
