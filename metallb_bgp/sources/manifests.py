@@ -48,7 +48,7 @@ def object_id(obj: BaseModel) -> ObjectId:
     return (obj.kind, meta.namespace, meta.name)  # type: ignore[attr-defined]
 
 
-@dataclass
+@dataclass(slots=True)
 class FileView:
     objects: dict[ObjectId, BaseModel] = field(default_factory=dict)
     errors: tuple[ObjectError, ...] = ()
@@ -252,8 +252,9 @@ class _Index:
     def __init__(self) -> None:
         self.objects: dict[Path, list[BaseModel]] = {}  # defaulted, in file order
         self.errors: dict[Path, tuple[ObjectError, ...]] = {}  # only files with errors
-        self.service_files: dict[ServiceKey, set[Path]] = {}
-        self.slice_files: dict[SliceGroup, set[Path]] = {}
+        # the files defining each key, sorted: tuples, as nearly every key has one file (a set is 216 bytes)
+        self.service_files: dict[ServiceKey, tuple[Path, ...]] = {}
+        self.slice_files: dict[SliceGroup, tuple[Path, ...]] = {}
         self.config_files: set[Path] = set()  # files with any object that is not a Service or EndpointSlice
 
     def add(self, path: Path, objects: list[BaseModel], errors: tuple[ObjectError, ...]) -> None:
@@ -262,11 +263,11 @@ class _Index:
             self.errors[path] = errors
         for obj in objects:
             if isinstance(obj, Service):
-                self.service_files.setdefault(ServiceKey(obj.namespace, obj.name), set()).add(path)
+                _add(self.service_files, ServiceKey(obj.namespace, obj.name), path)
             elif isinstance(obj, EndpointSlice):
                 group = slice_group(obj)
                 if group is not None:
-                    self.slice_files.setdefault(group, set()).add(path)
+                    _add(self.slice_files, group, path)
             else:
                 self.config_files.add(path)
 
@@ -312,7 +313,7 @@ class _Index:
 
     def definitions(self, key: ServiceKey) -> tuple[Service, ...]:
         found = []
-        for path in sorted(self.service_files.get(key, ())):
+        for path in self.service_files.get(key, ()):
             for obj in self.objects[path]:
                 if isinstance(obj, Service) and obj.metadata.name == key.name and obj.metadata.namespace == key.namespace:
                     found.append(obj)
@@ -320,7 +321,7 @@ class _Index:
 
     def slices(self, group: SliceGroup) -> tuple[EndpointSlice, ...]:
         found = []
-        for path in sorted(self.slice_files.get(group, ())):
+        for path in self.slice_files.get(group, ()):
             found.extend(obj for obj in self.objects[path] if isinstance(obj, EndpointSlice) and slice_group(obj) == group)
         return tuple(found)
 
@@ -354,9 +355,15 @@ class _Index:
 K = TypeVar("K")
 
 
-def _discard(index: dict[K, set[Path]], key: K, path: Path) -> None:
-    paths = index.get(key)
-    if paths is not None:
-        paths.discard(path)
-        if not paths:
-            del index[key]
+def _add(index: dict[K, tuple[Path, ...]], key: K, path: Path) -> None:
+    paths = index.get(key, ())
+    if path not in paths:
+        index[key] = tuple(sorted((*paths, path)))
+
+
+def _discard(index: dict[K, tuple[Path, ...]], key: K, path: Path) -> None:
+    paths = tuple(known for known in index.get(key, ()) if known != path)
+    if paths:
+        index[key] = paths
+    else:
+        index.pop(key, None)
