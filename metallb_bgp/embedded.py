@@ -17,6 +17,10 @@ process recomputes the same assignments from the same manifests and the previous
 allocation is a deterministic function of both, and the previous file is what this process started
 the change from).
 
+ExaBGP is started as soon as the folder is read (with the peers its configuration names), so that its
+start-up runs on another core while this process allocates and routes; the engine announces nothing
+before the first table it is given.
+
 Nothing is announced before the folder has been read completely once (the initial sync), and a file
 that stops parsing keeps its last good objects (see `sources.manifests`), so an editor's half-saved file
 never withdraws a route.
@@ -35,6 +39,7 @@ from pathlib import Path
 import structlog
 
 from metallb_bgp import metrics
+from metallb_bgp.compiler import compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine, SessionState
@@ -42,6 +47,7 @@ from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.plan import Plan
 from metallb_bgp.reconciler import ClusterChange, IncrementalPlanner
+from metallb_bgp.routes import node_peers
 from metallb_bgp.snapshot import ClusterSnapshot
 from metallb_bgp.sources.manifests import ManifestFolder
 from metallb_bgp.state_file import load_state, save_state
@@ -68,6 +74,15 @@ def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAd
         if ips := service.status_ips():
             found[ServiceKey(service.namespace, service.name)] = ips
     return found
+
+
+def first_peers(change: ClusterChange, node_name: str) -> tuple[Peer, ...]:
+    """The node's peers in the first (whole) change, to start ExaBGP with before the first plan; the
+    same as that plan's (same snapshot, no earlier last-good versions), else the first reconcile's
+    `set_peers` puts it right."""
+    assert change.config is not None, "the first change is whole"
+    node = next((n for n in change.config.nodes if n.name == node_name), None)
+    return node_peers(compile_config(change.config).config, node)
 
 
 def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> IPv4Address:
@@ -178,12 +193,21 @@ class EmbeddedRunner:
         # watchfiles registers its inotify watches synchronously in the task's first step: after this
         # yield, a write is either seen by the full read below or reported by the watcher (or both).
         await asyncio.sleep(0)
-        plan = self._initial_sync()
-        router_id = choose_router_id(plan.peers, self.options.router_id)
-        local = tuple(p.source_address for p in plan.peers if p.source_address is not None)
+        started = time.monotonic()
+        change = self._load()
+        peers = first_peers(change, self.options.node_name)
+        router_id = choose_router_id(peers, self.options.router_id)
+        local = tuple(p.source_address for p in peers if p.source_address is not None)
         self.engine = ExaBGPEngine(workdir=self.options.workdir, router_id=router_id, local_addresses=local)
+        # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
+        # engine sends nothing before the first apply, so nothing is announced before the initial sync.
+        starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
         try:
-            await self.engine.start(plan.peers)
+            try:
+                plan = await asyncio.to_thread(self._first_plan, change, started)
+            finally:
+                await asyncio.wait([starting])
+            starting.result()
             await self.reconcile(plan)
             while not stop.is_set():
                 changed = await _next_or_stop(changes, stop)
@@ -200,18 +224,22 @@ class EmbeddedRunner:
             await self.engine.stop(withdraw=self._withdraw_on_stop())
             log.info("stopped")
 
-    def _initial_sync(self) -> Plan:
-        """The whole folder, read and planned before anything is announced."""
-        started = time.monotonic()
-        collecting = gc.isenabled()
-        gc.disable()  # the initial sync builds objects that all live on: collecting them finds nothing
+    def _load(self) -> ClusterChange:
+        """The whole folder, read before anything is announced (the objects all live on: collecting
+        them finds nothing, so the collector is off until `_first_plan` has run)."""
+        gc.disable()
         try:
-            change = self.folder.load()
-            loaded = time.monotonic()
+            return self.folder.load()
+        except BaseException:
+            gc.enable()
+            raise
+
+    def _first_plan(self, change: ClusterChange, started: float) -> Plan:
+        loaded = time.monotonic()
+        try:
             plan = self.compute(change)
         finally:
-            if collecting:
-                gc.enable()
+            gc.enable()
         gc.freeze()
         log.info(
             "initial_sync",
