@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import structlog
-import structlog.testing
-
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.sources import manifest_reader
 from metallb_bgp.sources.manifests import ManifestFolder
 
 POOL = """apiVersion: metallb.io/v1beta1
@@ -91,60 +83,3 @@ def test_a_burst_of_writes_arrives_as_one_change_set(tmp_path: Path) -> None:
 
     batch = asyncio.run(scenario())
     assert batch == {tmp_path / f"f{i}.yaml" for i in range(20)}
-
-
-# --- reading a large folder on two cores (sources.manifest_reader) ---------------------------------
-
-
-def varied_folder(tmp_path: Path, count: int = 40) -> list[Path]:
-    """Files of every kind a reader meets: objects, several documents, Lists, broken YAML, bad bytes."""
-    for index in range(count):
-        name = f"f{index:03d}.yaml"
-        if index % 9 == 4:
-            (tmp_path / name).write_text("kind: [broken\n")
-        elif index % 9 == 7:
-            (tmp_path / name).write_bytes(b"kind: \xff\xfe\n")
-        elif index % 9 == 2:
-            listed = f"{{apiVersion: v1, kind: Service, metadata: {{name: l{index}}}, spec: {{type: LoadBalancer}}}}"
-            (tmp_path / name).write_text(f"apiVersion: v1\nkind: List\nitems: [{listed}]\n---\n" + SERVICE.format(name=f"s{index}", port=81))
-        else:
-            (tmp_path / name).write_text(POOL.format(name=f"p{index}", cidr=f"10.{index}.0.0/24") + "---\n" + SERVICE.format(name=f"s{index}", port=80))
-    return sorted(tmp_path.iterdir())
-
-
-def test_a_large_folder_read_with_the_helper_process_equals_reading_it_here(tmp_path: Path, monkeypatch) -> None:
-    paths = varied_folder(tmp_path)
-    monkeypatch.setattr(manifest_reader, "CHUNK", 3)
-    with manifest_reader.helper() as pool:
-        shared = manifest_reader._Shared(paths, pool)
-        documents = shared.read()
-    assert shared.helped >= manifest_reader._Shared.IN_FLIGHT  # the helper really read some
-    assert documents == [manifest_reader.file_documents(path) for path in paths]
-    assert any(isinstance(d, ObjectError) and "invalid YAML" in d.message for d in documents)
-    assert any(isinstance(d, ObjectError) and "cannot be read" in d.message for d in documents)
-
-
-def test_a_folder_above_the_threshold_loads_to_the_same_cluster_as_one_read_file_by_file(tmp_path: Path, monkeypatch) -> None:
-    varied_folder(tmp_path)
-    alone = folder(tmp_path)
-    monkeypatch.setattr(manifest_reader, "PARALLEL_FROM", 10)
-    monkeypatch.setattr(manifest_reader, "CHUNK", 4)
-    shared = folder(tmp_path)
-    assert shared.snapshot() == alone.snapshot()
-    assert len(alone.snapshot().services) > 20 and alone.snapshot().load_errors
-
-
-def _exits_at_once() -> None:
-    os._exit(3)
-
-
-def test_a_helper_that_dies_costs_only_time(tmp_path: Path, monkeypatch) -> None:
-    paths = varied_folder(tmp_path)
-    dying = lambda: ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_exits_at_once)  # noqa: E731
-    monkeypatch.setattr(manifest_reader, "helper", dying)
-    monkeypatch.setattr(manifest_reader, "PARALLEL_FROM", 10)
-    monkeypatch.setattr(manifest_reader, "CHUNK", 3)
-    with structlog.testing.capture_logs() as logs:
-        documents = manifest_reader.read_all(paths)
-    assert documents == [manifest_reader.file_documents(path) for path in paths]
-    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["parallel_read_failed"]

@@ -31,12 +31,11 @@ from pydantic import BaseModel
 
 from metallb_bgp.api.core import EndpointSlice, Service
 from metallb_bgp.api.meta import replace
-from metallb_bgp.api.loader import parse_documents
+from metallb_bgp.api.loader import load_yaml
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.reconciler import ClusterChange, SliceGroup, slice_group
 from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
-from metallb_bgp.sources.manifest_reader import Documents, file_documents, read_all
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -92,23 +91,29 @@ def _hidden(path: Path) -> bool:
     return any(part.startswith(".") for part in path.parts[-1:])
 
 
-def read_file(path: Path, previous: FileView | None = None, documents: Documents | None = None) -> FileView:
-    """Parse one file (or its `documents`, already read), falling back to `previous` for whatever did
-    not parse this time."""
-    documents = file_documents(path) if documents is None else documents
-    if isinstance(documents, ObjectError):  # unreadable, or not YAML: keep everything it defined
-        return FileView(dict(previous.objects) if previous else {}, (documents,))
+def read_file(path: Path, previous: FileView | None = None) -> FileView:
+    """Parse one file, falling back to `previous` for whatever did not parse this time."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        error = ObjectError("File", "", str(path), "", f"cannot be read: {exc}")
+        return FileView(dict(previous.objects) if previous else {}, (error,))
     objects: dict[ObjectId, BaseModel] = {}
     errors: list[ObjectError] = []
-    for parsed in parse_documents(documents, source=str(path)):
+    yaml_broken = False
+    for parsed in load_yaml(text, source=str(path)):
         errors.extend(_in_file(e, path) for e in parsed.errors)
         if parsed.obj is not None:
             objects[object_id(parsed.obj)] = parsed.obj
+        elif parsed.errors and parsed.errors[0].kind == "File":
+            yaml_broken = True
         elif previous is not None:
             for error in parsed.errors:
                 kept = previous.objects.get((error.kind, error.namespace, error.name))
                 if kept is not None:
                     objects[object_id(kept)] = kept
+    if yaml_broken and previous is not None:
+        objects = dict(previous.objects)
     return FileView(objects, tuple(dict.fromkeys(errors)))
 
 
@@ -133,10 +138,7 @@ class ManifestFolder:
         collecting = gc.isenabled()
         gc.disable()  # tens of thousands of small objects that all live on: collections find nothing
         try:
-            self.files = {
-                path: read_file(path, self.files.get(path), documents)
-                for path, documents in zip(current, read_all(current), strict=True)
-            }
+            self.files = {path: read_file(path, self.files.get(path)) for path in current}
         finally:
             if collecting:
                 gc.enable()
