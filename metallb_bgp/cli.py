@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="BGP router ID (default: a peer's routerID or IPv4 sourceAddress)")
     run.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
     run.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
+    run.add_argument("--watch-step-ms", type=_positive_int, default=1, metavar="MS",
+                     help="file watcher step: a change is seen 1-2 steps after it; each step wakes a thread (default 1)")
     _logging_flags(run)
 
     controller = sub.add_parser(
@@ -85,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="no ack for this long: ExaBGP is wedged and restarted (default 60)")
     _logging_flags(speaker)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _kubernetes_flags(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             router_id=args.router_id,
             namespace=args.namespace,
             load_balancer_class=args.load_balancer_class,
+            watch_step_ms=args.watch_step_ms,
         )
         try:
             asyncio.run(run(options))

@@ -105,3 +105,9 @@ def test_run_refuses_a_damaged_state_file_instead_of_renumbering_every_service(t
     assert result.returncode == 1
     assert f"state file {state} cannot be read" in result.stderr and "not-an-ip" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_run_refuses_a_watch_step_below_one_millisecond(tmp_path: Path) -> None:
+    result = cli("run", "--manifests", "examples", "--node", "demo-node", "--watch-step-ms", "0", "--workdir", str(tmp_path))
+    assert result.returncode == 2
+    assert "--watch-step-ms: 0 is not a positive number" in result.stderr
