@@ -220,13 +220,17 @@ class SpeakerRun:
         return events
 
     def phases(self) -> dict[str, float]:
-        """When our own log says the first plan, the ExaBGP start, the session and the push happened."""
+        """When our own log says the first plan, the ExaBGP start, the session and the push happened (and
+how long the folder's read and the first plan took)."""
         from datetime import datetime
 
         wanted = {"reconciled": "first_reconcile", "relay_connected": "exabgp_connected",
                   "bgp_session_state": "session_up", "routes_synced": "first_full_push_acked"}  # fmt: skip
         found: dict[str, float] = {}
         for event in self.events():
+            if event.get("event") == "initial_sync":  # how long reading the folder and the first plan took
+                found["load_s"], found["plan_s"] = float(event["load_seconds"]), float(event["plan_seconds"])  # type: ignore[arg-type]
+                continue
             name = wanted.get(str(event.get("event")))
             if name is None or name in found or "timestamp" not in event:
                 continue
