@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -294,52 +295,68 @@ class KubeRun:
 
 
 def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
-    """In-process, milliseconds of the whole-plan recomputation each k8s daemon does per change at
-    `count` services (every service already holding its IP in status, as after a cold start):
-    the speaker's `speaker_plan` and the controller's `Controller.compute` steps (compile, allocate,
-    plan the writes). `metallb-bgp run` instead feeds only the changed service to its incremental
-    planner, so these are the per-change costs the embedded mode does not pay."""
+    """In-process, milliseconds each k8s daemon's planning costs per change at `count` services (every
+    service already holding its IP in status and its pool annotation, as after a cold start):
+
+    - `speaker_plan`: the speaker's whole plan (its `SpeakerPlanner` only pays it when the
+      configuration changes);
+    - `controller_compute`: the controller's whole pass, `compute_pass` (compile, allocate, plan every
+      write): what every pass cost before the controller became incremental, and its reference;
+    - `controller_create` / `controller_delete`: one pass of the controller's `ControllerPlanner` after
+      one Service was created (one status write planned) / deleted again, as the loop now runs it.
+    """
     import tempfile
 
     from bench.cluster import BenchCluster
-    from metallb_bgp.allocator import allocate, pool_usage
-    from metallb_bgp.compiler import compile_config
-    from metallb_bgp.controller import existing_assignments, plan_writes, snapshot_views
+    from metallb_bgp.controller import ControllerPlanner, compute_pass
+    from metallb_bgp.kube_writer import POOL_ANNOTATION
     from metallb_bgp.sources.manifests import ManifestFolder
     from metallb_bgp.speaker import speaker_plan
 
     with tempfile.TemporaryDirectory(prefix="mlb-plan-") as folder:
         cluster = BenchCluster(Path(folder), local_every=local_every)
         cluster.write_config(179)
-        for index in range(count):  # each service with the status the controller would have written
+        for index in range(count + 1):  # each service with what the controller would have written
             name = service_name(index)
-            text = service_manifest(name, local=cluster.is_local(index)).replace(
-                "  ports: [{port: 80}]\n", f"  ports: [{{port: 80}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: {service_ip(index)}}}]}}}}\n")
+            text = service_manifest(name, local=cluster.is_local(index))
+            if index < count:
+                written = f"annotations: {{{POOL_ANNOTATION}: bench}}}}\nspec:"
+                text = text.replace("namespace: default}\nspec:", f"namespace: default, {written}", 1)
+                status = f"status: {{loadBalancer: {{ingress: [{{ip: {service_ip(index)}}}]}}}}\n"
+                text = text.replace("  ports: [{port: 80}]\n", f"  ports: [{{port: 80}}]\n{status}")
             cluster.service_path(name).write_text(text)
         source = ManifestFolder([Path(folder)])
         source.load()
-        snapshot = source.snapshot()
+        with_new = source.snapshot()
+    new = next(s for s in with_new.services if s.name == service_name(count))
+    snapshot = replace(with_new, services=tuple(s for s in with_new.services if s is not new))
+    planner = ControllerPlanner()
+    planner.update(snapshot, {}, now=0.0)
 
     def controller_compute() -> int:
-        compiled = compile_config(snapshot)
-        views = snapshot_views(snapshot)
-        allocation = allocate(compiled.config, snapshot.services, snapshot.namespaces,
-                              existing=existing_assignments(views))  # fmt: skip
-        writes = plan_writes(snapshot, compiled, allocation, views, pool_usage(compiled.config, allocation))
-        return len(writes.status)
+        writes = compute_pass(snapshot, {}, now=0.0).writes
+        return len(writes.status) + len(writes.annotations)
+
+    def controller_create() -> int:
+        return len(planner.update(with_new, {}, now=0.0).writes.status)
+
+    def controller_delete() -> int:
+        return len(planner.update(snapshot, {}, now=0.0).writes.status)
 
     def speaker() -> int:
         return len(speaker_plan(snapshot, node_name=NODE).table.routes)
 
     result: dict[str, Any] = {"count": count}
-    for name, step in (("speaker_plan", speaker), ("controller_compute", controller_compute)):
-        times, size = [], 0
-        for _ in range(repeats):
+    steps = (("speaker_plan", speaker), ("controller_compute", controller_compute),
+             ("controller_create", controller_create), ("controller_delete", controller_delete))  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name, _ in steps}
+    for _ in range(repeats):
+        for name, step in steps:  # create and delete alternate: each pass sees exactly one change
             started = time.perf_counter()
-            size = step()
-            times.append((time.perf_counter() - started) * 1000)
-        result[f"{name}_ms"] = round(statistics.median(times), 1)
-        result[f"{name}_size"] = size
+            result[f"{name}_size"] = step()
+            times[name].append((time.perf_counter() - started) * 1000)
+    for name, samples in times.items():
+        result[f"{name}_ms"] = round(statistics.median(samples), 1)
     return result
 
 

@@ -13,8 +13,9 @@ is what `status.loadBalancer.ingress` needs, and custom resources accept it (the
 merge patches). Nothing written here ever carries a BGP password or any Secret data: bodies are built
 only from service IPs, pool names, counters, object references, `ObjectError` texts and peer states.
 
-Also here, because both daemons need them: `api_client_from` (in-cluster config or a kubeconfig file)
-and `Wakeup` (watch threads wake the asyncio loop; the loop coalesces a burst).
+Also here, because both daemons need them: `api_client_from` (in-cluster config or a kubeconfig file),
+`Wakeup` (watch threads wake the asyncio loop; the loop coalesces a burst) and `concurrently` (a batch
+of independent writes, `WRITE_WORKERS` in flight at a time).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from kubernetes import client, config
@@ -50,9 +52,17 @@ MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = (3.0, 10.0)  # connect, read (seconds): a hung API server must not hang a reconcile
 MAX_EVENT_MESSAGE = 1024  # the API server's limit on Event.message
 MAX_ERROR_SUMMARY = 4096
+# Requests in flight at once when a pass has many independent writes (a cold start: one status patch
+# per service, ~3.5 ms each on loopback, nearly all of it waiting for the API server). 8 overlap that
+# wait ~8x; more would mostly queue inside the API server, which serves every client of the cluster
+# from one max-requests-inflight budget (API Priority and Fairness gives each flow a share of it).
+WRITE_WORKERS = 8
+# urllib3 keeps this many connections per host: the 11 list+watch streams, the Lease and WRITE_WORKERS
+# writers, with room. Fewer and each concurrent write beyond it opens (and drops) a connection of its own.
 CONNECTION_POOL_SIZE = 32
 STATE_UNAVAILABLE_BACKOFF = 60.0  # seconds between attempts when ConfigurationState is not served
 Body = dict[str, Any]
+T = TypeVar("T")
 
 
 # --- values -------------------------------------------------------------------------------------------
@@ -411,6 +421,20 @@ class KubeWriter:
             patch={"status": status},
             kind="ConfigurationState",
         )
+
+
+def concurrently(
+    send: Callable[[T], WriteResult], items: Sequence[T], *, workers: int = WRITE_WORKERS
+) -> list[tuple[T, WriteResult]]:
+    """`send(item)` for every item, up to `workers` at a time; (item, result) pairs in the items' order.
+
+    For independent requests only (`KubeWriter`'s methods never raise, and each asks `may_write`
+    itself). One item is sent inline: a single change costs no thread.
+    """
+    if len(items) <= 1:
+        return [(item, send(item)) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="kube-write") as pool:
+        return list(zip(items, pool.map(send, items), strict=True))
 
 
 # --- plumbing both daemons share --------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,6 +45,7 @@ from metallb_bgp.kube_writer import (
     ObjectRef,
     WriteOutcome,
     WriteResult,
+    concurrently,
     configuration_state_status,
     event_body,
     pool_annotation_patch,
@@ -604,3 +606,45 @@ def test_an_edit_that_makes_a_pool_overlap_another_is_not_applied_and_no_service
         assert not [e for e in cluster.events("web") if e[1] == "ClearAssignment"]
 
     asyncio.run(running([controller], scenario))
+
+
+def test_a_cold_start_writes_the_statuses_several_at_a_time(cluster: Cluster) -> None:
+    cluster.create(pool("pool", "198.51.100.0/27"))
+    names = [f"s{i:02d}" for i in range(16)]
+    for name in names:
+        cluster.create(service(name))
+    cluster.fake.slow_next(16, seconds=0.25, method="PATCH", path=r"/services/[^/]+/status")  # a busy API server
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        await eventually(lambda: all(cluster.ips(name) for name in names), timeout=15, interval=0.05,
+                         what="every status written")  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"16 status writes of 0.25 s took {elapsed:.2f} s: one at a time"  # 4 s if serial
+        assert sorted(cluster.ips(name)[0] for name in names) == sorted(f"198.51.100.{i}" for i in range(16))
+        await eventually(lambda: all(cluster.annotation(name) == "pool" for name in names), what="every annotation")
+
+    asyncio.run(running([controller_for(cluster.fake)], scenario))
+
+
+def test_concurrent_writes_stop_as_soon_as_the_writer_may_no_longer_write(fake_kube: FakeKube) -> None:
+    core = client.CoreV1Api(fake_kube.client)
+    for i in range(24):
+        core.create_namespaced_service("default", {"metadata": {"name": f"s{i}"}, "spec": {"ports": [{"port": 80}]}})
+    lock, asked = threading.Lock(), [0]
+
+    def leading_for_five_requests() -> bool:  # the lease is lost in the middle of the batch
+        with lock:
+            asked[0] += 1
+            return asked[0] <= 5
+
+    writer = KubeWriter(fake_kube.client, component="metallb-controller", instance="c1",
+                        may_write=leading_for_five_requests)  # fmt: skip
+    fake_kube.clear_requests()
+    patch = {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}
+    names = [f"s{i}" for i in range(24)]
+    results = concurrently(lambda name: writer.patch_service_status("default", name, patch), names)
+    assert [name for name, _ in results] == names  # in the order given
+    assert sum(1 for _, result in results if result.ok) == 5
+    assert sum(1 for _, result in results if result.outcome is WriteOutcome.SKIPPED) == 19
+    assert len([r for r in fake_kube.requests if r.method == "PATCH"]) == 5

@@ -2,8 +2,10 @@
 
 Why: no kube-apiserver can run here, and mocking the client would hide exactly what we need to test
 (urllib3's retries, chunked watch streams, 409/410/422 handling, ApiException codes). `FakeKube`
-serves `Store` on 127.0.0.1 with HTTP/1.1 keep-alive, streams watches as chunked JSON lines, and lets
-a test fail, throttle or drop the next requests, compact the history, or restart on the same port.
+serves `Store` on 127.0.0.1 with HTTP/1.1 keep-alive, one thread per connection (a store-wide lock
+makes each request atomic: resourceVersions and 409s hold under concurrent writes), streams watches
+as chunked JSON lines, and lets a test fail, throttle, slow down or drop the next requests, compact the
+history, or restart on the same port.
 Not covered: authentication, protobuf, aggregated discovery, server-side apply, websockets (exec,
 logs), HTTP/2, and the events.k8s.io group.
 """
@@ -32,6 +34,7 @@ from .selectors import field_matcher, label_matcher
 from .store import ApiError, Event, Obj, Store, bad_request
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "metallb-system")
+CLIENT_POOL_SIZE = 32
 _REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
 
 
@@ -48,10 +51,11 @@ class Request:
 @dataclass
 class _Fault:
     remaining: int
-    status: int | None  # None: drop the connection without answering
+    status: int | None  # None: drop the connection without answering; 200: answer normally (after `delay`)
     retry_after: int | None
     method: str | None
     target: re.Pattern[str] | None
+    delay: float = 0.0  # seconds to wait before answering
 
     def matches(self, method: str, target: str) -> bool:
         return self.remaining > 0 and self.method in (None, method) and (
@@ -60,6 +64,11 @@ class _Fault:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5). A client opening a dozen connections at once (a
+    # controller's concurrent writes next to its watches) overflows 5 while the accepting thread waits for
+    # the GIL; the kernel then drops SYNs and the client retries a second later. The real API server
+    # listens with the system's somaxconn (4096).
+    request_queue_size = 128
 
     def __init__(self, fake: FakeKube, port: int) -> None:
         self.fake = fake
@@ -120,6 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         fault = fake._take_fault(self.command, self.path)
+        if fault is not None and fault.delay > 0:
+            time.sleep(fault.delay)  # this request only: the server goes on serving the others meanwhile
+            if fault.status == 200:
+                fault = None
         if fault is not None and fault.status is None:
             fake._record(self.command, url, None)
             self.close_connection = True
@@ -327,7 +340,12 @@ class FakeKube:
         return f"http://127.0.0.1:{self.port}"
 
     def configuration(self) -> Configuration:
-        return Configuration(host=self.url)
+        """A client configuration for this server, with as many pooled connections as the daemons give
+        themselves (metallb_bgp.kube_writer.CONNECTION_POOL_SIZE): room for their watches and concurrent
+        writers, where the client's default (5 per CPU) would open and drop a connection per extra request."""
+        configuration = Configuration(host=self.url)
+        configuration.connection_pool_maxsize = CLIENT_POOL_SIZE
+        return configuration
 
     def start(self) -> FakeKube:
         self._httpd = _HTTPServer(self, self.port)
@@ -410,6 +428,12 @@ class FakeKube:
 
     def drop_next(self, count: int = 1, *, method: str | None = None, path: str | None = None) -> None:
         self.fail_next(count, status=None, method=method, path=path)
+
+    def slow_next(self, count: int = 1, *, seconds: float, method: str | None = None, path: str | None = None) -> None:
+        """Answer the next `count` matching requests normally, each after `seconds` (an API server under
+        load): what concurrent clients gain shows in the time they take."""
+        with self._lock:
+            self._faults.append(_Fault(count, 200, None, method, re.compile(path) if path else None, delay=seconds))
 
     def clear_faults(self) -> None:
         with self._lock:
