@@ -85,11 +85,12 @@ def test_an_excluded_node_announces_nothing_but_keeps_its_peers() -> None:
 def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -> None:
     cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"))
     announced = announced_services(speaker_plan(cluster, node_name="n1").table)
-    [event] = node_assigned_events(frozenset(), announced, cluster, "n1")
+    services = {ServiceKey(s.namespace, s.name): s for s in cluster.services}
+    [event] = node_assigned_events(frozenset(), announced, services, "n1")
     assert (event.ref.name, event.ref.uid, event.type, event.reason) == ("web", "uid-web", "Normal", "nodeAssigned")
     assert event.message == 'announcing from node "n1" with protocol "bgp"'
-    assert node_assigned_events(announced, announced, cluster, "n1") == []
-    assert node_assigned_events(announced, frozenset(), cluster, "n1") == []
+    assert node_assigned_events(announced, announced, services, "n1") == []
+    assert node_assigned_events(announced, frozenset(), services, "n1") == []
 
 
 def test_the_speaker_state_lists_each_peer_session_and_never_a_password() -> None:
@@ -227,6 +228,15 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
     step = dataclasses.replace(step, services=tuple(s for s in step.services if s.name != "s0"))
     same(planner.update(step), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == {("router", net("198.51.100.0/32"))}
+
+    counted = snap({**pool(), "status": {"assignedIPv4": 4, "availableIPv4": 4}}).pools  # the controller's counters
+    step = dataclasses.replace(step, pools=counted)
+    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    assert planner.routes_touched == set()  # a new pool object, the same Config: nothing re-routed
+
+    grown = dataclasses.replace(step, pools=snap(pool("pool", "198.51.100.0/28")).pools)  # a new Config: whole plan
+    same(planner.update(grown), speaker_plan(grown, node_name="n1"))
+    assert planner.routes_touched is None
 
     step = dataclasses.replace(step, nodes=snap(node("n1", **{EXCLUDE: ""})).nodes)  # not a service: whole plan
     same(planner.update(step), speaker_plan(step, node_name="n1"))
