@@ -241,3 +241,75 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
     step = dataclasses.replace(step, nodes=snap(node("n1", **{EXCLUDE: ""})).nodes)  # not a service: whole plan
     same(planner.update(step), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched is None and not planner.plan.table.routes
+
+
+# --- change detection by identity (speaker.changed_objects) and the planner built on it --------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from metallb_bgp.speaker import SpeakerPlanner, changed_objects  # noqa: E402
+
+
+class Obj:
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+
+@given(st.lists(st.integers(0, 30), unique=True), st.lists(st.integers(0, 30), unique=True),
+       st.sets(st.integers(0, 30)), st.booleans(), st.booleans())
+def test_changed_objects_turn_the_old_index_into_the_new_one(old_keys, new_keys, replaced, sort_old, sort_new) -> None:
+    old = [Obj(k) for k in (sorted(old_keys) if sort_old else old_keys)]
+    kept = {o.key: o for o in old}
+    new = [Obj(k) if k in replaced or k not in kept else kept[k] for k in (sorted(new_keys) if sort_new else new_keys)]
+    added, gone = changed_objects(old, new, lambda o: o.key)
+    index = {o.key: o for o in old}
+    for key in gone - added.keys():
+        del index[key]
+    index.update(added)
+    assert {k: id(v) for k, v in index.items()} == {o.key: id(o) for o in new}
+    really = {k for k in set(old_keys) | set(new_keys) if k not in kept or k not in new_keys or k in replaced}
+    reported = set(added) | gone
+    assert really <= reported
+    if sort_old and sort_new:  # as the source keeps them: exactly what changed
+        assert reported == really
+
+
+SERVICES = [f"s{i}" for i in range(6)]
+step_kinds = st.tuples(
+    st.sampled_from(["service", "drop-service", "slice", "drop-slice", "shuffle"]),
+    st.sampled_from(SERVICES), st.sampled_from(["n1", "n2"]), st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step_kinds, max_size=12))
+def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> None:
+    """As the source hands them over (the same object for what did not change), in any order."""
+    import dataclasses
+    import random
+
+    config = snap(pool("pool", "198.51.100.0/28"), PEER, advertisement(), node("n1"))
+    services = {n: snap(service(n, ips=(f"198.51.100.{i}",))).services[0] for i, n in enumerate(SERVICES)}
+    slices = {n: snap(slice_for(n, "n1")).endpoint_slices[0] for n in SERVICES}
+    planner = SpeakerPlanner(node_name="n1")
+    rng = random.Random(len(steps))
+    for kind, name, where, local in [("start", "", "", False), *steps]:
+        if kind == "service":
+            policy = "Local" if local else "Cluster"
+            services[name] = snap(service(name, ips=(f"198.51.100.{SERVICES.index(name)}",), externalTrafficPolicy=policy)).services[0]
+        elif kind == "drop-service":
+            services.pop(name, None)
+        elif kind == "slice":
+            slices[name] = snap(slice_for(name, where, ready=not local)).endpoint_slices[0]
+        elif kind == "drop-slice":
+            slices.pop(name, None)
+        ordered_services, ordered_slices = list(services.values()), list(slices.values())
+        if kind == "shuffle":
+            rng.shuffle(ordered_services)
+            rng.shuffle(ordered_slices)
+        cluster = dataclasses.replace(config, services=tuple(ordered_services), endpoint_slices=tuple(ordered_slices))
+        got, want = planner.update(cluster), speaker_plan(cluster, node_name="n1")
+        assert dict(got.table.routes) == dict(want.table.routes)
+        assert dict(got.table.skipped) == dict(want.table.skipped)
+        assert got.peers == want.peers
