@@ -47,6 +47,7 @@ from metallb_bgp.kube_writer import (
     KubeWriter,
     ObjectRef,
     Wakeup,
+    concurrently,
     configuration_state_status,
 )
 from metallb_bgp.objects import ServiceKey
@@ -362,7 +363,7 @@ class _Publisher:
             self.retry_delay = min(30.0, (self.retry_delay or 0.5) * 2) if failed else None
 
     def _write(self, due: list[EventSpec], state: Body | None, known: Body | None):  # worker thread
-        results = [(spec, self.writer.emit_event(spec)) for spec in due]
+        results = concurrently(self.writer.emit_event, due)  # a cold start announces thousands at once
         state_result = None
         if state is not None and state != known:
             state_result = self.writer.write_configuration_state(

@@ -313,3 +313,27 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
         assert dict(got.table.routes) == dict(want.table.routes)
         assert dict(got.table.skipped) == dict(want.table.skipped)
         assert got.peers == want.peers
+
+
+def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_event(fake_kube: FakeKube, short_tmp: Path) -> None:
+    from metallb_bgp.kube_writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.speaker import _Publisher
+
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
+    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp))
+    specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
+             for i in range(40)]
+    core = client.CoreV1Api(fake_kube.client)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(publisher.run())
+        try:
+            publisher.publish({"result": "Valid"}, specs)
+            await eventually(lambda: len(core.list_namespaced_event("default").items) >= 40, what="40 events")
+            await asyncio.sleep(0.2)
+        finally:
+            task.cancel()
+    asyncio.run(scenario())
+    names = sorted(e.involved_object.name for e in core.list_namespaced_event("default").items)
+    assert names == sorted(f"s{i}" for i in range(40))  # each once
