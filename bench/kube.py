@@ -187,6 +187,25 @@ class KubeRun:
                 return began
         raise TimeoutError(f"daemons still busy after {timeout}s")
 
+    def speaker_restart(self, timeout: float) -> float:
+        """Seconds from starting a new speaker on the settled cluster (every status written) to BIRD
+        holding N routes again; the old one is stopped first and BIRD emptied (its peer has no graceful
+        restart, so a stopping speaker withdraws). The watch, plan and push of a speaker restart, with no
+        allocation to wait for."""
+        self.speaker.stop()
+        wait_for(lambda: self.control.route_count() == 0, timeout=timeout, interval=0.02, what="BIRD emptied")
+        config = str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
+        started = time.perf_counter()
+        self.speaker = Daemon(self.directory, "speaker-restarted", [
+            "speaker", "--kubeconfig", config, "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
+        self.daemons = [self.controller, self.speaker]
+
+        def check() -> bool:
+            self.alive()
+            return self.control.route_count() == self.count
+
+        return round(wait_for(check, timeout=timeout, interval=0.02, what="routes after a speaker restart") - started, 3)
+
     def stop(self) -> None:
         try:
             for daemon in self.daemons:
@@ -389,6 +408,9 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
             log(f"   {entry}")
             section["rss"].append({"routes": count, **run.rss()})
             if cold:
+                entry["speaker_restart_s"] = run.speaker_restart(args.timeout)
+                run.settle(args.timeout)
+                log(f"   speaker restarted -> {count} routes at BIRD in {entry['speaker_restart_s']}s")
                 section["cold_start"].append(entry)
             if count == args.kube_change_n:
                 log(f"   single changes through the API x{args.kube_samples}")

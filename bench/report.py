@@ -108,6 +108,13 @@ def print_kube(kube: dict[str, Any]) -> None:
               f"exabgp {e['exabgp'] / MB:6.1f} MB")
     if kube.get("plan_cost"):
         print(f"  whole-plan recomputation per change, in-process: {kube['plan_cost']}")
+    restarts = [e for e in kube["cold_start"] if "speaker_restart_s" in e]
+    if restarts:
+        print("\n== through the Kubernetes API: a new speaker on the settled cluster -> BIRD holds N routes (seconds)")
+        for e in restarts:
+            base = e.get("baseline_s")
+            ratio = f"  ({e['speaker_restart_s'] / base:.2f}x the raw baseline)" if base else ""
+            print(f"{e['count']:>7} {e['speaker_restart_s']:>7.2f}{ratio}")
 
 
 def write_kube_plot(kube: dict[str, Any], directory: Path, stamp: str) -> Path | None:
