@@ -558,6 +558,23 @@ def warning_events(views: Mapping[ServiceKey, ServiceView], warnings: Iterable[O
     return events
 
 
+def gathered(
+    planned: Iterable[ServiceWrites],
+) -> tuple[list[StatusChange], list[AnnotationChange], set[EventSpec]]:
+    """Services' writes as one pass sends them: status patches, annotation patches, AllocationFailed events."""
+    status: list[StatusChange] = []
+    annotations: list[AnnotationChange] = []
+    refused: set[EventSpec] = set()
+    for found in planned:
+        if found.status is not None:
+            status.append(found.status)
+        if found.annotation is not None:
+            annotations.append(found.annotation)
+        if found.refused is not None:
+            refused.add(found.refused)
+    return status, annotations, refused
+
+
 def plan_writes(
     snapshot: ClusterSnapshot,
     compiled: CompileResult,
@@ -566,19 +583,8 @@ def plan_writes(
     usage: Mapping[str, PoolUsage] | None = None,
 ) -> ControllerWrites:
     """Every write that makes the cluster show `allocation` and `compiled`'s problems (pure)."""
-    status: list[StatusChange] = []
-    annotations: list[AnnotationChange] = []
-    events: set[EventSpec] = set()
-    for key in sorted(views):
-        found = service_writes(key, views[key], allocation)
-        if found is None:
-            continue
-        if found.status is not None:
-            status.append(found.status)
-        if found.annotation is not None:
-            annotations.append(found.annotation)
-        if found.refused is not None:
-            events.add(found.refused)
+    planned = (service_writes(key, views[key], allocation) for key in sorted(views))
+    status, annotations, events = gathered(found for found in planned if found is not None)
     events |= warning_events(views, allocation.warnings)
     events |= problem_events(snapshot, compiled.errors)
     return ControllerWrites(
@@ -901,17 +907,7 @@ class ControllerPlanner:
         self._warning_events = frozenset(warning_events(self._views, warnings))
 
     def _writes(self, snapshot: ClusterSnapshot, usage: Mapping[str, PoolUsage]) -> ControllerWrites:
-        status: list[StatusChange] = []
-        annotations: list[AnnotationChange] = []
-        refused: set[EventSpec] = set()
-        for key in sorted(self._planned):
-            found = self._planned[key]
-            if found.status is not None:
-                status.append(found.status)
-            if found.annotation is not None:
-                annotations.append(found.annotation)
-            if found.refused is not None:
-                refused.add(found.refused)
+        status, annotations, refused = gathered(self._planned[key] for key in sorted(self._planned))
         return ControllerWrites(
             status=tuple(status),
             annotations=tuple(annotations),

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from test_allocator import POOL_MENU, UNIVERSE
+from test_reconciler import assert_same_allocation
 
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.controller import (
@@ -271,10 +272,7 @@ def assert_same_pass(got: ControllerPass, want: ControllerPass) -> None:
     assert got.writes.problem_events == want.writes.problem_events
     assert got.writes.state == want.writes.state
     assert got.overlay == want.overlay
-    assert dict(got.allocation.assignments) == dict(want.allocation.assignments)
-    assert got.allocation.refusals == want.allocation.refusals
-    assert got.allocation.warnings == want.allocation.warnings
-    assert got.allocation.cleared == want.allocation.cleared
+    assert_same_allocation(got.allocation, want.allocation)
     assert got.usage == want.usage
     assert got.compiled == want.compiled
 
