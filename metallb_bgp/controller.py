@@ -77,7 +77,7 @@ from metallb_bgp.kube_writer import (
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.reconciler import config_part
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, replaced_objects
 
 log = structlog.get_logger("metallb_bgp.controller")
 
@@ -726,9 +726,8 @@ class ControllerPlanner:
         self._allocation_state: AllocationState | None = None
         self._allocation = Allocation()
         self._tally = PoolTally(Config())  # pool_usage, kept: replaced with the allocation state
-        self._services_tuple: tuple[Service, ...] | None = None
+        self._services_tuple: tuple[Service, ...] = ()
         self._services: dict[ServiceKey, Service] = {}
-        self._by_id: dict[int, Service] = {}  # the last tuple's services by id()
         self._cached: dict[ServiceKey, ServiceView] = {}  # each service's view as the cache shows it
         self._views: dict[ServiceKey, ServiceView] = {}  # ... with our unseen writes overlaid
         self._overlaid: set[ServiceKey] = set()  # the services whose view is one of our writes
@@ -805,16 +804,13 @@ class ControllerPlanner:
         """The keys whose Service is another object than last pass's (or appeared, or went).
 
         The source hands back the same tuple when no Service changed, and otherwise mostly the same
-        objects: comparing the tuples' object ids (in C) finds the few that differ without building a
-        key for each of 10,000 services.
+        objects: `replaced_objects` finds the few that differ without building a key for each of 10,000.
         """
         if services is self._services_tuple:
             return set()
-        by_id = dict(zip(map(id, services), services))  # holds them: no id is reused while we compare
+        went, came = replaced_objects(self._services_tuple, services)
         previous = self._services
         current = dict(previous)
-        went = [self._by_id[i] for i in self._by_id.keys() - by_id.keys()]
-        came = [by_id[i] for i in by_id.keys() - self._by_id.keys()]
         for service in went:
             key = ServiceKey(service.namespace, service.name)
             if current.get(key) is service:
@@ -828,7 +824,7 @@ class ControllerPlanner:
             current = {ServiceKey(service.namespace, service.name): service for service in services}
             changed = {key for key, service in current.items() if previous.get(key) is not service}
             changed |= previous.keys() - current.keys()
-        self._services_tuple, self._by_id, self._services = services, by_id, current
+        self._services_tuple, self._services = services, current
         for key in changed:
             service = current.get(key)
             if service is None:

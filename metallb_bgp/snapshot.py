@@ -7,8 +7,9 @@ the errors met while reading them, so a malformed object is reported once, by wh
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -68,3 +69,19 @@ class ClusterSnapshot:
             namespace=namespace,
             load_errors=tuple(errors),
         )
+
+
+T = TypeVar("T")
+
+
+def replaced_objects(old: Sequence[T], new: Sequence[T]) -> tuple[list[T], list[T]]:
+    """(the objects of `old` that `new` no longer holds, the objects of `new` that `old` did not), by
+    identity, in no particular order.
+
+    Why: the Kubernetes source hands back the very same object for everything no watch event touched
+    (and the same tuple for a kind nothing happened to), so what changed between two snapshots is a set
+    difference of object ids, done in C (about a millisecond at 10,000 objects), where indexing every
+    object by key on every pass cost tens of milliseconds.
+    """
+    before, after = {id(o): o for o in old}, {id(o): o for o in new}  # both held: no id is reused meanwhile
+    return [before[i] for i in before.keys() - after.keys()], [after[i] for i in after.keys() - before.keys()]

@@ -21,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TypeVar
 
 import structlog
 from kubernetes.client import ApiClient
@@ -63,7 +62,7 @@ from metallb_bgp.routes import (
     node_peers,
     service_routes,
 )
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, replaced_objects
 
 log = structlog.get_logger("metallb_bgp.speaker")
 
@@ -124,7 +123,6 @@ class SpeakerPlanner:
         self._routes = RouteTableState()
         self._services: dict[ServiceKey, Service] = {}
         self._slices: dict[tuple[str, str], tuple[EndpointSlice, ...]] = {}  # by (namespace, service), as index_endpoint_slices
-        self._slice_objects: dict[tuple[str, str], EndpointSlice] = {}  # by their own (namespace, name)
         self._services_tuple: tuple[Service, ...] = ()
         self._slices_tuple: tuple[EndpointSlice, ...] = ()
 
@@ -165,39 +163,38 @@ class SpeakerPlanner:
     def _take_services(self, services: tuple[Service, ...]) -> set[ServiceKey]:
         if services is self._services_tuple:  # the source hands back the same tuple for an untouched kind
             return set()
-        added, gone = changed_objects(self._services_tuple, services, _service_key)
+        went, came = replaced_objects(self._services_tuple, services)
         self._services_tuple = services
-        for key in gone - added.keys():
-            del self._services[key]
-        self._services.update(added)
-        return gone | added.keys()
+        for service in went:
+            if self._services.get(key := _service_key(service)) is service:
+                del self._services[key]
+        self._services.update((_service_key(service), service) for service in came)
+        if len(self._services) != len(services):  # a key defined twice (not from the Kubernetes source)
+            before, self._services = self._services, {_service_key(service): service for service in services}
+            return {key for key in before.keys() | self._services.keys() if before.get(key) is not self._services.get(key)}
+        return {_service_key(service) for service in (*went, *came)}
 
     def _take_slices(self, slices: tuple[EndpointSlice, ...]) -> set[tuple[str, str]]:
         """The (namespace, service name) groups whose EndpointSlices changed."""
         if slices is self._slices_tuple:
             return set()
-        added, gone = changed_objects(self._slices_tuple, slices, _object_key)
+        went, came = replaced_objects(self._slices_tuple, slices)
         self._slices_tuple = slices
-        members: dict[tuple[str, str], set[tuple[str, str]]] = {}  # each touched group's slice keys, as now
-        for key in gone:
-            group = slice_group(self._slice_objects.pop(key))
-            if group is not None:
-                members.setdefault(group, set())
-        for key, endpoint_slice in added.items():
-            self._slice_objects[key] = endpoint_slice
-            group = slice_group(endpoint_slice)
-            if group is not None:
-                members.setdefault(group, set()).add(key)
-        for group, keys in members.items():
-            keys.update(
-                key for key in map(_object_key, self._slices.get(group, ()))
-                if key in self._slice_objects and slice_group(self._slice_objects[key]) == group
-            )  # fmt: skip
-            if keys:  # in key order, as index_endpoint_slices gives them from the source's sorted kind
-                self._slices[group] = tuple(self._slice_objects[key] for key in sorted(keys))
+        gone = {id(endpoint_slice) for endpoint_slice in went}
+        groups: dict[tuple[str, str], list[EndpointSlice]] = {}  # each touched group's new members
+        for endpoint_slice in went:
+            if (group := slice_group(endpoint_slice)) is not None:
+                groups.setdefault(group, [])
+        for endpoint_slice in sorted(came, key=lambda s: (s.metadata.namespace, s.metadata.name)):
+            if (group := slice_group(endpoint_slice)) is not None:
+                groups.setdefault(group, []).append(endpoint_slice)
+        for group, arrived in groups.items():  # the group's survivors, then its new slices (order is moot)
+            members = [*(s for s in self._slices.get(group, ()) if id(s) not in gone), *arrived]
+            if members:
+                self._slices[group] = tuple(members)
             else:
                 self._slices.pop(group, None)
-        return set(members)
+        return set(groups)
 
     def _route(self, key: ServiceKey, service: Service | None, slices: Sequence[EndpointSlice]) -> None:
         assert self._context is not None
@@ -210,44 +207,6 @@ class SpeakerPlanner:
 
 def _service_key(service: Service) -> ServiceKey:
     return ServiceKey(service.metadata.namespace, service.metadata.name)
-
-
-def _object_key(obj: EndpointSlice) -> tuple[str, str]:
-    return (obj.metadata.namespace, obj.metadata.name)
-
-
-K = TypeVar("K")
-T = TypeVar("T")
-
-
-def changed_objects(old: Sequence[T], new: Sequence[T], key: Callable[[T], K]) -> tuple[dict[K, T], set[K]]:
-    """(the objects of `new` that `old` does not hold, by key; the keys of `old`'s objects that `new` does
-    not hold), with `key` unique within each sequence.
-
-    Walks both together comparing identities: the Kubernetes source keeps each kind sorted by key and
-    hands back the very same object for everything unchanged, so one change among 10,000 Services costs
-    a walk (about a millisecond), where re-indexing them all cost tens. Right for any order: objects out
-    of order only cost more keys to compute. An object replaced under the same key is in both results.
-    """
-    added: dict[K, T] = {}
-    gone: set[K] = set()
-    i = j = 0
-    while i < len(old) and j < len(new):
-        a, b = old[i], new[j]
-        if a is b:
-            i += 1
-            j += 1
-            continue
-        key_a, key_b = key(a), key(b)
-        if not key_b < key_a:  # type: ignore[operator]
-            gone.add(key_a)
-            i += 1
-        if not key_a < key_b:  # type: ignore[operator]
-            added[key_b] = b
-            j += 1
-    gone.update(key(a) for a in old[i:])
-    added.update((key(b), b) for b in new[j:])
-    return added, gone
 
 
 def announced_services(table: RouteTable) -> frozenset[ServiceKey]:
