@@ -21,13 +21,14 @@ def attributes_text(attrs: RouteAttributes) -> str:
 
 
 def plan_json(plan: Plan, node_name: str) -> dict[str, Any]:
+    ibgp = {p.name for p in plan.peers if p.is_ibgp}  # LOCAL_PREF is sent over iBGP only: show what is sent
     routes = []
     for (peer, prefix), attrs in sorted(plan.table.routes.items(), key=lambda kv: (kv[0][1].version, kv[0][1], kv[0][0])):
         routes.append(
             {
                 "prefix": str(prefix),
                 "peer": peer,
-                "localPref": attrs.local_pref,
+                "localPref": attrs.local_pref if peer in ibgp else None,
                 "communities": list(attrs.communities),
                 "largeCommunities": list(attrs.large_communities),
                 "services": [str(s) for s in plan.table.services.get(prefix, ())],

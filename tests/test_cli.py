@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,20 @@ def test_plan_prints_allocation_and_routes_as_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "default/nginx  192.168.10.0  first-pool" in result.stdout
     route = next(line for line in result.stdout.splitlines() if line.startswith("192.168.10.0/32"))
-    assert "demo-router" in route and "64500:100" in route and "64500:1:2" in route and "local-pref 150" in route
+    assert "demo-router" in route and "64500:100" in route and "64500:1:2" in route
+    assert "local-pref" not in route  # the demo peer is eBGP: its localPref 150 is not sent, so not shown
+
+
+def test_plan_shows_local_pref_for_ibgp_peers_only(tmp_path: Path) -> None:
+    shutil.copytree("examples", tmp_path / "m")
+    peer = (tmp_path / "m" / "peer.yaml").read_text()
+    internal = peer.replace("name: demo-router", "name: internal").replace("peerASN: 64501", "peerASN: 64500")
+    internal = internal.replace("peerPort: 1790", "peerPort: 1791")
+    (tmp_path / "m" / "peer-internal.yaml").write_text(internal)
+    result = cli("plan", str(tmp_path / "m"), "--node", "demo-node", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    prefs = {r["peer"]: r["localPref"] for r in json.loads(result.stdout)["routes"] if r["prefix"] == "192.168.10.0/32"}
+    assert prefs == {"demo-router": None, "internal": 150}
 
 
 def test_plan_json_names_skipped_services_with_reasons(tmp_path: Path) -> None:
