@@ -964,7 +964,8 @@ class ControllerOptions:
     identity: str = field(default_factory=default_identity)
     timings: LeaseTimings = LeaseTimings()
     leader_election: bool = True
-    coalesce_seconds: float = 0.005
+    # a burst of watch events waits this long to become one pass; passes cost what changed, so short
+    coalesce_seconds: float = 0.001
     retry_initial: float = 0.5
     retry_max: float = 30.0
 

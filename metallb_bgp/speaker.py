@@ -22,6 +22,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from ipaddress import IPv4Address
@@ -125,11 +126,18 @@ class SpeakerPlanner:
         self._slices: dict[tuple[str, str], tuple[EndpointSlice, ...]] = {}  # by (namespace, service), as index_endpoint_slices
         self._services_tuple: tuple[Service, ...] = ()
         self._slices_tuple: tuple[EndpointSlice, ...] = ()
+        self._announced: set[ServiceKey] = set()  # services with at least one route: announced_services(table)
+        self.newly_announced: set[ServiceKey] = set()  # announced after the last update and not before it
 
     @property
     def services(self) -> Mapping[ServiceKey, Service]:
         """The services of the last update, by key."""
         return self._services
+
+    @property
+    def announced(self) -> AbstractSet[ServiceKey]:
+        """`announced_services(plan.table)`, kept up to date instead of walking the table."""
+        return self._announced
 
     def update(self, snapshot: ClusterSnapshot) -> SpeakerPlan:
         config = config_part(snapshot)  # everything but Services and EndpointSlices
@@ -151,7 +159,11 @@ class SpeakerPlanner:
             self._node = node
         else:
             compiled, peers = self.plan.compiled, self.plan.peers
-        todo = set(self._services) if full else changed_services | {ServiceKey(*group) for group in changed_groups}
+        todo = changed_services | {ServiceKey(*group) for group in changed_groups}
+        if full:
+            todo |= self._services.keys()
+            self._announced &= self._services.keys()
+        self.newly_announced = set()
         for key in todo:
             self._route(key, self._services.get(key), self._slices.get((key.namespace, key.name), ()))
         touched = self._routes.take_touched()
@@ -199,10 +211,16 @@ class SpeakerPlanner:
     def _route(self, key: ServiceKey, service: Service | None, slices: Sequence[EndpointSlice]) -> None:
         assert self._context is not None
         ips = service.status_ips() if service is not None else ()
-        if service is None or not is_ours(service, assigned=bool(ips), load_balancer_class=self.load_balancer_class):
-            self._routes.set(key, None)
+        contribution = None
+        if service is not None and is_ours(service, assigned=bool(ips), load_balancer_class=self.load_balancer_class):
+            contribution = service_routes(self._context, service, ips, slices)
+        self._routes.set(key, contribution)
+        if contribution is not None and any(targets for _prefix, targets in contribution.announcements):
+            if key not in self._announced:
+                self._announced.add(key)
+                self.newly_announced.add(key)
         else:
-            self._routes.set(key, service_routes(self._context, service, ips, slices))
+            self._announced.discard(key)
 
 
 def _service_key(service: Service) -> ServiceKey:
@@ -214,11 +232,11 @@ def announced_services(table: RouteTable) -> frozenset[ServiceKey]:
 
 
 def node_assigned_events(
-    before: frozenset[ServiceKey], after: frozenset[ServiceKey], services: Mapping[ServiceKey, Service], node_name: str
+    newly: AbstractSet[ServiceKey], services: Mapping[ServiceKey, Service], node_name: str
 ) -> list[EventSpec]:
     """`nodeAssigned` for every service this node announces now and did not before (MetalLB's event)."""
     events = []
-    for key in sorted(after - before):
+    for key in sorted(newly):
         service = services.get(key)
         if service is None:
             continue
@@ -269,7 +287,8 @@ class SpeakerOptions:
     namespace: str = DEFAULT_NAMESPACE
     router_id: IPv4Address | None = None
     load_balancer_class: str | None = None
-    coalesce_seconds: float = 0.005
+    # a burst of watch events waits this long to become one pass; passes cost what changed, so short
+    coalesce_seconds: float = 0.001
     status_interval: float = 2.0  # how often session states are checked for the ConfigurationState
     tuning: EngineTuning = field(default_factory=EngineTuning)
 
@@ -346,7 +365,6 @@ class Speaker:
         self.engine: ExaBGPEngine | None = None
         self.plan: SpeakerPlan | None = None
         self.planner = SpeakerPlanner(node_name=options.node_name, load_balancer_class=options.load_balancer_class)
-        self.announced: frozenset[ServiceKey] = frozenset()
         self.problems = ProblemLog()
         self.refused_peers: tuple[Peer, ...] | None = None  # peers ExaBGP refused: not retried until they change
         writer = KubeWriter(api_client, component=COMPONENT, instance=options.node_name, host=options.node_name)
@@ -389,9 +407,7 @@ class Speaker:
             await self._set_peers(plan.peers)
         assert self.engine is not None
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
-        announced = announced_services(plan.table)
-        events = node_assigned_events(self.announced, announced, self.planner.services, self.options.node_name)
-        self.announced = announced
+        events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
         self.plan = plan
         self.reconciles += 1
         self._publish(events)
@@ -402,7 +418,7 @@ class Speaker:
         log.info(
             "reconciled",
             routes=len(plan.table.routes),
-            services=len(announced),
+            services=len(self.planner.announced),
             skipped=len(plan.table.skipped),
             peers=len(plan.peers),
             seconds=round(time.monotonic() - started, 4),

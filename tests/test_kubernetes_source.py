@@ -13,13 +13,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 from structlog.testing import capture_logs
 
 from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.snapshot import ClusterSnapshot
-from metallb_bgp.sources.kubernetes import KubernetesSource, Resource, ResourceCache, backoff_delay
+from metallb_bgp.sources.kubernetes import KubernetesSource, Resource, ResourceCache, backoff_delay, parse_item
 
 GROUP = "metallb.io"
 NS = "metallb-system"
@@ -316,6 +318,24 @@ def test_relist_keeps_the_last_good_version_of_an_object_that_turned_bad() -> No
     assert not relisted.same_as(cache)
     assert relisted.rebuilt([raw("a", "3", {"adresses": ["x"]}), raw("c", "4", {"addresses": ["203.0.113.0/28"]})],
                             resource, lambda r: True).same_as(relisted)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from("abcdefgh"), st.integers(1, 3)), max_size=40))
+def test_the_cache_keeps_its_objects_in_key_order_through_events(events) -> None:
+    """sorted_objects() after puts and removals, as a sort of the objects would give it."""
+    resource = Resource("ipaddresspools", "IPAddressPool", f"{GROUP}/v1beta1", "pools", lambda **kw: None)
+    cache = ResourceCache()
+    for index, (put, name, rv) in enumerate(events):
+        if index == 3:
+            cache.sorted_objects()  # the key order becomes known part-way, as after the first snapshot
+        if put:
+            doc = {"metadata": {"name": name, "namespace": NS, "resourceVersion": str(rv)},
+                   "spec": {"addresses": [f"192.0.2.{rv * 16}/28"]}}
+            cache.put((NS, name), parse_item(doc, resource))
+        else:
+            cache.remove((NS, name))
+        assert cache.sorted_objects() == tuple(cache.objects[key] for key in sorted(cache.objects))
 
 
 # --- outages ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ checking the Event and the ConfigurationState a user would see with kubectl.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import time
@@ -26,6 +27,7 @@ from metallb_bgp.routes import SkipReason
 from metallb_bgp.speaker import (
     Speaker,
     SpeakerOptions,
+    SpeakerPlanner,
     announced_services,
     node_assigned_events,
     peer_entries,
@@ -86,11 +88,15 @@ def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -
     cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"))
     announced = announced_services(speaker_plan(cluster, node_name="n1").table)
     services = {ServiceKey(s.namespace, s.name): s for s in cluster.services}
-    [event] = node_assigned_events(frozenset(), announced, services, "n1")
+    [event] = node_assigned_events(announced, services, "n1")
     assert (event.ref.name, event.ref.uid, event.type, event.reason) == ("web", "uid-web", "Normal", "nodeAssigned")
     assert event.message == 'announcing from node "n1" with protocol "bgp"'
-    assert node_assigned_events(announced, announced, services, "n1") == []
-    assert node_assigned_events(announced, frozenset(), services, "n1") == []
+    assert node_assigned_events(frozenset(), services, "n1") == []
+    planner = SpeakerPlanner(node_name="n1")  # the speaker passes what its planner newly announced
+    planner.update(cluster)
+    assert planner.newly_announced == announced
+    planner.update(dataclasses.replace(cluster, pools=snap({**pool(), "status": {"assignedIPv4": 1}}).pools))
+    assert planner.newly_announced == set()  # a counters-only pool change: nothing new, no second event
 
 
 def test_the_speaker_state_lists_each_peer_session_and_never_a_password() -> None:
@@ -249,7 +255,6 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from metallb_bgp.snapshot import replaced_objects  # noqa: E402
-from metallb_bgp.speaker import SpeakerPlanner  # noqa: E402
 
 
 class Obj:
@@ -308,7 +313,10 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
             rng.shuffle(ordered_services)
             rng.shuffle(ordered_slices)
         cluster = dataclasses.replace(config, services=tuple(ordered_services), endpoint_slices=tuple(ordered_slices))
+        announced_before = set(planner.announced)
         got, want = planner.update(cluster), speaker_plan(cluster, node_name="n1")
+        assert set(planner.announced) == announced_services(want.table)
+        assert planner.newly_announced == announced_services(want.table) - announced_before
         assert dict(got.table.routes) == dict(want.table.routes)
         assert dict(got.table.skipped) == dict(want.table.skipped)
         assert got.peers == want.peers

@@ -29,6 +29,7 @@ Deliberately not here: deciding anything. `on_change()` only tells the owner tha
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import json
@@ -117,17 +118,21 @@ class ResourceCache:
     """The last good version of every object, and the errors of those whose latest version is bad.
 
     Mutated only by its resource's watch thread, under the source's lock; `sorted_objects()` is cached
-    so a snapshot per reconcile costs a tuple copy, not a sort of 10,000 Services.
+    so a snapshot per reconcile costs a tuple copy, not a sort of 10,000 Services, and the key order is
+    kept as keys come and go, so the tuple after one event costs look-ups, not a sort.
     """
 
     def __init__(self) -> None:
         self.objects: dict[Key, BaseModel] = {}
         self.errors: dict[Key, tuple[ObjectError, ...]] = {}
         self._sorted: tuple[BaseModel, ...] | None = None
+        self._keys: list[Key] | None = None  # sorted(self.objects) once known
 
     def sorted_objects(self) -> tuple[BaseModel, ...]:
         if self._sorted is None:
-            self._sorted = tuple(self.objects[key] for key in sorted(self.objects))
+            if self._keys is None:
+                self._keys = sorted(self.objects)
+            self._sorted = tuple(map(self.objects.__getitem__, self._keys))
         return self._sorted
 
     def all_errors(self) -> Iterable[ObjectError]:
@@ -145,6 +150,8 @@ class ResourceCache:
         unchanged = old is not None and key not in self.errors and _rv(old) == _rv(parsed.obj) and old == parsed.obj
         if unchanged:
             return False
+        if old is None and self._keys is not None:
+            bisect.insort(self._keys, key)
         self.objects[key] = parsed.obj
         self.errors.pop(key, None)
         self._sorted = None
@@ -155,6 +162,8 @@ class ResourceCache:
         had_errors = self.errors.pop(key, None) is not None
         if had:
             self._sorted = None
+            if self._keys is not None:
+                del self._keys[bisect.bisect_left(self._keys, key)]
         return had or had_errors
 
     def rebuilt(self, items: Iterable[Raw], resource: Resource, keep: Callable[[Raw], bool]) -> ResourceCache:
