@@ -964,8 +964,7 @@ class ControllerOptions:
     identity: str = field(default_factory=default_identity)
     timings: LeaseTimings = LeaseTimings()
     leader_election: bool = True
-    # a burst of watch events waits this long to become one pass; passes cost what changed, so short
-    coalesce_seconds: float = 0.001
+    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
     retry_initial: float = 0.5
     retry_max: float = 30.0
 

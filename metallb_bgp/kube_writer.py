@@ -460,33 +460,52 @@ def api_client_from(kubeconfig: Path | None) -> ApiClient:
     return ApiClient(configuration)
 
 
+MAX_COALESCING = 0.5  # seconds: however slow a pass, a burst is not held back longer
+
+
+def coalescing_pause(coalesce: float, busy: float, *, backlog: bool) -> float:
+    """How long a woken loop lets more events gather before its pass.
+
+    Woken from idle: `coalesce` (a millisecond), so one change is not held back. Woken by events that
+    arrived while the last pass ran (a burst: a cold start's thousands of status echoes, a rollout): as
+    long as that pass took, so the loop spends at most about half its time in passes and each pass
+    takes in a larger batch, instead of one pass per event.
+    """
+    return min(max(coalesce, busy), MAX_COALESCING) if backlog else coalesce
+
+
 class Wakeup:
     """How watch threads reach the reconcile loop: they only set an event; the loop does the work.
 
     `notify` is safe from any thread (it is the `on_change` callback given to the source). `wait`
-    returns True when woken, False on `timeout` or `stop`; after a wake-up it lets `coalesce` seconds
-    pass, so a burst of watch events (a Deployment rollout touching many EndpointSlices) becomes one
-    reconcile, and clears the event before returning: whatever arrives after that wakes the next one.
+    returns True when woken, False on `timeout` or `stop`; after a wake-up it lets `coalescing_pause`
+    pass, so a burst of watch events becomes few reconciles, and clears the event before returning:
+    whatever arrives after that wakes the next one.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, coalesce: float = 0.005) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, coalesce: float = 0.001) -> None:
         self.loop = loop
         self.coalesce = coalesce
         self.event = asyncio.Event()
+        self._returned: float | None = None  # loop time the last wake-up was handed to the caller
 
     def notify(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is gone, nothing to wake
             self.loop.call_soon_threadsafe(self.event.set)
 
     async def wait(self, stop: asyncio.Event, timeout: float | None = None) -> bool:
+        backlog = self.event.is_set()  # set while the caller's last pass ran
+        busy = 0.0 if self._returned is None else self.loop.time() - self._returned
         waiters = {asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())}
         done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if stop.is_set() or not self.event.is_set():
-            return False
-        if self.coalesce > 0:
-            await asyncio.sleep(self.coalesce)
-        self.event.clear()
-        return True
+        woken = not stop.is_set() and self.event.is_set()
+        if woken:
+            pause = coalescing_pause(self.coalesce, busy, backlog=backlog)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self.event.clear()
+        self._returned = self.loop.time()  # what the caller does until its next wait is its pass
+        return woken

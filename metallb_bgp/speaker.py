@@ -287,8 +287,7 @@ class SpeakerOptions:
     namespace: str = DEFAULT_NAMESPACE
     router_id: IPv4Address | None = None
     load_balancer_class: str | None = None
-    # a burst of watch events waits this long to become one pass; passes cost what changed, so short
-    coalesce_seconds: float = 0.001
+    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
     status_interval: float = 2.0  # how often session states are checked for the ConfigurationState
     tuning: EngineTuning = field(default_factory=EngineTuning)
 

@@ -648,3 +648,36 @@ def test_concurrent_writes_stop_as_soon_as_the_writer_may_no_longer_write(fake_k
     assert sum(1 for _, result in results if result.ok) == 5
     assert sum(1 for _, result in results if result.outcome is WriteOutcome.SKIPPED) == 19
     assert len([r for r in fake_kube.requests if r.method == "PATCH"]) == 5
+
+
+def test_a_woken_loop_waits_a_millisecond_from_idle_and_as_long_as_its_last_pass_in_a_burst() -> None:
+    from metallb_bgp.kube_writer import MAX_COALESCING, coalescing_pause
+
+    assert coalescing_pause(0.001, 0.2, backlog=False) == 0.001  # one change after a quiet spell
+    assert coalescing_pause(0.001, 0.2, backlog=True) == 0.2  # events came during a 200 ms pass
+    assert coalescing_pause(0.001, 0.0001, backlog=True) == 0.001
+    assert coalescing_pause(0.001, 30.0, backlog=True) == MAX_COALESCING
+
+
+def test_wakeup_knows_a_burst_from_a_wake_from_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metallb_bgp import kube_writer
+
+    seen: list[tuple[float, bool]] = []
+    real = kube_writer.coalescing_pause
+    monkeypatch.setattr(kube_writer, "coalescing_pause", lambda c, busy, *, backlog: seen.append((busy, backlog)) or real(c, busy, backlog=backlog))
+
+    async def scenario() -> None:
+        wake, stop = kube_writer.Wakeup(asyncio.get_running_loop()), asyncio.Event()
+        waiting = asyncio.create_task(wake.wait(stop))
+        await asyncio.sleep(0.01)
+        wake.notify()  # from idle
+        assert await waiting
+        await asyncio.sleep(0.02)  # a pass, during which another event arrives
+        wake.notify()
+        await asyncio.sleep(0)
+        assert await wake.wait(stop)
+        assert not await wake.wait(stop, timeout=0.01)  # nothing more: a timeout, not a wake-up
+
+    asyncio.run(scenario())
+    assert [backlog for _busy, backlog in seen] == [False, True]
+    assert seen[1][0] >= 0.02
