@@ -228,6 +228,7 @@ def _service_key(service: Service) -> ServiceKey:
 
 
 def announced_services(table: RouteTable) -> frozenset[ServiceKey]:
+    """The services a table announces (the definition `SpeakerPlanner.announced` is tested against)."""
     return frozenset(key for keys in table.services.values() for key in keys)
 
 
