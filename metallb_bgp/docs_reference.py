@@ -172,9 +172,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             "`dualStackAddressFamily` is set); an error together with `dualStackAddressFamily: true`."
         ),
         "spec.dualStackAddressFamily": (
-            "Negotiate IPv4 and IPv6 unicast on this one session. The speaker sends a route over a session "
-            "of the other family only when it has a next hop for that family, which it currently never "
-            "configures: use one BGPPeer per address family."
+            "Negotiate IPv4 and IPv6 unicast on this one session. Routes of the other family carry the "
+            "node's own address of that family as next hop (its Node's InternalIP, else ExternalIP, from "
+            "`status.addresses`); a node without one gets a warning and the session carries its own family only."
         ),
         "spec.interface": "BGP unnumbered over an interface: not supported by this speaker (an error); set `peerAddress`.",
         "spec.port": (

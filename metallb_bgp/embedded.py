@@ -39,10 +39,11 @@ from pathlib import Path
 import structlog
 
 from metallb_bgp import metrics
+from metallb_bgp.api.core import Node
 from metallb_bgp.compiler import compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
-from metallb_bgp.exabgp import ExaBGPConfigError, ExaBGPEngine, SessionState
+from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, SessionState
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.plan import Plan
@@ -81,8 +82,41 @@ def first_peers(change: ClusterChange, node_name: str) -> tuple[Peer, ...]:
     same as that plan's (same snapshot, no earlier last-good versions), else the first reconcile's
     `set_peers` puts it right."""
     assert change.config is not None, "the first change is whole"
-    node = next((n for n in change.config.nodes if n.name == node_name), None)
-    return node_peers(compile_config(change.config).config, node)
+    return node_peers(compile_config(change.config).config, find_node(change.config, node_name))
+
+
+def find_node(snapshot: ClusterSnapshot, node_name: str) -> Node | None:
+    return next((n for n in snapshot.nodes if n.name == node_name), None)
+
+
+def engine_for(
+    workdir: Path, peers: tuple[Peer, ...], node: Node | None, node_name: str, *,
+    router_id: IPv4Address | None, tuning: EngineTuning = EngineTuning(),
+) -> ExaBGPEngine:
+    """The ExaBGP engine for this node's first peers.
+
+    Routes of the other family than a dual-stack session's (`dualStackAddressFamily`) need a next hop
+    of their own family: the node's own address of that family (its InternalIP, else ExternalIP, from
+    the Node's status). They are fixed when ExaBGP starts. A dual-stack peer without one gets a warning:
+    its session then carries only its own family.
+    """
+    hops = {version: node.address_of(version) if node is not None else None for version in (4, 6)}
+    for peer in peers:
+        other = 6 if peer.address.version == 4 else 4
+        if peer.dual_stack and not peer.disable_mp and hops[other] is None:
+            log.warning(
+                "dual_stack_next_hop_missing", peer=peer.name, node=node_name,
+                message=f"BGPPeer {peer.name}: dualStackAddressFamily, but Node {node_name} has no IPv{other} "
+                        f"address in status.addresses: IPv{other} routes are not sent on this session",
+            )  # fmt: skip
+    return ExaBGPEngine(
+        workdir=workdir,
+        router_id=choose_router_id(peers, router_id),
+        local_addresses=tuple(p.source_address for p in peers if p.source_address is not None),
+        ipv4_next_hop=hops[4],  # type: ignore[arg-type]
+        ipv6_next_hop=hops[6],  # type: ignore[arg-type]
+        tuning=tuning,
+    )
 
 
 def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> IPv4Address:
@@ -196,9 +230,9 @@ class EmbeddedRunner:
         started = time.monotonic()
         change = self._load()
         peers = first_peers(change, self.options.node_name)
-        router_id = choose_router_id(peers, self.options.router_id)
-        local = tuple(p.source_address for p in peers if p.source_address is not None)
-        self.engine = ExaBGPEngine(workdir=self.options.workdir, router_id=router_id, local_addresses=local)
+        assert change.config is not None
+        node = find_node(change.config, self.options.node_name)
+        self.engine = engine_for(self.options.workdir, peers, node, self.options.node_name, router_id=self.options.router_id)
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")

@@ -35,7 +35,7 @@ from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
-from metallb_bgp.embedded import ProblemLog, choose_router_id, status_assignments
+from metallb_bgp.embedded import ProblemLog, engine_for, find_node, status_assignments
 from metallb_bgp.errors import ObjectError
 from metallb_bgp import metrics
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
@@ -402,7 +402,7 @@ class Speaker:
         plan = self.planner.update(snapshot)
         self.problems.update(plan.compiled.errors)
         if self.engine is None:
-            await self._start_engine(plan.peers)
+            await self._start_engine(plan.peers, find_node(snapshot, self.options.node_name))
         else:
             await self._set_peers(plan.peers)
         assert self.engine is not None
@@ -430,11 +430,10 @@ class Speaker:
         peers keep them as stale across a speaker restart."""
         return set() if self.plan is None else {p.name for p in self.plan.peers if not p.graceful_restart}
 
-    async def _start_engine(self, peers: tuple[Peer, ...]) -> None:
-        router_id = choose_router_id(peers, self.options.router_id)
-        local = tuple(p.source_address for p in peers if p.source_address is not None)
-        self.engine = ExaBGPEngine(
-            workdir=self.options.workdir, router_id=router_id, local_addresses=local, tuning=self.options.tuning
+    async def _start_engine(self, peers: tuple[Peer, ...], node: Node | None) -> None:
+        self.engine = engine_for(
+            self.options.workdir, peers, node, self.options.node_name, router_id=self.options.router_id,
+            tuning=self.options.tuning,
         )
         try:
             await self.engine.start(peers)

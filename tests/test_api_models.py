@@ -177,3 +177,16 @@ spec:
     assert parsed.errors == ()
     assert parsed.obj.spec.communities[0].value == "1234:1"
     assert parsed.obj.metadata.labels == {"since": "2024-01-01"}
+
+
+def test_a_node_address_is_its_first_internal_ip_of_the_family_else_its_external_ip() -> None:
+    from metallb_bgp.api.core import Node
+
+    node = Node.model_validate({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "status": {"addresses": [
+        {"type": "Hostname", "address": "n"}, {"type": "ExternalIP", "address": "203.0.113.9"},
+        {"type": "InternalIP", "address": "not-an-ip"}, {"type": "InternalIP", "address": "10.0.0.2"},
+        {"type": "ExternalIP", "address": "2001:db8::9"},
+    ]}})
+    assert str(node.address_of(4)) == "10.0.0.2"
+    assert str(node.address_of(6)) == "2001:db8::9"
+    assert Node.model_validate({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}).address_of(4) is None

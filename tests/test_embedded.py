@@ -304,3 +304,48 @@ def test_an_edit_that_makes_a_pool_overlap_another_keeps_every_route(cluster) ->
     wait_until(lambda: len(router.routes()) == 2, what="the later service announced")
     assert host("203.0.113.0/32") in router.routes()
     assert not any(e.get("event") == "ip_released" for e in run.events())
+
+
+DUAL_STACK_POOL = """
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: pool, namespace: metallb-system}
+spec:
+  addresses: [198.51.100.0/28, 2001:db8:5::/124]
+"""
+
+
+def dual_stack_service(name: str) -> str:
+    return service(name).replace(
+        "  ports: [{port: 80}]", "  ports: [{port: 80}]\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]"
+    )
+
+
+def node_with(*addresses: str) -> str:
+    entries = ", ".join(f"{{type: InternalIP, address: '{a}'}}" for a in addresses)
+    return f"apiVersion: v1\nkind: Node\nmetadata: {{name: node-a}}\nstatus: {{addresses: [{entries}]}}\n"
+
+
+def test_a_dual_stack_session_carries_the_other_family_with_the_nodes_own_address(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::2"))
+    (manifests / "web.yaml").write_text(dual_stack_service("web"))
+    start()
+    v4, v6 = host("198.51.100.0/32"), ipaddress.ip_network("2001:db8:5::/128")
+    router.wait_routes(lambda r: {v4, v6} <= set(r), what="both families over the one IPv4 session")
+    assert router.routes()[v6].next_hop == "2001:db8:ff::2"
+
+
+def test_a_dual_stack_peer_without_a_node_address_of_the_other_family_is_warned_about(cluster) -> None:
+    router, manifests, start = cluster
+    (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "node.yaml").write_text(node_with(SPEAKER))
+    (manifests / "web.yaml").write_text(dual_stack_service("web"))
+    run = start()
+    router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="the IPv4 route")
+    warnings = [e for e in run.events() if e.get("event") == "dual_stack_next_hop_missing"]
+    assert warnings and warnings[0]["peer"] == "router" and "Node node-a has no IPv6" in warnings[0]["message"]
+    assert all(prefix.version == 4 for prefix in router.routes())

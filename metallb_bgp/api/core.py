@@ -120,8 +120,15 @@ class NodeCondition:
 
 
 @core_model
+class NodeAddress:
+    type: str
+    address: str
+
+
+@core_model
 class NodeStatus:
     conditions: tuple[NodeCondition, ...] = ()
+    addresses: tuple[NodeAddress, ...] = ()
 
 
 @core_model
@@ -131,6 +138,20 @@ class Node(KubeObject):
 
     def condition(self, type_: str) -> str | None:
         return next((c.status for c in self.status.conditions if c.type == type_), None)
+
+    def address_of(self, version: int) -> IPv4Address | IPv6Address | None:
+        """The node's first InternalIP of an IP version (else its first ExternalIP), as kubelet reports them."""
+        for wanted in ("InternalIP", "ExternalIP"):
+            for entry in self.status.addresses:
+                if entry.type != wanted:
+                    continue
+                try:
+                    address = ipaddress.ip_address(entry.address)
+                except ValueError:
+                    continue
+                if address.version == version:
+                    return address
+        return None
 
 
 @core_model
