@@ -68,7 +68,7 @@ def plan_sync(
 def plan_touched_sync(
     *,
     desired: Routes,
-    sent: Routes,
+    sent: dict[RouteKey, RouteAttributes],
     established: frozenset[str],
     touched: Iterable[RouteKey],
     can_carry: Callable[[str, int], bool],
@@ -78,11 +78,11 @@ def plan_touched_sync(
     Valid only when every established peer already holds exactly `sent` (no fresh session, the same
     sessions and configuration as the previous pass) and `touched` covers every key whose desired
     attributes may have changed since; then it gives the same change as `plan_sync`, at the cost of
-    the keys touched rather than of the whole table.
+    the keys touched rather than of the whole table. `sent` is updated in place and returned as the
+    plan's `sent`: a copy per pass would cost the whole table again.
     """
     withdraw: dict[RouteKey, RouteAttributes] = {}
     announce: dict[RouteKey, RouteAttributes] = {}
-    new_sent = dict(sent)
     for key in touched:
         peer, prefix = key
         if peer not in established:
@@ -91,12 +91,12 @@ def plan_touched_sync(
         have = sent.get(key)
         if want is None and have is not None:
             withdraw[key] = have
-            del new_sent[key]
+            del sent[key]
         elif want is not None and want != have:
             announce[key] = want
-            new_sent[key] = want
+            sent[key] = want
     change = RouteDiff(withdraw=group_routes(withdraw), announce=group_routes(announce))
-    return SyncPlan(sent=new_sent, change=change, end_of_rib=())
+    return SyncPlan(sent=sent, change=change, end_of_rib=())
 
 
 def route_commands(
