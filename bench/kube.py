@@ -137,13 +137,18 @@ class KubeRun:
     # ------------------------------------------------------------------ daemons
 
     def start(self) -> None:
-        config = str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
         self.started_at = time.perf_counter()
         self.controller = Daemon(self.directory, "controller", [
-            "controller", "--kubeconfig", config, "--no-leader-election"])  # fmt: skip
-        self.speaker = Daemon(self.directory, "speaker", [
-            "speaker", "--kubeconfig", config, "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
+            "controller", "--kubeconfig", self._kubeconfig(), "--no-leader-election"])  # fmt: skip
+        self.speaker = self._speaker("speaker")
         self.daemons = [self.controller, self.speaker]
+
+    def _kubeconfig(self) -> str:
+        return str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
+
+    def _speaker(self, name: str) -> Daemon:
+        return Daemon(self.directory, name, [
+            "speaker", "--kubeconfig", self._kubeconfig(), "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
 
     def alive(self) -> None:
         for daemon in self.daemons:
@@ -194,10 +199,8 @@ class KubeRun:
         allocation to wait for."""
         self.speaker.stop()
         wait_for(lambda: self.control.route_count() == 0, timeout=timeout, interval=0.02, what="BIRD emptied")
-        config = str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
         started = time.perf_counter()
-        self.speaker = Daemon(self.directory, "speaker-restarted", [
-            "speaker", "--kubeconfig", config, "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
+        self.speaker = self._speaker("speaker-restarted")
         self.daemons = [self.controller, self.speaker]
 
         def check() -> bool:
