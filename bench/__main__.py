@@ -85,14 +85,14 @@ def measure_size(directory: Path, results: dict[str, Any], raw: dict[str, Any], 
     if cold and not args.no_baseline:
         log(f"-- {count} services: raw ExaBGP bulk baseline")
         baseline = BaselineRun(directory, count=count, label=f"baseline-{count}").run()
-        log(f"   {baseline.start_to_routes_s:.2f}s to the router, withdraw all {baseline.delete_all_to_empty_s:.2f}s")
+        log(f"   {baseline.start_to_routes_s:.2f}s to the router (CPU s {baseline.cpu}), withdraw all {baseline.delete_all_to_empty_s:.2f}s")
     log(f"-- {count} services: metallb-bgp run")
     module = "metallb_bgp.cli"
     run = SpeakerRun(directory, count=count, local_every=args.local_every, label=f"run-{count}", module=module)
     try:
         result = cold_start(run, args.timeout)
         result.phases = run.phases()
-        log(f"   cold start {result.start_to_routes_s:.2f}s {result.phases}")
+        log(f"   cold start {result.start_to_routes_s:.2f}s {result.phases} CPU s {result.cpu}")
         time.sleep(1.0)
         result.rss = procfs.tree_rss(run.pid)
         results["rss"].append({"routes": count, **result.rss})

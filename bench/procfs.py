@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,15 +53,26 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_rss(pid: int) -> dict[str, int]:
-    """RSS of `pid` ("speaker") and of its descendants, named by role ("exabgp", "relay", "other")."""
-    result = {"speaker": rss_bytes(pid), "exabgp": 0, "relay": 0, "other": 0}
+def _by_role(pid: int, read: Callable[[int], float]) -> dict[str, float]:
+    """`read` of `pid` ("speaker") and summed over its descendants, named by role ("exabgp", "relay",
+    "other")."""
+    result = {"speaker": read(pid), "exabgp": 0.0, "relay": 0.0, "other": 0.0}
     for child in descendants(pid):
         try:
-            rss = rss_bytes(child)
+            value = read(child)
         except OSError:
             continue
         line = command_line(child)
         role = "relay" if "relay.py" in line else "exabgp" if "exabgp" in line else "other"
-        result[role] += rss
+        result[role] += value
     return result
+
+
+def tree_rss(pid: int) -> dict[str, int]:
+    """RSS of `pid` ("speaker") and of its descendants, by role."""
+    return {role: int(value) for role, value in _by_role(pid, rss_bytes).items()}
+
+
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by `pid` ("speaker") and by its descendants, by role."""
+    return {role: round(value, 2) for role, value in _by_role(pid, cpu_seconds).items()}

@@ -58,6 +58,14 @@ def print_report(results: dict[str, Any]) -> None:
             f"{ratio:>6} | {e.get('delete_all_to_empty_s') or float('nan'):>9.2f} "
             f"{base.get('delete_all_to_empty_s', float('nan')):>9.2f} | {e.get('phases', {})}"
         )
+    print("\n== CPU seconds used from process start until BIRD held all N routes, by process")
+    print(f"{'N':>7} {'':>9} {'speaker':>8} {'exabgp':>7} {'relay':>6} {'bird':>5} {'sum':>6} {'wall':>6}")
+    for e in results["cold_start"]:
+        for name, run in (("ours", e), ("baseline", e.get("baseline") or {})):
+            if cpu := run.get("cpu"):
+                roles = [cpu.get(role, 0.0) for role in ("speaker", "exabgp", "relay", "bird")]
+                print(f"{e['count']:>7} {name:>9} " + " ".join(f"{v:>{w}.2f}" for v, w in zip(roles, (8, 7, 6, 5)))
+                      + f" {sum(roles):>6.2f} {run['start_to_routes_s']:>6.2f}")  # fmt: skip
     print("\n== single change: file write -> BIRD's RIB changes (ms)")
     print_latencies(results["single_change"])
     print("\n== CPU of the metallb-bgp run process per single-service change")

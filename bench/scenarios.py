@@ -146,6 +146,7 @@ class ColdStart:
     delete_all_to_empty_s: float | None = None
     phases: dict[str, float] = field(default_factory=dict)  # from our log: seconds since Popen
     rss: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, start to all routes at BIRD
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -354,6 +355,7 @@ class BaselineRun:
                 lambda: self._alive() and self.control.route_count() == self.count,
                 timeout=600, interval=0.01, what=f"{self.count} baseline routes",
             )  # fmt: skip
+            cpu = converged_cpu(self.process.pid, self.router)
             rss = procfs.tree_rss(self.process.pid)
             withdraw_started = time.perf_counter()
             assert self.process.stdin is not None
@@ -367,6 +369,7 @@ class BaselineRun:
                 start_to_routes_s=round(at_router - started, 3),
                 delete_all_to_empty_s=round(empty - withdraw_started, 3),
                 rss={**rss, "speaker": rss["speaker"]},
+                cpu=cpu,
             )
         finally:
             self.stop()
@@ -393,7 +396,17 @@ class BaselineRun:
 def cold_start(run: SpeakerRun, timeout: float) -> ColdStart:
     run.start()
     at_router = run.wait_count(run.count, timeout)
-    return ColdStart(count=run.count, start_to_routes_s=round(at_router - run.started_at, 3))
+    cpu = converged_cpu(run.pid, run.router)
+    return ColdStart(count=run.count, start_to_routes_s=round(at_router - run.started_at, 3), cpu=cpu)
+
+
+def converged_cpu(pid: int, router: BirdRouter) -> dict[str, float]:
+    """CPU seconds each process has used by now: where a cold start's time went, the router's included
+    (on a machine with fewer free cores than busy processes, the sum bounds the wall time from below)."""
+    assert router.process is not None
+    cpu = procfs.tree_cpu(pid)
+    cpu["bird"] = round(procfs.cpu_seconds(router.process.pid), 2)
+    return cpu
 
 
 def delete_all(run: SpeakerRun, timeout: float) -> float:

@@ -137,7 +137,7 @@ def group_routes(routes: Mapping[RouteKey, RouteAttributes]) -> tuple[RouteBatch
     for (prefix, attrs), peers in peers_of.items():
         prefixes_of.setdefault((frozenset(peers), attrs, prefix.version), []).append(prefix)
     batches = [
-        RouteBatch(peers=peers, attributes=attrs, prefixes=tuple(sorted(prefixes)))
+        RouteBatch(peers=peers, attributes=attrs, prefixes=tuple(sorted(prefixes, key=_prefix_order)))
         for (peers, attrs, _version), prefixes in prefixes_of.items()
     ]
     return tuple(
@@ -145,6 +145,12 @@ def group_routes(routes: Mapping[RouteKey, RouteAttributes]) -> tuple[RouteBatch
             batches, key=lambda b: (sorted(b.peers), attributes_order(b.attributes), b.prefixes[0].version, b.prefixes)
         )
     )
+
+
+def _prefix_order(prefix: IPNetwork) -> tuple[int, int]:
+    """Networks' own order within one family, as a key: sorting 10,000 of them by `<` ran 130,000
+    Python-level comparisons in a cold start's first push."""
+    return int(prefix.network_address), prefix.prefixlen
 
 
 def attributes_order(attrs: RouteAttributes) -> tuple[bool, int, tuple[str, ...], tuple[str, ...]]:
