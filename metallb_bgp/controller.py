@@ -77,7 +77,7 @@ from metallb_bgp.kube_writer import (
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.reconciler import config_part
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, replaced_objects
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
 
 log = structlog.get_logger("metallb_bgp.controller")
 
@@ -726,7 +726,7 @@ class ControllerPlanner:
         self._allocation_state: AllocationState | None = None
         self._allocation = Allocation()
         self._tally = PoolTally(Config())  # pool_usage, kept: replaced with the allocation state
-        self._services_tuple: tuple[Service, ...] = ()
+        self._services_seen: ObjectsSeen[Service] = ObjectsSeen("services")
         self._services: dict[ServiceKey, Service] = {}
         self._cached: dict[ServiceKey, ServiceView] = {}  # each service's view as the cache shows it
         self._views: dict[ServiceKey, ServiceView] = {}  # ... with our unseen writes overlaid
@@ -743,7 +743,7 @@ class ControllerPlanner:
         recompiled, restart = self._take_config(snapshot)
         compiled = self._compiled
         assert compiled is not None
-        changed = self._take_services(snapshot.services)
+        changed = self._take_services(snapshot)
         kept, view_changed, ips_changed = self._merge(changed, overlay, now=now)
 
         state, before = self._allocation_state, self._allocation
@@ -800,17 +800,19 @@ class ControllerPlanner:
         self._state_body = configuration_state_status(compiled.errors)
         return True, config_changed or labels_changed
 
-    def _take_services(self, services: tuple[Service, ...]) -> set[ServiceKey]:
+    def _take_services(self, snapshot: ClusterSnapshot) -> set[ServiceKey]:
         """The keys whose Service is another object than last pass's (or appeared, or went).
 
         The source hands back the same tuple when no Service changed, and otherwise mostly the same
-        objects: `replaced_objects` finds the few that differ without building a key for each of 10,000.
+        objects: `ObjectsSeen` finds the few that differ without building a key for each of 10,000, and
+        the index is updated in place.
         """
-        if services is self._services_tuple:
+        if (replaced := self._services_seen.take(snapshot)) is None:
             return set()
-        went, came = replaced_objects(self._services_tuple, services)
-        previous = self._services
-        current = dict(previous)
+        went, came = replaced
+        services, current = snapshot.services, self._services
+        keys = {ServiceKey(service.namespace, service.name) for service in (*went, *came)}
+        previous = {key: current.get(key) for key in keys}
         for service in went:
             key = ServiceKey(service.namespace, service.name)
             if current.get(key) is service:
@@ -818,13 +820,15 @@ class ControllerPlanner:
         for service in came:
             current[ServiceKey(service.namespace, service.name)] = service
         if len(current) == len(services):
-            keys = {ServiceKey(service.namespace, service.name) for service in (*went, *came)}
-            changed = {key for key in keys if previous.get(key) is not current.get(key)}
+            changed = {key for key in keys if previous[key] is not current.get(key)}
         else:  # one key defined twice (not from the Kubernetes source): the last definition counts
+            before = {**current, **{key: service for key, service in previous.items() if service is not None}}
+            for key in (key for key, service in previous.items() if service is None):
+                before.pop(key, None)
             current = {ServiceKey(service.namespace, service.name): service for service in services}
-            changed = {key for key, service in current.items() if previous.get(key) is not service}
-            changed |= previous.keys() - current.keys()
-        self._services_tuple, self._services = services, current
+            changed = {key for key, service in current.items() if before.get(key) is not service}
+            changed |= before.keys() - current.keys()
+            self._services = current
         for key in changed:
             service = current.get(key)
             if service is None:

@@ -7,9 +7,9 @@ the errors met while reading them, so a malformed object is reported once, by wh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,6 +28,16 @@ DEFAULT_NAMESPACE = "metallb-system"
 
 
 @dataclass(frozen=True)
+class Replacements:
+    """What a source recorded as it changed its caches: per kind (a `ClusterSnapshot` field name), the
+    tuple it handed out now and the objects that left and joined it since the snapshot whose `token` is
+    `since`. A kind the source lost track of (a relist swapped its cache) is missing."""
+
+    since: object
+    kinds: Mapping[str, tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]]  # kind -> (now, went, came)
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     pools: tuple[IPAddressPool, ...] = ()
     peers: tuple[BGPPeer, ...] = ()
@@ -42,6 +52,9 @@ class ClusterSnapshot:
     secrets: tuple[Secret, ...] = ()
     namespace: str = DEFAULT_NAMESPACE  # where the metallb.io objects and peer Secrets live
     load_errors: tuple[ObjectError, ...] = field(default=())  # objects that failed to parse
+    # who this snapshot is, and what its source knows changed since its previous one (see `ObjectsSeen`)
+    token: object = field(default_factory=object, compare=False, repr=False)
+    replacements: Replacements | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_objects(
@@ -85,3 +98,31 @@ def replaced_objects(old: Sequence[T], new: Sequence[T]) -> tuple[list[T], list[
     """
     before, after = {id(o): o for o in old}, {id(o): o for o in new}  # both held: no id is reused meanwhile
     return [before[i] for i in before.keys() - after.keys()], [after[i] for i in after.keys() - before.keys()]
+
+
+class ObjectsSeen(Generic[T]):
+    """One kind's tuple as a planner last took it, and what replaced it since.
+
+    Why: finding the few changed objects among 10,000 by identity (`replaced_objects`) still builds two
+    dicts per pass, ~2.4 ms for each of Services and EndpointSlices: most of what a watch event cost the
+    speaker at 10,000 services. The Kubernetes source records what it replaced as it goes, so when the
+    snapshot says its record starts at the very snapshot this planner took last, its answer is used;
+    otherwise (the first pass, a relist, a snapshot built by hand) the identity diff is.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.objects: tuple[T, ...] = ()
+        self._token: object = None
+
+    def take(self, snapshot: ClusterSnapshot) -> tuple[Sequence[T], Sequence[T]] | None:
+        """(went, came) since the last take, as `replaced_objects` gives them; None if the very same tuple."""
+        new: tuple[T, ...] = getattr(snapshot, self.kind)
+        old, since = self.objects, self._token
+        self.objects, self._token = new, snapshot.token
+        if new is old:
+            return None
+        hint = snapshot.replacements
+        if hint is not None and hint.since is since and (entry := hint.kinds.get(self.kind)) is not None and entry[0] is new:
+            return entry[1], entry[2]
+        return replaced_objects(old, new)

@@ -63,7 +63,7 @@ from metallb_bgp.routes import (
     node_peers,
     service_routes,
 )
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, replaced_objects
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
 
 log = structlog.get_logger("metallb_bgp.speaker")
 
@@ -124,8 +124,8 @@ class SpeakerPlanner:
         self._routes = RouteTableState()
         self._services: dict[ServiceKey, Service] = {}
         self._slices: dict[tuple[str, str], tuple[EndpointSlice, ...]] = {}  # by (namespace, service), as index_endpoint_slices
-        self._services_tuple: tuple[Service, ...] = ()
-        self._slices_tuple: tuple[EndpointSlice, ...] = ()
+        self._services_seen: ObjectsSeen[Service] = ObjectsSeen("services")
+        self._slices_seen: ObjectsSeen[EndpointSlice] = ObjectsSeen("endpoint_slices")
         self._announced: set[ServiceKey] = set()  # services with at least one route: announced_services(table)
         self.newly_announced: set[ServiceKey] = set()  # announced after the last update and not before it
 
@@ -141,8 +141,8 @@ class SpeakerPlanner:
 
     def update(self, snapshot: ClusterSnapshot) -> SpeakerPlan:
         config = config_part(snapshot)  # everything but Services and EndpointSlices
-        changed_services = self._take_services(snapshot.services)
-        changed_groups = self._take_slices(snapshot.endpoint_slices)
+        changed_services = self._take_services(snapshot)
+        changed_groups = self._take_slices(snapshot)
         full = False
         if self.plan is None or config != self._config_part:  # field tuples compare by identity first
             compiled = compile_config(snapshot, last_good=self.plan.compiled.last_good if self.plan else None)
@@ -172,26 +172,26 @@ class SpeakerPlanner:
         self.plan = SpeakerPlan(compiled=compiled, peers=peers, table=self._routes.table())
         return self.plan
 
-    def _take_services(self, services: tuple[Service, ...]) -> set[ServiceKey]:
-        if services is self._services_tuple:  # the source hands back the same tuple for an untouched kind
+    def _take_services(self, snapshot: ClusterSnapshot) -> set[ServiceKey]:
+        if (replaced := self._services_seen.take(snapshot)) is None:  # the same tuple: an untouched kind
             return set()
-        went, came = replaced_objects(self._services_tuple, services)
-        self._services_tuple = services
+        went, came = replaced
+        services = snapshot.services
         for service in went:
             if self._services.get(key := _service_key(service)) is service:
                 del self._services[key]
         self._services.update((_service_key(service), service) for service in came)
+        touched = {_service_key(service) for service in (*went, *came)}
         if len(self._services) != len(services):  # a key defined twice (not from the Kubernetes source)
             before, self._services = self._services, {_service_key(service): service for service in services}
-            return {key for key in before.keys() | self._services.keys() if before.get(key) is not self._services.get(key)}
-        return {_service_key(service) for service in (*went, *came)}
+            return touched | {key for key in before.keys() | self._services.keys() if before.get(key) is not self._services.get(key)}
+        return touched
 
-    def _take_slices(self, slices: tuple[EndpointSlice, ...]) -> set[tuple[str, str]]:
+    def _take_slices(self, snapshot: ClusterSnapshot) -> set[tuple[str, str]]:
         """The (namespace, service name) groups whose EndpointSlices changed."""
-        if slices is self._slices_tuple:
+        if (replaced := self._slices_seen.take(snapshot)) is None:
             return set()
-        went, came = replaced_objects(self._slices_tuple, slices)
-        self._slices_tuple = slices
+        went, came = replaced
         gone = {id(endpoint_slice) for endpoint_slice in went}
         groups: dict[tuple[str, str], list[EndpointSlice]] = {}  # each touched group's new members
         for endpoint_slice in went:

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from metallb_bgp.errors import ObjectError
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.snapshot import ClusterSnapshot, ObjectsSeen, Replacements, replaced_objects
 from metallb_bgp.sources.kubernetes import KubernetesSource, Resource, ResourceCache, backoff_delay, parse_item
 
 GROUP = "metallb.io"
@@ -336,6 +336,100 @@ def test_the_cache_keeps_its_objects_in_key_order_through_events(events) -> None
         else:
             cache.remove((NS, name))
         assert cache.sorted_objects() == tuple(cache.objects[key] for key in sorted(cache.objects))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "remove", "bad", "take"]), st.sampled_from("abcdef"),
+                          st.integers(1, 3)), max_size=50))  # fmt: skip
+def test_the_cache_records_what_it_replaced_between_two_takes(events) -> None:
+    """take_replaced() gives what `replaced_objects` finds between the tuples of two takes (None at
+    the first), through new versions, unchanged ones, bad ones, removals and objects that come and go
+    between two takes."""
+    resource = Resource("ipaddresspools", "IPAddressPool", f"{GROUP}/v1beta1", "pools", lambda **kw: None)
+    cache = ResourceCache()
+    assert cache.take_replaced() is None
+    taken = cache.sorted_objects()
+    for action, name, rv in [*events, ("take", "a", 1)]:
+        if action == "take":
+            went, came = cache.take_replaced()  # type: ignore[misc]
+            now = cache.sorted_objects()
+            expected = replaced_objects(taken, now)
+            assert ({id(o) for o in went}, {id(o) for o in came}) == tuple({id(o) for o in part} for part in expected)
+            taken = now
+        elif action == "remove":
+            cache.remove((NS, name))
+        else:
+            spec = {"addresses": [f"192.0.2.{rv * 16}/28"]} if action == "put" else {"adresses": 1}
+            cache.put((NS, name), parse_item({"metadata": {"name": name, "namespace": NS, "resourceVersion": str(rv)},
+                                              "spec": spec}, resource))  # fmt: skip
+
+
+def test_snapshots_say_what_each_kind_replaced_since_the_previous_one(
+    fake_kube: FakeKube, core: client.CoreV1Api, start_source: Callable[..., KubernetesSource],
+) -> None:
+    """The planners' fast path: `replacements` of a snapshot refer to the previous snapshot and agree
+    with the identity diff; a relisted kind drops out of them (the planners then diff by identity)."""
+    for i in range(5):
+        core.create_namespaced_service("default", service(f"s{i}"))
+    source = start_source()
+    taken: list[ClusterSnapshot] = []
+
+    def take() -> ClusterSnapshot:
+        taken.append(source.snapshot())
+        return taken[-1]
+
+    wait_until(lambda: len(take().services) == 5, what="the services")
+    settled = len(taken)
+    core.patch_namespaced_service("s1", "default", {"spec": {"ports": [{"port": 443}]}})
+    core.delete_namespaced_service("s3", "default")
+    core.create_namespaced_service("default", service("s9"))
+    wait_until(lambda: names(take().services) == ["s0", "s1", "s2", "s4", "s9"], what="the events")
+    wait_until(lambda: take().services[1].spec.ports[0].port == 443, what="the patch")
+    take()
+    went_in_all, came_in_all = set(), set()
+    for previous, snapshot in zip(taken, taken[1:]):
+        assert snapshot.replacements is not None and snapshot.replacements.since is previous.token
+        now, went, came = snapshot.replacements.kinds["services"]
+        assert now is snapshot.services
+        expected = replaced_objects(previous.services, snapshot.services)
+        assert {id(o) for o in went} == {id(o) for o in expected[0]}
+        assert {id(o) for o in came} == {id(o) for o in expected[1]}
+        if taken.index(previous) >= settled - 1:
+            went_in_all |= {o.metadata.name for o in went}
+            came_in_all |= {o.metadata.name for o in came}
+    assert (went_in_all, came_in_all) == ({"s1", "s3"}, {"s1", "s9"})
+    with source._lock:  # a relist's new cache has no record until its first snapshot
+        watcher = source._watchers["services"]
+        watcher.cache = watcher.cache.rebuilt([], watcher.resource, lambda raw: True)
+    assert "services" not in source.snapshot().replacements.kinds  # type: ignore[union-attr]
+    assert source.snapshot().replacements.kinds["services"][1:] == ((), ())  # type: ignore[union-attr]
+
+
+def test_objects_seen_trusts_a_record_only_for_the_snapshot_it_took_last() -> None:
+    """ObjectsSeen takes a source's record when it refers to exactly the last snapshot taken and tuple
+    handed out; anything else (no record, another snapshot's, another tuple) is diffed by identity."""
+    a, b, c = (ServiceKeyed(name) for name in "abc")
+    first = ClusterSnapshot(services=(a, b))  # type: ignore[arg-type]
+    seen: ObjectsSeen[Any] = ObjectsSeen("services")
+    assert seen.take(first) == ([], [a, b])
+    lying = ([c], [a])  # a record that is not what changed, to see which answer is used
+    now = (a, c)
+    trusted = ClusterSnapshot(services=now, replacements=Replacements(since=first.token, kinds={"services": (now, *lying)}))  # type: ignore[arg-type]
+    assert seen.take(trusted) == lying
+    for hint in (Replacements(since=first.token, kinds={"services": (now, *lying)}),  # refers to an older snapshot
+                 Replacements(since=trusted.token, kinds={"services": ((a, c), *lying)}),  # another tuple
+                 None):
+        seen = ObjectsSeen("services")
+        seen.take(first)
+        seen.take(trusted)
+        later = ClusterSnapshot(services=(c,), replacements=hint)  # type: ignore[arg-type]
+        assert seen.take(later) == ([a], [])
+    assert seen.take(later) is None  # the very same tuple again
+
+
+class ServiceKeyed:
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 # --- outages ---------------------------------------------------------------------------------------

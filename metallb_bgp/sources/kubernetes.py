@@ -50,7 +50,7 @@ from pydantic import BaseModel
 from metallb_bgp.api.loader import Parsed, parse_object
 from metallb_bgp.api.metallb import GROUP, BGPPeer
 from metallb_bgp.errors import ObjectError
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, Replacements
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +127,10 @@ class ResourceCache:
         self.errors: dict[Key, tuple[ObjectError, ...]] = {}
         self._sorted: tuple[BaseModel, ...] | None = None
         self._keys: list[Key] | None = None  # sorted(self.objects) once known
+        # objects that left and joined `objects` since the last `take_replaced` (by id: both dicts hold
+        # them, so no id is reused meanwhile); None until the first take, which has nothing to refer to
+        self._went: dict[int, BaseModel] | None = None
+        self._came: dict[int, BaseModel] = {}
 
     def sorted_objects(self) -> tuple[BaseModel, ...]:
         if self._sorted is None:
@@ -134,6 +138,21 @@ class ResourceCache:
                 self._keys = sorted(self.objects)
             self._sorted = tuple(map(self.objects.__getitem__, self._keys))
         return self._sorted
+
+    def take_replaced(self) -> tuple[tuple[BaseModel, ...], tuple[BaseModel, ...]] | None:
+        """(went, came) between `sorted_objects()` at the last take and now, in no order; None at the
+        first take. Taken with `sorted_objects()` under the source's lock."""
+        went, came = self._went, self._came
+        self._went, self._came = {}, {}
+        return None if went is None else (tuple(went.values()), tuple(came.values()))
+
+    def _replaced(self, old: BaseModel | None, new: BaseModel | None) -> None:
+        if self._went is None:
+            return
+        if old is not None and self._came.pop(id(old), None) is None:  # an object joined since: forget it
+            self._went[id(old)] = old
+        if new is not None:
+            self._came[id(new)] = new
 
     def all_errors(self) -> Iterable[ObjectError]:
         for errors in self.errors.values():
@@ -152,15 +171,18 @@ class ResourceCache:
             return False
         if old is None and self._keys is not None:
             bisect.insort(self._keys, key)
+        self._replaced(old, parsed.obj)
         self.objects[key] = parsed.obj
         self.errors.pop(key, None)
         self._sorted = None
         return True
 
     def remove(self, key: Key) -> bool:
-        had = self.objects.pop(key, None) is not None
+        old = self.objects.pop(key, None)
+        had = old is not None
         had_errors = self.errors.pop(key, None) is not None
         if had:
+            self._replaced(old, None)
             self._sorted = None
             if self._keys is not None:
                 del self._keys[bisect.bisect_left(self._keys, key)]
@@ -493,6 +515,7 @@ class KubernetesSource:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._wanted_secrets: frozenset[str] = frozenset()
+        self._last_token: object = None  # the last snapshot's, which the next one's `replacements` refer to
         options = WatchOptions(timeout_seconds=int(watch_timeout_seconds), page_size=page_size,
                                backoff_base=backoff_base, backoff_cap=backoff_cap)
         self._watchers: dict[str, ResourceWatcher] = {
@@ -550,10 +573,18 @@ class KubernetesSource:
     # --- reading ----------------------------------------------------------------------------------------
 
     def snapshot(self) -> ClusterSnapshot:
+        kinds: dict[str, tuple[tuple[BaseModel, ...], tuple[BaseModel, ...], tuple[BaseModel, ...]]] = {}
         with self._lock:
             parts = {field: watcher.cache.sorted_objects() for field, watcher in self._watchers.items()}
+            for field, watcher in self._watchers.items():
+                if (replaced := watcher.cache.take_replaced()) is not None:
+                    kinds[field] = (parts[field], *replaced)
             errors = sorted(e for watcher in self._watchers.values() for e in watcher.cache.all_errors())
-        return ClusterSnapshot(**parts, namespace=self.namespace, load_errors=tuple(errors))  # type: ignore[arg-type]
+            replacements = Replacements(since=self._last_token, kinds=kinds)
+            snapshot = ClusterSnapshot(**parts, namespace=self.namespace, load_errors=tuple(errors),  # type: ignore[arg-type]
+                                       replacements=replacements)  # fmt: skip
+            self._last_token = snapshot.token
+        return snapshot
 
     # --- plumbing ---------------------------------------------------------------------------------------
 
