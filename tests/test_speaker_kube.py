@@ -280,7 +280,7 @@ def test_replaced_objects_are_exactly_what_changed_by_identity(old_keys, new_key
 
 SERVICES = [f"s{i}" for i in range(6)]
 step_kinds = st.tuples(
-    st.sampled_from(["service", "drop-service", "slice", "drop-slice", "shuffle"]),
+    st.sampled_from(["service", "drop-service", "slice", "drop-slice", "shuffle", "duplicate"]),
     st.sampled_from(SERVICES), st.sampled_from(["n1", "n2"]), st.booleans(),
 )
 
@@ -289,7 +289,8 @@ step_kinds = st.tuples(
 @given(st.lists(step_kinds, max_size=12))
 def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> None:
     """As the Kubernetes source hands them over (the same object for what did not change, each key
-    once), in any order."""
+    once), in any order; and with a key defined twice, as only a hand-built snapshot has it (the last
+    definition counts)."""
     import dataclasses
     import random
 
@@ -298,17 +299,21 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
     slices = {n: snap(slice_for(n, "n1")).endpoint_slices[0] for n in SERVICES}
     planner = SpeakerPlanner(node_name="n1")
     rng = random.Random(len(steps))
+    extra: dict[str, Any] = {}  # second definitions of a key
     for kind, name, where, local in [("start", "", "", False), *steps]:
         if kind == "service":
             policy = "Local" if local else "Cluster"
             services[name] = snap(service(name, ips=(f"198.51.100.{SERVICES.index(name)}",), externalTrafficPolicy=policy)).services[0]
         elif kind == "drop-service":
             services.pop(name, None)
+            extra.pop(name, None)
+        elif kind == "duplicate":
+            extra[name] = snap(service(name, ips=(f"198.51.100.{8 + SERVICES.index(name)}",))).services[0]
         elif kind == "slice":
             slices[name] = snap(slice_for(name, where, ready=not local)).endpoint_slices[0]
         elif kind == "drop-slice":
             slices.pop(name, None)
-        ordered_services, ordered_slices = list(services.values()), list(slices.values())
+        ordered_services, ordered_slices = [*services.values(), *extra.values()], list(slices.values())
         if kind == "shuffle":
             rng.shuffle(ordered_services)
             rng.shuffle(ordered_slices)
