@@ -56,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kube", type=counts, default=[],
                         help="cold-start sizes through the Kubernetes path (controller + speaker + fake API server)")
     parser.add_argument("--kube-change-n", type=int, default=10_000, help="services during the Kubernetes single changes")
+    parser.add_argument("--kube-cpu-small", type=int, default=100,
+                        help="the small cluster for the Kubernetes path's CPU ratio (its single changes are measured too)")
     parser.add_argument("--kube-samples", type=int, default=50, help="samples per kind of Kubernetes single change (>= 50)")
     parser.add_argument("--kube-only", action="store_true", help="run only the Kubernetes path (--kube)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",

@@ -387,7 +387,7 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
     from bench.scenarios import BaselineRun, SpeakerRun, cold_start
 
     section: dict[str, Any] = {"cold_start": [], "single_change": {}, "cpu_per_change": {}, "rss": []}
-    for count in sorted(set(args.kube) | {args.kube_change_n}):
+    for count in sorted(set(args.kube) | {args.kube_change_n, args.kube_cpu_small}):
         cold = count in args.kube
         entry: dict[str, Any] = {}
         if cold and not args.no_baseline:
@@ -400,7 +400,9 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
             finally:
                 embedded.stop()
         log(f"-- kube {count}: seeding the fake API server")
-        run = KubeRun(directory, count=count, local_every=args.local_every, label=f"kube-{count}")
+        # enough ETP Local services for every endpoint-move sample, in the small cluster too
+        local_every = min(args.local_every, max(1, count // args.kube_samples))
+        run = KubeRun(directory, count=count, local_every=local_every, label=f"kube-{count}")
         try:
             log(f"   {count} services + slices into the store in {run.seed_seconds:.2f}s; starting the daemons")
             entry.update(run.cold_start(args.timeout))
@@ -415,11 +417,11 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
                 run.settle(args.timeout)
                 log(f"   speaker restarted -> {count} routes at BIRD in {entry['speaker_restart_s']}s")
                 section["cold_start"].append(entry)
-            if count == args.kube_change_n:
+            if count in (args.kube_change_n, args.kube_cpu_small):
                 log(f"   single changes through the API x{args.kube_samples}")
                 changes = run.single_changes(args.kube_samples, log)
                 section["single_change"][str(count)] = changes["latency"]
-                section["raw_latencies_ms"] = {str(count): changes["raw_ms"]}
+                section.setdefault("raw_latencies_ms", {})[str(count)] = changes["raw_ms"]
                 section["cpu_per_change"][str(count)] = {"by_kind": changes["cpu"], "idle_cpu_ms_per_s": changes["idle_cpu_ms_per_s"]}
                 log(f"   {changes['latency']}\n   {changes['cpu']}")
         finally:

@@ -118,8 +118,8 @@ class ResourceCache:
     """The last good version of every object, and the errors of those whose latest version is bad.
 
     Mutated only by its resource's watch thread, under the source's lock; `sorted_objects()` is cached
-    so a snapshot per reconcile costs a tuple copy, not a sort of 10,000 Services, and the key order is
-    kept as keys come and go, so the tuple after one event costs look-ups, not a sort.
+    so a snapshot per reconcile costs a tuple copy, not a sort of 10,000 Services, and the objects are
+    kept in key order as keys come and go, so the tuple after one event is a copy, not a sort.
     """
 
     def __init__(self) -> None:
@@ -127,6 +127,7 @@ class ResourceCache:
         self.errors: dict[Key, tuple[ObjectError, ...]] = {}
         self._sorted: tuple[BaseModel, ...] | None = None
         self._keys: list[Key] | None = None  # sorted(self.objects) once known
+        self._ordered: list[BaseModel] = []  # the objects in `_keys` order, kept with it
         # objects that left and joined `objects` since the last `take_replaced` (by id: both dicts hold
         # them, so no id is reused meanwhile); None until the first take, which has nothing to refer to
         self._went: dict[int, BaseModel] | None = None
@@ -136,7 +137,8 @@ class ResourceCache:
         if self._sorted is None:
             if self._keys is None:
                 self._keys = sorted(self.objects)
-            self._sorted = tuple(map(self.objects.__getitem__, self._keys))
+                self._ordered = list(map(self.objects.__getitem__, self._keys))
+            self._sorted = tuple(self._ordered)  # a copy in C: looking up 10,000 keys took ~0.5 ms a pass
         return self._sorted
 
     def take_replaced(self) -> tuple[tuple[BaseModel, ...], tuple[BaseModel, ...]] | None:
@@ -169,8 +171,13 @@ class ResourceCache:
         unchanged = old is not None and key not in self.errors and _rv(old) == _rv(parsed.obj) and old == parsed.obj
         if unchanged:
             return False
-        if old is None and self._keys is not None:
-            bisect.insort(self._keys, key)
+        if self._keys is not None:
+            index = bisect.bisect_left(self._keys, key)
+            if old is None:
+                self._keys.insert(index, key)
+                self._ordered.insert(index, parsed.obj)
+            else:
+                self._ordered[index] = parsed.obj
         self._replaced(old, parsed.obj)
         self.objects[key] = parsed.obj
         self.errors.pop(key, None)
@@ -185,7 +192,8 @@ class ResourceCache:
             self._replaced(old, None)
             self._sorted = None
             if self._keys is not None:
-                del self._keys[bisect.bisect_left(self._keys, key)]
+                index = bisect.bisect_left(self._keys, key)
+                del self._keys[index], self._ordered[index]
         return had or had_errors
 
     def rebuilt(self, items: Iterable[Raw], resource: Resource, keep: Callable[[Raw], bool]) -> ResourceCache:
