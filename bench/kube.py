@@ -16,6 +16,7 @@ Every wait is bounded; every process started here is stopped by its PID.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,13 @@ def slice_body(name: str, node: str) -> dict[str, Any]:
             "metadata": {"name": f"{name}-1", "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "nodeName": node}]}  # fmt: skip
+
+
+def metrics_flag() -> list[str]:
+    """The daemons run with their metrics endpoint on, as the Helm chart runs them (on loopback here)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return ["--metrics-address", f"127.0.0.1:{probe.getsockname()[1]}"]
 
 
 class Daemon:
@@ -139,7 +147,7 @@ class KubeRun:
     def start(self) -> None:
         self.started_at = time.perf_counter()
         self.controller = Daemon(self.directory, "controller", [
-            "controller", "--kubeconfig", self._kubeconfig(), "--no-leader-election"])  # fmt: skip
+            "controller", "--kubeconfig", self._kubeconfig(), "--no-leader-election", *metrics_flag()])  # fmt: skip
         self.speaker = self._speaker("speaker")
         self.daemons = [self.controller, self.speaker]
 
@@ -148,7 +156,8 @@ class KubeRun:
 
     def _speaker(self, name: str) -> Daemon:
         return Daemon(self.directory, name, [
-            "speaker", "--kubeconfig", self._kubeconfig(), "--node-name", NODE, "--workdir", str(self.directory / "w")])  # fmt: skip
+            "speaker", "--kubeconfig", self._kubeconfig(), "--node-name", NODE, "--workdir", str(self.directory / "w"),
+            *metrics_flag()])  # fmt: skip
 
     def alive(self) -> None:
         for daemon in self.daemons:

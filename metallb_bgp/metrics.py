@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from metallb_bgp.allocator import PoolUsage
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
-from metallb_bgp.routes import RouteTable
+from metallb_bgp.routes import RouteTable, tally
 
 SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 established, 0 not)", ["peer"])
 ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total", "Prefixes currently announced to the peer", ["peer"])
@@ -57,15 +57,9 @@ def record_config(problems: Iterable[ObjectError]) -> None:
 
 def record_routes(table: RouteTable, peers: Iterable[Peer]) -> None:
     """Per-peer announced prefixes, and why services are not announced; gone peers leave the output."""
-    counts = {peer.name: 0 for peer in peers}
-    for peer, _prefix in table.routes:
-        if peer in counts:
-            counts[peer] += 1
-    _replace_children(ANNOUNCED, counts)
-    reasons: dict[str, int] = {}
-    for skip in table.skipped.values():
-        reasons[skip.reason.value] = reasons.get(skip.reason.value, 0) + 1
-    _replace_children(NOT_ANNOUNCED, reasons)
+    tallies = tally(table)  # kept by the planners as the table changes: this costs the peers, not the routes
+    _replace_children(ANNOUNCED, {peer.name: tallies.per_peer.get(peer.name, 0) for peer in peers})
+    _replace_children(NOT_ANNOUNCED, tallies.skipped)
 
 
 def record_sessions(states: Mapping[str, bool]) -> None:

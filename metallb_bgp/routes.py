@@ -92,6 +92,28 @@ class RouteTable:
     routes: Mapping[RouteKey, RouteAttributes] = field(default_factory=dict)
     services: Mapping[IPNetwork, tuple[ServiceKey, ...]] = field(default_factory=dict)
     skipped: Mapping[ServiceKey, Skip] = field(default_factory=dict)
+    tallies: RouteTallies | None = field(default=None, compare=False)  # `tally(self)`, when kept as it changed
+
+
+@dataclass(frozen=True)
+class RouteTallies:
+    """Routes per peer and skipped services per reason (`SkipReason` value), for the metrics."""
+
+    per_peer: Mapping[str, int]
+    skipped: Mapping[str, int]
+
+
+def tally(table: RouteTable) -> RouteTallies:
+    """The table's tallies: kept by `RouteTableState` as the table changes, counted here otherwise."""
+    if table.tallies is not None:
+        return table.tallies
+    per_peer: dict[str, int] = {}
+    for peer, _prefix in table.routes:
+        per_peer[peer] = per_peer.get(peer, 0) + 1
+    skipped: dict[str, int] = {}
+    for skip in table.skipped.values():
+        skipped[skip.reason.value] = skipped.get(skip.reason.value, 0) + 1
+    return RouteTallies(per_peer=per_peer, skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -633,6 +655,9 @@ class RouteTableState:
         self._services: SnapshotDict[IPNetwork, tuple[ServiceKey, ...]] = SnapshotDict()
         self._skipped: SnapshotDict[ServiceKey, Skip] = SnapshotDict()
         self._touched: set[RouteKey] = set()
+        # `tally(table())`, kept as routes and skips come and go: the metrics walked 10,000 routes a pass
+        self._per_peer: dict[str, int] = {}
+        self._skip_reasons: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._contributions)
@@ -661,13 +686,31 @@ class RouteTableState:
 
     def table(self) -> RouteTable:
         """A snapshot: later `set`s do not change it (read-only Mappings, O(1) to take)."""
+        tallies = RouteTallies(per_peer={peer: n for peer, n in self._per_peer.items() if n},
+                               skipped={reason: n for reason, n in self._skip_reasons.items() if n})  # fmt: skip
         return RouteTable(
-            routes=self._routes.snapshot(), services=self._services.snapshot(), skipped=self._skipped.snapshot()
+            routes=self._routes.snapshot(), services=self._services.snapshot(), skipped=self._skipped.snapshot(),
+            tallies=tallies,
         )
+
+    def _put_route(self, key: RouteKey, attrs: RouteAttributes) -> None:
+        if key not in self._routes:
+            self._per_peer[key[0]] = self._per_peer.get(key[0], 0) + 1
+        self._routes[key] = attrs
+        self._touched.add(key)
+
+    def _drop_route(self, key: RouteKey) -> None:
+        del self._routes[key]
+        self._per_peer[key[0]] -= 1
+        self._touched.add(key)
+
+    def _count_skip(self, skip: Skip, delta: int) -> None:
+        self._skip_reasons[skip.reason.value] = self._skip_reasons.get(skip.reason.value, 0) + delta
 
     def _add(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
         if contribution.skip is not None:
             self._skipped[key] = contribution.skip
+            self._count_skip(contribution.skip, 1)
             return
         for prefix, targets in contribution.announcements:
             shared = self._shared.get(prefix)
@@ -677,8 +720,7 @@ class RouteTableState:
                     self._single[prefix] = (key, targets)
                     self._services[prefix] = (key,)
                     for peer, attrs in targets:
-                        self._routes[(peer, prefix)] = attrs
-                        self._touched.add((peer, prefix))
+                        self._put_route((peer, prefix), attrs)
                     continue
                 shared = self._shared[prefix] = _SharedPrefix(tuple(peer for peer, _attrs in single[1]))
                 shared.count(*single, 1)
@@ -688,14 +730,14 @@ class RouteTableState:
     def _remove(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
         if contribution.skip is not None:
             del self._skipped[key]
+            self._count_skip(contribution.skip, -1)
             return
         for prefix, targets in contribution.announcements:
             if prefix in self._single:
                 del self._single[prefix]
                 del self._services[prefix]
                 for peer, _attrs in targets:
-                    del self._routes[(peer, prefix)]
-                    self._touched.add((peer, prefix))
+                    self._drop_route((peer, prefix))
                 continue
             self._shared[prefix].count(key, targets, -1)
             dirty.add(prefix)
@@ -710,11 +752,9 @@ class RouteTableState:
                 merged[peer] = attrs if known is None else merge_attributes(known, attrs)
         for peer in shared.peers:
             if peer not in merged:
-                del self._routes[(peer, prefix)]
-                self._touched.add((peer, prefix))
+                self._drop_route((peer, prefix))
         for peer, attrs in merged.items():
-            self._routes[(peer, prefix)] = attrs
-            self._touched.add((peer, prefix))
+            self._put_route((peer, prefix), attrs)
         shared.peers = tuple(merged)
         if not shared.ordered:
             del self._shared[prefix]

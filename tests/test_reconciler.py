@@ -30,7 +30,7 @@ from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.plan import Plan, make_plan
 from metallb_bgp.reconciler import ClusterChange, IncrementalPlanner, config_part
-from metallb_bgp.routes import RouteAttributes, RouteTableState, ServiceRoutes, Skip, SkipReason, combine
+from metallb_bgp.routes import RouteAttributes, RouteTable, RouteTableState, ServiceRoutes, Skip, SkipReason, combine, tally
 from metallb_bgp.snapshot import ClusterSnapshot
 from metallb_bgp.sources.manifests import ManifestFolder
 
@@ -133,6 +133,7 @@ def test_route_table_state_equals_combine_after_every_change(steps) -> None:
             current[key] = contribution
         table = state.table()
         assert table == combine(current.items())
+        assert table.tallies == tally(RouteTable(routes=table.routes, skipped=table.skipped))  # kept = counted
         changed = {k for k in before.keys() | table.routes.keys() if before.get(k) != table.routes.get(k)}
         assert changed <= state.take_touched()  # what a consumer may diff instead of the whole table
         before = table.routes
