@@ -205,7 +205,7 @@ class EmbeddedRunner:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         self.plan = plan
         self._save_state()
-        if metrics.enabled():  # per-peer counts walk the table: only when someone can scrape them
+        if metrics.enabled():  # nobody can scrape them otherwise
             metrics.record_routes(plan.table, plan.peers)
             metrics.record_sessions({n: s.state is SessionState.ESTABLISHED for n, s in self.engine.peer_states().items()})
             metrics.record_config(plan.problems)

@@ -411,7 +411,7 @@ class Speaker:
         self.plan = plan
         self.reconciles += 1
         self._publish(events)
-        if metrics.enabled():  # per-peer counts walk the table: only when someone can scrape them
+        if metrics.enabled():  # nobody can scrape them otherwise
             metrics.record_routes(plan.table, plan.peers)
             metrics.record_config(plan.compiled.errors)
         metrics.record_reconcile(time.monotonic() - started)
