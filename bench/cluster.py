@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from manifest_texts import service_manifest  # noqa: E402  (the tests' template, one for both)
 
 POOL_CIDR = ipaddress.ip_network("10.64.0.0/12")  # 1M addresses: room for any N the bench runs
 SPEAKER_ADDRESS = "127.0.0.2"
@@ -63,31 +68,6 @@ spec:
   communities: ["{COMMUNITY}"]
 """,
     }
-
-
-def service_manifest(name: str, *, local: bool = False, endpoint_node: str = NODE) -> str:
-    policy = "Local" if local else "Cluster"
-    return f"""apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector: {{app: {name}}}
-  ports: [{{port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints:
-- addresses: [10.0.0.1]
-  conditions: {{ready: true}}
-  nodeName: {endpoint_node}
-"""
 
 
 def write_atomically(path: Path, text: str) -> None:

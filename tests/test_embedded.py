@@ -11,12 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from bird import BirdRouter, Speaker, wait_until
+from manifest_texts import service_manifest
 
 pytestmark = pytest.mark.router
 
@@ -54,29 +54,7 @@ spec:
 
 
 def service(name: str, node: str = "node-a") -> str:
-    return textwrap.dedent(
-        f"""
-        apiVersion: v1
-        kind: Service
-        metadata: {{name: {name}, namespace: default}}
-        spec:
-          type: LoadBalancer
-          selector: {{app: {name}}}
-          ports: [{{port: 80}}]
-        ---
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata:
-          name: {name}-1
-          namespace: default
-          labels: {{kubernetes.io/service-name: {name}}}
-        addressType: IPv4
-        endpoints:
-        - addresses: [10.0.0.1]
-          conditions: {{ready: true}}
-          nodeName: {node}
-        """
-    )
+    return service_manifest(name, endpoint_node=node)
 
 
 class Run:
@@ -255,7 +233,7 @@ def test_aggregation_announces_the_covering_prefix_once(cluster) -> None:
 
 def test_etp_local_withdraws_when_the_last_local_endpoint_stops_serving(cluster) -> None:
     router, manifests, start = cluster
-    local = service("web").replace("  type: LoadBalancer", "  type: LoadBalancer\n  externalTrafficPolicy: Local")
+    local = service_manifest("web", local=True)
     (manifests / "web.yaml").write_text(local)
     start()
     router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32 (serving endpoint on this node)")
