@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +53,19 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def _polls(check: Callable[[], T | Literal[False] | None], *, timeout: float, what: str) -> Generator[None, None, T]:
+    """Calls `check` until it returns something truthy, yielding between calls for the caller to sleep
+    (the one difference between the sync and the async waits); fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = check()
+    while not last:
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+        yield
+        last = check()
+    return last
+
+
 def wait_until(
     check: Callable[[], T | Literal[False] | None],
     *,
@@ -61,14 +74,13 @@ def wait_until(
     what: str = "condition",
 ) -> T:
     """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = check()
-    while not last:
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
-        time.sleep(interval)
-        last = check()
-    return last
+    polls = _polls(check, timeout=timeout, what=what)
+    try:
+        while True:
+            next(polls)
+            time.sleep(interval)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 async def eventually(
@@ -79,14 +91,13 @@ async def eventually(
     what: str = "condition",
 ) -> T:
     """`wait_until` for asyncio tests: polls between `asyncio.sleep`s so the code under test keeps running."""
-    deadline = time.monotonic() + timeout
-    last = check()
-    while not last:
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
-        await asyncio.sleep(interval)
-        last = check()
-    return last
+    polls = _polls(check, timeout=timeout, what=what)
+    try:
+        while True:
+            next(polls)
+            await asyncio.sleep(interval)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
