@@ -33,7 +33,7 @@ import gc
 import signal
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import structlog
@@ -89,32 +89,44 @@ def find_node(snapshot: ClusterSnapshot, node_name: str) -> Node | None:
     return next((n for n in snapshot.nodes if n.name == node_name), None)
 
 
-def engine_for(
-    workdir: Path, peers: tuple[Peer, ...], node: Node | None, node_name: str, *,
-    router_id: IPv4Address | None, tuning: EngineTuning = EngineTuning(),
-) -> ExaBGPEngine:
-    """The ExaBGP engine for this node's first peers.
+class NextHops:
+    """This node's own addresses, as the next hops of the other family's routes on dual-stack sessions
+    (`dualStackAddressFamily`): the Node's InternalIP of that family, else its ExternalIP, from its
+    status. Followed as the Node changes (`ExaBGPEngine.set_next_hops`); a dual-stack peer without one
+    is warned about when that starts (its session then carries only its own family)."""
 
-    Routes of the other family than a dual-stack session's (`dualStackAddressFamily`) need a next hop
-    of their own family: the node's own address of that family (its InternalIP, else ExternalIP, from
-    the Node's status). They are fixed when ExaBGP starts. A dual-stack peer without one gets a warning:
-    its session then carries only its own family.
-    """
-    hops = {version: node.address_of(version) if node is not None else None for version in (4, 6)}
-    for peer in peers:
-        other = 6 if peer.address.version == 4 else 4
-        if peer.dual_stack and not peer.disable_mp and hops[other] is None:
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+        self._missing: frozenset[tuple[str, int]] = frozenset()
+
+    def update(self, node: Node | None, peers: tuple[Peer, ...]) -> tuple[IPv4Address | None, IPv6Address | None]:
+        hops = {version: node.address_of(version) if node is not None else None for version in (4, 6)}
+        missing = frozenset(
+            (peer.name, 6 if peer.address.version == 4 else 4)
+            for peer in peers
+            if peer.dual_stack and not peer.disable_mp and hops[6 if peer.address.version == 4 else 4] is None
+        )
+        for name, other in sorted(missing - self._missing):
             log.warning(
-                "dual_stack_next_hop_missing", peer=peer.name, node=node_name,
-                message=f"BGPPeer {peer.name}: dualStackAddressFamily, but Node {node_name} has no IPv{other} "
+                "dual_stack_next_hop_missing", peer=name, node=self.node_name,
+                message=f"BGPPeer {name}: dualStackAddressFamily, but Node {self.node_name} has no IPv{other} "
                         f"address in status.addresses: IPv{other} routes are not sent on this session",
             )  # fmt: skip
+        self._missing = missing
+        return hops[4], hops[6]  # type: ignore[return-value]
+
+
+def engine_for(
+    workdir: Path, peers: tuple[Peer, ...], hops: tuple[IPv4Address | None, IPv6Address | None], *,
+    router_id: IPv4Address | None, tuning: EngineTuning = EngineTuning(),
+) -> ExaBGPEngine:
+    """The ExaBGP engine for this node's first peers, with the next hops `NextHops` found."""
     return ExaBGPEngine(
         workdir=workdir,
         router_id=choose_router_id(peers, router_id),
         local_addresses=tuple(p.source_address for p in peers if p.source_address is not None),
-        ipv4_next_hop=hops[4],  # type: ignore[arg-type]
-        ipv6_next_hop=hops[6],  # type: ignore[arg-type]
+        ipv4_next_hop=hops[0],
+        ipv6_next_hop=hops[1],
         tuning=tuning,
     )
 
@@ -159,6 +171,7 @@ class EmbeddedRunner:
             remembered=self.assignments,
         )
         self.problems = ProblemLog()
+        self.next_hops = NextHops(options.node_name)
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written
@@ -231,8 +244,8 @@ class EmbeddedRunner:
         change = self._load()
         peers = first_peers(change, self.options.node_name)
         assert change.config is not None
-        node = find_node(change.config, self.options.node_name)
-        self.engine = engine_for(self.options.workdir, peers, node, self.options.node_name, router_id=self.options.router_id)
+        hops = self.next_hops.update(find_node(change.config, self.options.node_name), peers)
+        self.engine = engine_for(self.options.workdir, peers, hops, router_id=self.options.router_id)
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
@@ -251,7 +264,11 @@ class EmbeddedRunner:
                     changed |= changes.get_nowait()
                 change = self.folder.reload(changed)
                 log.debug("manifests_changed", files=sorted(str(p) for p in changed))
-                await self.reconcile(self.compute(change))
+                plan = self.compute(change)
+                if change.config is not None:  # the Node may have changed: its addresses are next hops
+                    node = find_node(change.config, self.options.node_name)
+                    self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
+                await self.reconcile(plan)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

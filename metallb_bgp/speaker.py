@@ -35,7 +35,7 @@ from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
-from metallb_bgp.embedded import ProblemLog, engine_for, find_node, status_assignments
+from metallb_bgp.embedded import NextHops, ProblemLog, engine_for, find_node, status_assignments
 from metallb_bgp.errors import ObjectError
 from metallb_bgp import metrics
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
@@ -133,6 +133,11 @@ class SpeakerPlanner:
     def services(self) -> Mapping[ServiceKey, Service]:
         """The services of the last update, by key."""
         return self._services
+
+    @property
+    def node(self) -> Node | None:
+        """This node's Node object as of the last update."""
+        return self._node
 
     @property
     def announced(self) -> AbstractSet[ServiceKey]:
@@ -366,6 +371,7 @@ class Speaker:
         self.plan: SpeakerPlan | None = None
         self.planner = SpeakerPlanner(node_name=options.node_name, load_balancer_class=options.load_balancer_class)
         self.problems = ProblemLog()
+        self.next_hops = NextHops(options.node_name)
         self.refused_peers: tuple[Peer, ...] | None = None  # peers ExaBGP refused: not retried until they change
         writer = KubeWriter(api_client, component=COMPONENT, instance=options.node_name, host=options.node_name)
         self.publisher = _Publisher(writer, options)
@@ -405,6 +411,8 @@ class Speaker:
             await self._start_engine(plan.peers, find_node(snapshot, self.options.node_name))
         else:
             await self._set_peers(plan.peers)
+            if self.planner.routes_touched is None:  # a whole plan: the Node (its addresses) may have changed
+                self.engine.set_next_hops(*self.next_hops.update(self.planner.node, plan.peers))
         assert self.engine is not None
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
@@ -432,7 +440,7 @@ class Speaker:
 
     async def _start_engine(self, peers: tuple[Peer, ...], node: Node | None) -> None:
         self.engine = engine_for(
-            self.options.workdir, peers, node, self.options.node_name, router_id=self.options.router_id,
+            self.options.workdir, peers, self.next_hops.update(node, peers), router_id=self.options.router_id,
             tuning=self.options.tuning,
         )
         try:

@@ -316,6 +316,41 @@ def test_a_dual_stack_session_carries_the_other_family_with_the_nodes_own_addres
     assert router.routes()[v6].next_hop == "2001:db8:ff::2"
 
 
+def test_a_dual_stack_sessions_other_family_follows_the_nodes_address_as_it_changes(cluster) -> None:
+    """The Node's IPv6 address changes, goes away and comes back while `run` runs: the IPv6 route moves
+    to the new next hop, is withdrawn (with a warning) and announced again; the IPv4 route never moves."""
+    router, manifests, start = cluster
+    (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::2"))
+    (manifests / "web.yaml").write_text(dual_stack_service("web"))
+    (manifests / "api.yaml").write_text(dual_stack_service("api"))
+    run = start()
+    v4 = {host("198.51.100.0/32"), host("198.51.100.1/32")}
+    v6 = {ipaddress.ip_network("2001:db8:5::/128"), ipaddress.ip_network("2001:db8:5::1/128")}
+    router.wait_routes(lambda r: v4 | v6 <= set(r), what="both services in both families")
+
+    def v6_hops() -> set[str | None]:
+        routes = router.routes()
+        return {routes[prefix].next_hop for prefix in v6 if prefix in routes}
+
+    (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::9"))
+    wait_until(lambda: v6_hops() == {"2001:db8:ff::9"} and v4 <= set(router.routes()), what="the new IPv6 next hop")
+
+    (manifests / "node.yaml").write_text(node_with(SPEAKER))
+    router.wait_routes(lambda r: not v6 & set(r), what="the IPv6 routes withdrawn")
+    assert v4 <= set(router.routes())
+    wait_until(lambda: [e for e in run.events() if e.get("event") == "dual_stack_next_hop_missing"], what="the warning")
+
+    (manifests / "web.yaml").write_text(dual_stack_service("web").replace("port: 80", "port: 81"))  # moves on meanwhile
+    (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::2"))
+    wait_until(lambda: v6_hops() == {"2001:db8:ff::2"} and len(v6_hops()) == 1 and v6 <= set(router.routes()),
+               what="the IPv6 routes back with the node's address")  # fmt: skip
+    assert set(router.routes()) == v4 | v6
+    moved = [e for e in run.events() if e.get("event") == "next_hops_changed"]
+    assert [(e["announced_again"], e["withdrawn"]) for e in moved][:2] == [(2, 0), (0, 2)]
+
+
 def test_a_dual_stack_peer_without_a_node_address_of_the_other_family_is_warned_about(cluster) -> None:
     router, manifests, start = cluster
     (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)

@@ -254,6 +254,43 @@ def test_etp_local_endpoints_moving_to_another_node_move_the_announcement(harnes
     harness.wait_routes("a", set(), what="node-a's withdrawal")
 
 
+def test_a_dual_stack_session_follows_the_nodes_ipv6_address_as_the_node_status_changes(harness: Harness) -> None:
+    """The speaker's IPv6 routes on a dualStackAddressFamily session take the Node's own IPv6 address as
+    next hop, and move when the Node's status does, without a restart or a session reset."""
+    api = harness.api
+    api.custom.patch_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "pool",
+                                              {"spec": {"addresses": ["198.51.100.0/28", "2001:db8:5::/124"]}},
+                                              _content_type="application/merge-patch+json")  # fmt: skip
+    api.custom.patch_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "router-a",
+                                              {"spec": {"dualStackAddressFamily": True}},
+                                              _content_type="application/merge-patch+json")  # fmt: skip
+
+    def node_addresses(*addresses: str) -> None:
+        api.core.patch_node_status("node-a", {"status": {"addresses": [
+            {"type": "InternalIP", "address": address} for address in addresses]}})
+
+    node_addresses("127.0.0.2", "2001:db8:ff::2")
+    harness.controller()
+    harness.speaker("node-a")
+    api.core.create_namespaced_service("default", {"metadata": {"name": "web"}, "spec": {
+        "type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}],
+        "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}})
+    api.discovery.create_namespaced_endpoint_slice("default", {
+        "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": True}}]})
+    v6 = ipaddress.ip_network("2001:db8:5::/128")
+    harness.wait_routes("a", {FIRST, v6}, what="both families over node-a's IPv4 session")
+    assert harness.router.routes("a")[v6].next_hop == "2001:db8:ff::2"
+    since = harness.router.wait_established("a").since
+
+    node_addresses("127.0.0.2", "2001:db8:ff::9")
+    wait_until(lambda: (r := harness.router.routes("a")).get(v6) is not None and r[v6].next_hop == "2001:db8:ff::9",
+               what="the IPv6 route on the Node's new address")  # fmt: skip
+    node_addresses("127.0.0.2")
+    harness.wait_routes("a", {FIRST}, what="the IPv6 route withdrawn with the Node's IPv6 address")
+    assert harness.router.protocol("a").since == since
+
+
 def test_editing_a_bgp_advertisement_community_changes_it_at_the_router_without_resetting_the_session(
     harness: Harness,
 ) -> None:

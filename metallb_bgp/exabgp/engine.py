@@ -14,6 +14,9 @@ what it has told each router (`sent`) and one sync pass at a time:
   routes it kept for us across the restart;
 - a session going down only stops traffic to that peer: its routes are held and re-pushed at the next
   session up;
+- a withdrawal carries the attributes its route was announced with, next hop included (DESIGN.md: a
+  bare one can be lost); when the node's own addresses change (`set_next_hops`), the other family's
+  routes on dual-stack sessions are moved to the new next hop before anything else is sent;
 - a child that dies is restarted with exponential backoff; the new ExaBGP starts empty and every
   session comes back through the fresh-peer path. A relay connection that breaks while ExaBGP lives is
   treated the same way (ExaBGP is restarted): session events may have been lost with it, and a
@@ -37,7 +40,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
@@ -61,9 +64,9 @@ from metallb_bgp.exabgp.events import (
     parse_line,
 )
 from metallb_bgp.exabgp.process import ExaBGPChild, exabgp_environment, find_exabgp, validate_config
-from metallb_bgp.exabgp.render import RenderedConfig, ignored_settings, render
+from metallb_bgp.exabgp.render import Neighbor, RenderedConfig, ignored_settings, render
 from metallb_bgp.net import IPAddress
-from metallb_bgp.routes import RouteAttributes, RouteKey, RouteTable
+from metallb_bgp.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, group_routes
 
 CONFIG_FILE = "exabgp.conf"
 CANDIDATE_FILE = "exabgp.conf.new"
@@ -128,9 +131,8 @@ class ExaBGPEngine:
         self._workdir = Path(workdir).resolve()  # ExaBGP and the relay run with other working directories
         self._router_id = router_id
         self._local_addresses = tuple(local_addresses)
-        self._next_hops: dict[int, IPAddress] = {
-            family: hop for family, hop in ((4, ipv4_next_hop), (6, ipv6_next_hop)) if hop is not None
-        }
+        self._next_hops: dict[int, IPAddress] = _hops(ipv4_next_hop, ipv6_next_hop)
+        self._retired_hops: dict[int, IPAddress | None] = {}  # family -> the hop its sent routes carry
         self._log = logger if logger is not None else structlog.get_logger("metallb_bgp.exabgp")
         self._tuning = tuning
         self._exabgp = exabgp_path
@@ -207,6 +209,25 @@ class ExaBGPEngine:
                         await self._reload(channel, rendered)
                 except ChannelClosed:
                     pass  # the next child reads the new file when it starts
+        self._wake.set()
+
+    def set_next_hops(self, ipv4: IPv4Address | None, ipv6: IPv6Address | None) -> None:
+        """New next hops for the other family's routes on dual-stack sessions (the node's addresses
+        changed); the next sync pass moves every such route to them. Returns at once: the caller's next
+        `apply` waits for that pass.
+
+        Routes already sent keep being withdrawn with the hop they were announced with (see the module
+        docstring): a route still wanted is announced again with the new hop (BGP replaces the path), one
+        that can no longer be sent (no address of its family any more) is withdrawn with the old one.
+        """
+        hops = _hops(ipv4, ipv6)
+        if hops == self._next_hops:
+            return
+        for family in (4, 6):
+            if hops.get(family) != self._next_hops.get(family):
+                self._retired_hops.setdefault(family, self._next_hops.get(family))
+        self._next_hops = hops
+        self._touched = None  # what each peer can carry moved: the next pass compares everything
         self._wake.set()
 
     async def apply(self, table: RouteTable, *, touched: Collection[RouteKey] | None = None) -> None:
@@ -598,6 +619,7 @@ class ExaBGPEngine:
         def can_carry(peer: str, family: int) -> bool:
             return commands.can_carry(neighbors.get(peer), family, self._next_hops)
 
+        hop_lines = self._move_to_new_hops(neighbors, established, can_carry) if self._retired_hops else []
         if touched is not None and not fresh and self._last_pass == seen:
             plan = commands.plan_touched_sync(
                 desired=self._desired.routes, sent=self._sent, established=established, touched=touched,
@@ -612,7 +634,7 @@ class ExaBGPEngine:
         self._last_pass = seen
         self._sent = plan.sent
         self._fresh -= fresh
-        lines = commands.route_commands(
+        lines = hop_lines + commands.route_commands(
             plan.change, neighbors, next_hops=self._next_hops, prefixes_per_command=self._tuning.prefixes_per_command
         )
         futures = [await channel.submit(line) for line in lines]
@@ -632,9 +654,60 @@ class ExaBGPEngine:
                 seconds=round(time.monotonic() - started, 3),
             )
 
+    def _move_to_new_hops(
+        self, neighbors: Mapping[str, Neighbor], established: frozenset[str], can_carry: Callable[[str, int], bool]
+    ) -> list[str]:
+        """Commands that move the sent routes of each family whose next hop changed onto the new hop,
+        leaving `_sent` as the routers will hold it; the pass's own diff then finds nothing more to do
+        for them, so no prefix is both announced and withdrawn in one burst.
+
+        Per route sent with the old hop (the other family on a dual-stack session): still wanted with
+        the same attributes and carried -> announced again with the new hop; no longer carried or
+        wanted -> withdrawn with the old hop; its attributes changed -> left to the diff (an
+        announcement, with the new hop). Peers that are down get nothing: their entries are dropped if
+        the family can no longer be carried, and a fresh session gets everything again anyway.
+        """
+        announce: dict[RouteKey, RouteAttributes] = {}
+        withdraw: dict[int, dict[RouteKey, RouteAttributes]] = {}
+        desired = self._desired.routes
+        for key, attrs in list(self._sent.items()):
+            peer, prefix = key
+            family = prefix.version
+            neighbor = neighbors.get(peer)
+            if family not in self._retired_hops or neighbor is None or neighbor.session_family == family:
+                continue
+            carried = can_carry(peer, family)
+            if peer not in established:
+                if not carried:
+                    del self._sent[key]
+                continue
+            wanted = desired.get(key)
+            if carried and wanted == attrs:
+                announce[key] = attrs
+            elif not carried or wanted is None:
+                withdraw.setdefault(family, {})[key] = attrs
+                del self._sent[key]
+        per_command = self._tuning.prefixes_per_command
+        lines = []
+        for family, routes in withdraw.items():
+            old_hop = self._retired_hops[family]
+            hops = {**self._next_hops, **({family: old_hop} if old_hop is not None else {})}
+            lines += commands.route_commands(RouteDiff(withdraw=group_routes(routes)), neighbors, next_hops=hops,
+                                             prefixes_per_command=per_command)  # fmt: skip
+        lines += commands.route_commands(RouteDiff(announce=group_routes(announce)), neighbors,
+                                         next_hops=self._next_hops, prefixes_per_command=per_command)  # fmt: skip
+        self._log.info("next_hops_changed", next_hops={f: str(h) for f, h in sorted(self._next_hops.items())},
+                       announced_again=len(announce), withdrawn=sum(len(r) for r in withdraw.values()))  # fmt: skip
+        self._retired_hops = {}
+        return lines
+
     async def _notify_synced(self) -> None:
         async with self._synced:
             self._synced.notify_all()
+
+
+def _hops(ipv4: IPv4Address | None, ipv6: IPv6Address | None) -> dict[int, IPAddress]:
+    return {family: hop for family, hop in ((4, ipv4), (6, ipv6)) if hop is not None}
 
 
 def _process_exists(pid: int) -> bool:
