@@ -58,8 +58,12 @@ from metallb_bgp.embedded import ProblemLog
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.kube_writer import (
     COMPONENT_LABEL,
+    EVENT_BURST,
+    EVENT_QPS,
+    PACED_BATCH,
     POOL_ANNOTATION,
     Body,
+    EventPacer,
     EventSpec,
     KubeWriter,
     ObjectRef,
@@ -971,6 +975,8 @@ class ControllerOptions:
     coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    event_qps: float = EVENT_QPS  # Events written (kube_writer.EventPacer)
+    event_burst: int = EVENT_BURST
 
 
 @dataclass
@@ -978,6 +984,7 @@ class _Applied:
     """What one batch of writes achieved (returned by the worker thread; the loop updates its state)."""
 
     results: list[tuple[object, WriteResult]] = field(default_factory=list)
+    held: list[EventSpec] = field(default_factory=list)  # Events the pacer kept for a later pass
 
     @property
     def needs_retry(self) -> bool:
@@ -1019,6 +1026,7 @@ class Controller:
         self.overlay: dict[ServiceKey, Written] = {}
         self.planner = ControllerPlanner(load_balancer_class=options.load_balancer_class)
         self.ledger = EventLedger()
+        self.pacer = EventPacer(options.event_qps, options.event_burst)  # taken from in the write thread
         self.problems = ProblemLog()
         self._problems_seen: tuple[tuple[ObjectError, ...], tuple[ObjectError, ...]] | None = None
         self._refusals_seen: Mapping[ServiceKey, str] = {}
@@ -1075,6 +1083,9 @@ class Controller:
             self.retry_delay = min(self.options.retry_max, self.retry_delay * 2)
         if self.retry_delay is not None:
             log.info("reconcile_retry_scheduled", delay_seconds=self.retry_delay)
+        if applied.held:  # a pass comes back for them: no log line, this is the plan, not a failure
+            paced = self.pacer.delay(min(len(applied.held), PACED_BATCH))
+            self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
         log.debug(
             "reconciled",
             status_writes=len(writes.status),
@@ -1118,6 +1129,8 @@ class Controller:
         applied.results.extend(statuses)
         failed = {change.service for change, result in statuses if not result.ok}
         events = list(due) + [event for change, result in statuses if result.ok for event in change.events]
+        allowed = self.pacer.take(len(events))
+        events, applied.held = events[:allowed], events[allowed:]
         applied.results.extend(concurrently(
             lambda annotation: self.writer.patch_service(annotation.service.namespace, annotation.service.name,
                                                          annotation.patch),
@@ -1153,6 +1166,7 @@ class Controller:
                 self.ledger.record(item, result)
             elif item is writes.state:
                 self.state_written = writes.state if result.ok else None
+        self.ledger.add_once(event for event in applied.held if event not in self.ledger.current)
 
 
 async def run_controller(api_client: ApiClient, options: ControllerOptions) -> None:

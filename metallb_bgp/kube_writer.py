@@ -437,6 +437,46 @@ def concurrently(
         return list(zip(items, pool.map(send, items), strict=True))
 
 
+# kubelet's own limits on the Events it writes (--event-qps, --event-burst): Events are best effort, and
+# a cold start that announces 10,000 services must not spend the API server (and our own CPU, while
+# statuses and routes wait) on 10,000 of them at once, once per node.
+EVENT_QPS = 50.0
+EVENT_BURST = 100
+
+
+class EventPacer:
+    """How many Events may be written now: a token bucket of `burst`, refilled at `qps` a second.
+
+    Why not a rate-limiting library: the loops need "how many now, and when the next batch", without
+    waiting; aiolimiter's `async with` waits per item.
+    """
+
+    def __init__(self, qps: float = EVENT_QPS, burst: int = EVENT_BURST, clock: Callable[[], float] = time.monotonic) -> None:
+        self.qps, self.burst, self._clock = qps, burst, clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` Events may go now (those are spent)."""
+        self._refill()
+        allowed = min(wanted, int(self._tokens))
+        self._tokens -= allowed
+        return allowed
+
+    def delay(self, wanted: int) -> float:
+        """Seconds until `wanted` Events (at most a burst) may go."""
+        self._refill()
+        return max(0.0, (min(wanted, self.burst) - self._tokens) / self.qps)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+        self._at = now
+
+
+PACED_BATCH = 25  # Events held back by the pacer are written in batches of this many, not one at a time
+
+
 # --- plumbing both daemons share --------------------------------------------------------------------
 
 

@@ -41,8 +41,12 @@ from metallb_bgp import metrics
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
 from metallb_bgp.kube_writer import (
     COMPONENT_LABEL,
+    EVENT_BURST,
+    EVENT_QPS,
     NODE_LABEL,
+    PACED_BATCH,
     Body,
+    EventPacer,
     EventSpec,
     KubeWriter,
     ObjectRef,
@@ -296,6 +300,8 @@ class SpeakerOptions:
     coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
     status_interval: float = 2.0  # how often session states are checked for the ConfigurationState
     tuning: EngineTuning = field(default_factory=EngineTuning)
+    event_qps: float = EVENT_QPS  # Events written (kube_writer.EventPacer)
+    event_burst: int = EVENT_BURST
 
     @property
     def state_name(self) -> str:
@@ -317,6 +323,7 @@ class _Publisher:
         self.written: Body | None = None
         self.wake = asyncio.Event()
         self.retry_delay: float | None = None
+        self.pacer = EventPacer(options.event_qps, options.event_burst)
 
     def publish(self, state: Body, events: Sequence[EventSpec]) -> None:
         self.state = state
@@ -335,7 +342,8 @@ class _Publisher:
             if not due and (state is None or state == known):
                 self.retry_delay = None
                 continue
-            results, state_result = await asyncio.to_thread(self._write, due, state, known)
+            held = len(due) - (allowed := self.pacer.take(len(due)))  # the rest stay due in the ledger
+            results, state_result = await asyncio.to_thread(self._write, due[:allowed], state, known)
             failed = False
             for spec, result in results:
                 self.ledger.record(spec, result)
@@ -344,6 +352,9 @@ class _Publisher:
                 self.written = state if state_result.ok else None
                 failed |= state_result.needs_retry
             self.retry_delay = min(30.0, (self.retry_delay or 0.5) * 2) if failed else None
+            if held:
+                paced = self.pacer.delay(min(held, PACED_BATCH))
+                self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
 
     def _write(self, due: list[EventSpec], state: Body | None, known: Body | None):  # worker thread
         results = concurrently(self.writer.emit_event, due)  # a cold start announces thousands at once

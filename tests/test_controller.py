@@ -40,6 +40,7 @@ from metallb_bgp.controller import (
 from metallb_bgp.errors import ObjectError, Severity
 from metallb_bgp.kube_writer import (
     POOL_ANNOTATION,
+    EventPacer,
     EventSpec,
     KubeWriter,
     ObjectRef,
@@ -625,6 +626,42 @@ def test_a_cold_start_writes_the_statuses_several_at_a_time(cluster: Cluster) ->
         await eventually(lambda: all(cluster.annotation(name) == "pool" for name in names), what="every annotation")
 
     asyncio.run(running([controller_for(cluster.fake)], scenario))
+
+
+def test_events_are_paced_while_statuses_are_not_and_none_is_lost(cluster: Cluster) -> None:
+    """A cold start allocating 16 services with a pacer of burst 4 at 10 Events a second: every status
+    at once, the IPAllocated Events never faster than the pacer allows, and all 16 in the end."""
+    cluster.create(pool("pool", "198.51.100.0/27"))
+    names = [f"s{i:02d}" for i in range(16)]
+    for name in names:
+        cluster.create(service(name))
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        await eventually(lambda: all(cluster.ips(name) for name in names), what="every status written")
+        seen: list[tuple[float, int]] = []
+
+        def allocated() -> int:
+            count = sum(1 for _name, reason, _message in cluster.events() if reason == "IPAllocated")
+            seen.append((time.monotonic() - started, count))
+            return count
+
+        await eventually(lambda: allocated() == 16, timeout=15, interval=0.05, what="all 16 IPAllocated Events")
+        assert all(count <= 4 + 10 * elapsed + 1 for elapsed, count in seen), seen  # burst + rate (+1: rounding)
+        assert any(count < 16 for _elapsed, count in seen), "the pacer held nothing back"
+
+    asyncio.run(running([controller_for(cluster.fake, event_qps=10.0, event_burst=4)], scenario))
+
+
+def test_the_event_pacer_lets_a_burst_through_then_its_rate() -> None:
+    now = [0.0]
+    pacer = EventPacer(qps=10.0, burst=4, clock=lambda: now[0])
+    assert pacer.take(10) == 4 and pacer.take(1) == 0
+    assert pacer.delay(3) == pytest.approx(0.3)
+    now[0] = 0.25
+    assert pacer.take(10) == 2  # 2.5 tokens: whole Events only
+    now[0] = 100.0
+    assert pacer.take(10) == 4 and pacer.delay(100) == pytest.approx(0.4)  # never more than a burst saved up
 
 
 def test_concurrent_writes_stop_as_soon_as_the_writer_may_no_longer_write(fake_kube: FakeKube) -> None:

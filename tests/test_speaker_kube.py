@@ -349,3 +349,38 @@ def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_eve
     asyncio.run(scenario())
     names = sorted(e.involved_object.name for e in core.list_namespaced_event("default").items)
     assert names == sorted(f"s{i}" for i in range(40))  # each once
+
+
+def test_node_assigned_events_are_paced_and_none_is_lost(fake_kube: FakeKube, short_tmp: Path) -> None:
+    """kubelet's rule for Events (a burst, then a rate): a burst of 8 at 20 a second lets 40 through in
+    about 1.6 s, never faster, while the ConfigurationState is written at once."""
+    from metallb_bgp.kube_writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.speaker import _Publisher
+
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
+    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp, event_qps=20.0, event_burst=8))
+    specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
+             for i in range(40)]
+    core = client.CoreV1Api(fake_kube.client)
+    custom = client.CustomObjectsApi(fake_kube.client)
+    seen: list[tuple[float, int]] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(publisher.run())
+        try:
+            started = time.monotonic()
+            publisher.publish({"result": "Valid"}, specs)
+
+            def count() -> int:
+                seen.append((time.monotonic() - started, len(core.list_namespaced_event("default").items)))
+                return seen[-1][1]
+
+            await eventually(lambda: custom.list_namespaced_custom_object(GROUP, "v1beta1", NS, "configurationstates")[
+                "items"], what="the ConfigurationState")  # fmt: skip
+            assert count() < 40, "the state waited for every Event"
+            await eventually(lambda: count() == 40, timeout=15, interval=0.02, what="40 events")
+        finally:
+            task.cancel()
+    asyncio.run(scenario())
+    assert all(n <= 8 + 20 * elapsed + 1 for elapsed, n in seen), seen
