@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import signal
 import socket
 import threading
@@ -943,8 +944,13 @@ class EventLedger:
         for spec in specs:
             self.once.setdefault(spec, 0)
 
-    def due(self) -> list[EventSpec]:
-        return sorted(self.once) + sorted(self.current - self.emitted)
+    def due(self, limit: int | None = None) -> list[EventSpec]:
+        """The Events to write now, at most `limit`: transition events in the order they came (a cold
+        start holds thousands, paced out a batch at a time: no sort per batch), then current problems."""
+        return list(itertools.islice(itertools.chain(self.once, sorted(self.current - self.emitted)), limit))
+
+    def pending(self) -> int:
+        return len(self.once) + len(self.current - self.emitted)
 
     def record(self, spec: EventSpec, result: WriteResult) -> None:
         if spec in self.once:
@@ -1070,7 +1076,7 @@ class Controller:
             return
         started = time.monotonic()
         writes = self.compute(self.source.snapshot())
-        due = self.ledger.due()
+        due = self.ledger.due(limit=self.pacer.burst)  # more cannot go in one pass
         applied = await asyncio.to_thread(self._apply, writes, due)
         self._absorb(writes, applied)
         self.reconciles += 1
@@ -1083,8 +1089,8 @@ class Controller:
             self.retry_delay = min(self.options.retry_max, self.retry_delay * 2)
         if self.retry_delay is not None:
             log.info("reconcile_retry_scheduled", delay_seconds=self.retry_delay)
-        if applied.held:  # a pass comes back for them: no log line, this is the plan, not a failure
-            paced = self.pacer.delay(min(len(applied.held), PACED_BATCH))
+        if left := self.ledger.pending():  # Events the pacer held: a pass comes back for them (no log line)
+            paced = self.pacer.delay(min(left, PACED_BATCH))
             self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
         log.debug(
             "reconciled",

@@ -338,12 +338,13 @@ class _Publisher:
             except TimeoutError:
                 pass
             self.wake.clear()
-            due, state, known = self.ledger.due(), self.state, self.written
-            if not due and (state is None or state == known):
+            pending, state, known = self.ledger.pending(), self.state, self.written
+            if not pending and (state is None or state == known):
                 self.retry_delay = None
                 continue
-            held = len(due) - (allowed := self.pacer.take(len(due)))  # the rest stay due in the ledger
-            results, state_result = await asyncio.to_thread(self._write, due[:allowed], state, known)
+            due = self.ledger.due(limit=self.pacer.take(pending))
+            held = pending - len(due)  # they stay due in the ledger
+            results, state_result = await asyncio.to_thread(self._write, due, state, known)
             failed = False
             for spec, result in results:
                 self.ledger.record(spec, result)
