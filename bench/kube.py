@@ -42,16 +42,6 @@ NAMESPACE = "default"
 KINDS = ("create", "delete", "etp_local_move_away")
 
 
-def kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
-    }))  # fmt: skip
-    return path
-
-
 def service_body(name: str, *, local: bool) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local" if local else "Cluster",
@@ -152,7 +142,7 @@ class KubeRun:
         self.daemons = [self.controller, self.speaker]
 
     def _kubeconfig(self) -> str:
-        return str(kubeconfig(self.directory / "kubeconfig", self.fake.url))
+        return str(self.fake.write_kubeconfig(self.directory / "kubeconfig"))
 
     def _speaker(self, name: str) -> Daemon:
         return Daemon(self.directory, name, [

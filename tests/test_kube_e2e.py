@@ -39,16 +39,6 @@ FIRST, SECOND, THIRD = (ipaddress.ip_network(f"198.51.100.{i}/32") for i in rang
 # --- the cluster, through the API -------------------------------------------------------------------
 
 
-def kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
-    }))
-    return path
-
-
 class Api:
     def __init__(self, fake: FakeKube) -> None:
         self.fake = fake
@@ -141,7 +131,7 @@ class Harness:
         self.fake = fake
         self.router = router
         self.directory = directory
-        self.config = kubeconfig(directory / "kubeconfig", fake.url)
+        self.config = fake.write_kubeconfig(directory / "kubeconfig")
         self.daemons: list[Daemon] = []
 
     def controller(self, identity: str = "c1", *extra: str) -> Daemon:

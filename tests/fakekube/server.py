@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -346,6 +347,16 @@ class FakeKube:
         configuration = Configuration(host=self.url)
         configuration.connection_pool_maxsize = CLIENT_POOL_SIZE
         return configuration
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig file for this server, as the daemons' `--kubeconfig` reads it (JSON is YAML)."""
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "nobody", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
+        }))  # fmt: skip
+        return path
 
     def start(self) -> FakeKube:
         self._httpd = _HTTPServer(self, self.port)
