@@ -420,3 +420,34 @@ def test_dual_stack_ipv4_session_carries_ipv6_with_the_configured_next_hop(
 
     peer = peer_for(router, "r1", dual_stack=True)
     asyncio.run(run_engine(short_tmp, [peer], scenario, ipv6_next_hop=ipaddress.IPv6Address("2001:db8:ff::1")))
+
+
+def test_a_next_hop_change_in_the_same_pass_as_route_changes_ends_as_desired(
+    bird_factory: BirdFactory, short_tmp: Path
+) -> None:
+    """The node's IPv6 address changes while, in the same pass, one IPv6 route goes away and another
+    changes its community: the kept route moves to the new hop, the changed one arrives with both its
+    new community and the new hop, the removed one is withdrawn (with the hop it carried); IPv4 stays."""
+    router = router_with_speaker(bird_factory, "r1")
+    v4, kept, changed, removed = (net(p) for p in ("10.7.0.1/32", "2001:db8:7::1/128", "2001:db8:7::2/128",
+                                                      "2001:db8:7::3/128"))  # fmt: skip
+    plain, tagged = RouteAttributes(), RouteAttributes(communities=("64500:9",))
+
+    async def scenario(engine: ExaBGPEngine) -> None:
+        await established(router)
+        await engine.apply(table({("r1", p): plain for p in (v4, kept, changed, removed)}))
+        await router_has(router, {v4, kept, changed, removed})
+        since = router.protocols()["node"].since
+        engine.set_next_hops(None, ipaddress.IPv6Address("2001:db8:ff::9"))
+        await engine.apply(table({("r1", v4): plain, ("r1", kept): plain, ("r1", changed): tagged}))
+        await router_has(router, {v4, kept, changed})
+        routes = router.routes()
+        assert routes[kept].next_hop == routes[changed].next_hop == "2001:db8:ff::9"
+        assert routes[changed].communities == ("64500:9",) and routes[kept].communities == ()
+        engine.set_next_hops(None, None)  # no IPv6 address any more: the IPv6 routes go, IPv4 stays
+        await engine.apply(table({("r1", v4): plain, ("r1", kept): plain, ("r1", changed): tagged}))
+        await router_has(router, {v4})
+        assert router.protocols()["node"].since == since  # never a session reset
+
+    peer = peer_for(router, "r1", dual_stack=True)
+    asyncio.run(run_engine(short_tmp, [peer], scenario, ipv6_next_hop=ipaddress.IPv6Address("2001:db8:ff::1")))
