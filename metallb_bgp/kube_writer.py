@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,6 +299,9 @@ class KubeWriter:
         self.may_write = may_write
         self.timeout = timeout
         self._state_unavailable_until = 0.0  # monotonic; ConfigurationState writes pause until then
+        # the Events this writer created, most recent last: (namespace, name, count) per EventSpec
+        self._events: OrderedDict[EventSpec, tuple[str, str, int]] = OrderedDict()
+        self._events_lock = threading.Lock()  # emit_event runs in several write threads at once
 
     def _send(self, verb: str, target: str, call: Callable[[], Any], **context: Any) -> WriteResult:
         if not self.may_write():
@@ -348,15 +353,42 @@ class KubeWriter:
         )
 
     def emit_event(self, spec: EventSpec) -> WriteResult:
+        """Create the Event, or, when this writer created the same one before (a service announced
+        again after its endpoints came back, a problem that returned), count it again on that Event,
+        as client-go's EventCorrelator does (`kubectl describe` shows "x3 over 5m" instead of three
+        Events). The memory is this process's, of the last `REMEMBERED_EVENTS`; an Event deleted or
+        expired meanwhile is created anew."""
         body = event_body(spec, component=self.component, instance=self.instance, host=self.host)
-        return self._send(
-            "event_emitted",
-            f"{spec.ref.kind} {spec.ref.namespace}/{spec.ref.name}",
-            lambda: self.core.create_namespaced_event(event_namespace(spec.ref), body, _request_timeout=self.timeout),
-            type=spec.type,
-            reason=spec.reason,
-            message=body["message"],
-        )
+        target, context = f"{spec.ref.kind} {spec.ref.namespace}/{spec.ref.name}", {"type": spec.type, "reason": spec.reason}
+        with self._events_lock:
+            seen = self._events.get(spec)
+        if seen is not None:
+            namespace, name, count = seen
+            patch = {"count": count + 1, "lastTimestamp": body["lastTimestamp"]}
+            result = self._send(
+                "event_counted", target,
+                lambda: self.core.patch_namespaced_event(name, namespace, patch, _content_type=MERGE_PATCH,
+                                                         _request_timeout=self.timeout),
+                count=count + 1, **context,
+            )  # fmt: skip
+            if result.outcome is not WriteOutcome.NOT_FOUND:
+                if result.ok:
+                    self._remember_event(spec, namespace, name, count + 1)
+                return result
+
+        def create() -> Any:
+            answer = self.core.create_namespaced_event(event_namespace(spec.ref), body, _request_timeout=self.timeout)
+            self._remember_event(spec, event_namespace(spec.ref), answer.metadata.name, 1)
+            return answer
+
+        return self._send("event_emitted", target, create, message=body["message"], **context)
+
+    def _remember_event(self, spec: EventSpec, namespace: str, name: str, count: int) -> None:
+        with self._events_lock:
+            self._events[spec] = (namespace, name, count)
+            self._events.move_to_end(spec)
+            while len(self._events) > REMEMBERED_EVENTS:
+                self._events.popitem(last=False)
 
     def read_configuration_state(self, namespace: str, name: str) -> tuple[WriteOutcome, Body | None]:
         """(OK, status) of an existing object, (NOT_FOUND, None), or (FAILED, None)."""
@@ -436,6 +468,8 @@ def concurrently(
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="kube-write") as pool:
         return list(zip(items, pool.map(send, items), strict=True))
 
+
+REMEMBERED_EVENTS = 4096  # client-go's EventCorrelator keeps as many
 
 # kubelet's own limits on the Events it writes (--event-qps, --event-burst): Events are best effort, and
 # a cold start that announces 10,000 services must not spend the API server (and our own CPU, while

@@ -585,6 +585,26 @@ def test_a_writer_that_may_not_write_sends_nothing(fake_kube: FakeKube) -> None:
     assert result.outcome is WriteOutcome.SKIPPED and fake_kube.requests == []
 
 
+def test_the_same_event_again_is_counted_on_the_first_one_as_client_go_does(fake_kube: FakeKube) -> None:
+    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1")
+    core = client.CoreV1Api(fake_kube.client)
+    assigned = EventSpec(ObjectRef("Service", "default", "web", "v1", "uid-web"), "Normal", "nodeAssigned", "from n1")
+    other = EventSpec(ObjectRef("Service", "default", "web", "v1", "uid-web"), "Normal", "nodeAssigned", "from n2")
+
+    def events() -> list[tuple[str, int]]:
+        return sorted((e.message, e.count) for e in core.list_namespaced_event("default").items)
+
+    for spec in (assigned, assigned, other, assigned):
+        assert writer.emit_event(spec).ok
+    assert events() == [("from n1", 3), ("from n2", 1)]
+    first = core.list_namespaced_event("default").items
+    assert all(e.last_timestamp >= e.first_timestamp for e in first)
+    for event in first:  # expired (or deleted by someone): the next one is a new Event
+        core.delete_namespaced_event(event.metadata.name, "default")
+    assert writer.emit_event(assigned).ok
+    assert events() == [("from n1", 1)]
+
+
 def test_an_edit_that_makes_a_pool_overlap_another_is_not_applied_and_no_service_loses_its_ip(cluster: Cluster) -> None:
     cluster.create(pool("a", "198.51.100.0/29"))
     cluster.create(pool("b", "203.0.113.0/29"))
