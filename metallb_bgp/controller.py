@@ -111,7 +111,7 @@ class ClusterSource(Protocol):
     @property
     def synced(self) -> bool: ...
 
-    def wait_synced(self, timeout: float | None = None) -> bool: ...
+    def wait_synced(self, timeout: float | None = None, *, config_only: bool = False) -> bool: ...
 
     def snapshot(self) -> ClusterSnapshot: ...
 
@@ -127,10 +127,11 @@ def kubernetes_source(api_client: ApiClient, namespace: str, on_change: Callable
     return KubernetesSource(api_client, namespace=namespace, on_change=on_change)
 
 
-async def wait_for_sync(source: ClusterSource, stop: asyncio.Event, *, poll: float = 0.2) -> bool:
-    """Block (without blocking the loop) until the source's first lists are in; False if stopped first."""
+async def wait_for_sync(source: ClusterSource, stop: asyncio.Event, *, poll: float = 0.2, config_only: bool = False) -> bool:
+    """Block (without blocking the loop) until the source's first lists are in (`config_only`: all but
+    Services and EndpointSlices); False if stopped first."""
     while not stop.is_set():
-        if await asyncio.to_thread(source.wait_synced, poll):
+        if await asyncio.to_thread(source.wait_synced, poll, config_only=config_only):
             return True
     return False
 

@@ -394,11 +394,13 @@ class Speaker:
         self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
         self.source.start()
         publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
+        early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
         log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
         try:
             if not await wait_for_sync(self.source, stop):
                 return
             log.info("cluster_synced")
+            await early  # ExaBGP started while the Services and EndpointSlices were listed
             await self.reconcile()
             while not stop.is_set():
                 if await wake.wait(stop, timeout=self.options.status_interval):
@@ -407,7 +409,8 @@ class Speaker:
                     self._publish()  # session states move without any watch event
         finally:
             publisher.cancel()
-            await asyncio.gather(publisher, return_exceptions=True)
+            early.cancel()
+            await asyncio.gather(publisher, early, return_exceptions=True)
             if self.engine is not None:
                 await self.engine.stop(withdraw=self._withdraw_on_stop())
             self.source.stop()
@@ -449,6 +452,18 @@ class Speaker:
         which would otherwise keep our routes until their hold time (ExaBGP sends no Cease); graceful-restart
         peers keep them as stale across a speaker restart."""
         return set() if self.plan is None else {p.name for p in self.plan.peers if not p.graceful_restart}
+
+    async def _start_engine_early(self, stop: asyncio.Event) -> None:
+        """Start ExaBGP with this node's peers as soon as the kinds they come from have listed, while the
+        (many) Services and EndpointSlices still are: its start then overlaps the lists instead of
+        following them. The engine sends nothing before the first reconcile's `apply`; that reconcile's
+        `set_peers` puts the peers right if they changed meanwhile."""
+        assert self.source is not None
+        if not await wait_for_sync(self.source, stop, config_only=True):
+            return
+        config = config_part(self.source.snapshot())
+        node = find_node(config, self.options.node_name)
+        await self._start_engine(node_peers(compile_config(config).config, node), node)
 
     async def _start_engine(self, peers: tuple[Peer, ...], node: Node | None) -> None:
         self.engine = engine_for(

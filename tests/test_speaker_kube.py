@@ -200,6 +200,36 @@ def test_the_speaker_reports_node_assigned_and_its_configuration_state(fake_kube
     asyncio.run(scenario())
 
 
+def test_exabgp_starts_with_the_nodes_peers_while_the_services_are_still_listed(fake_kube: FakeKube, short_tmp: Path) -> None:
+    """The peers come from the small kinds: ExaBGP starts once those have listed, while a slow Services
+    list is still under way, and nothing is announced before the whole cluster has been read."""
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    core, custom = client.CoreV1Api(fake_kube.client), client.CustomObjectsApi(fake_kube.client)
+    custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", pool())
+    custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", PEER)
+    core.create_node(node("n1"))
+    core.create_namespaced_service("default", {"metadata": {"name": "web"},
+                                               "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+    fake_kube.slow_next(1, seconds=2.0, method="GET", path=r"^/api/v1/services\b")  # the (first) Services list
+    speaker = Speaker(fake_kube.client, SpeakerOptions(node_name="n1", workdir=short_tmp / "exabgp",
+                                                      tuning=EngineTuning(relay_connect_timeout=10.0)))  # fmt: skip
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(speaker.run(stop))
+        try:
+            await eventually(lambda: speaker.engine is not None and speaker.engine.child_pid is not None,
+                             timeout=5, interval=0.02, what="ExaBGP started")  # fmt: skip
+            assert speaker.source is not None and not speaker.source.synced, "started only after the Services list"
+            assert set(speaker.engine.peer_states()) == {"router"} and speaker.plan is None  # nothing applied yet
+            await eventually(lambda: speaker.plan is not None, what="the first reconcile once every kind has listed")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+
+
 def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change() -> None:
     import dataclasses
 

@@ -565,9 +565,13 @@ class KubernetesSource:
     def synced(self) -> bool:
         return all(w.listed.is_set() for w in self._watchers.values())
 
-    def wait_synced(self, timeout: float | None = None) -> bool:
+    def wait_synced(self, timeout: float | None = None, *, config_only: bool = False) -> bool:
+        """Whether every kind (`config_only`: every kind but Services and EndpointSlices, which is
+        enough to know a node's peers) has listed, waiting at most `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for watcher in self._watchers.values():
+        for field, watcher in self._watchers.items():
+            if config_only and field in ("services", "endpoint_slices"):
+                continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not watcher.listed.wait(remaining):
                 return False
