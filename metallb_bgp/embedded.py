@@ -101,11 +101,8 @@ class NextHops:
 
     def update(self, node: Node | None, peers: tuple[Peer, ...]) -> tuple[IPv4Address | None, IPv6Address | None]:
         hops = {version: node.address_of(version) if node is not None else None for version in (4, 6)}
-        missing = frozenset(
-            (peer.name, 6 if peer.address.version == 4 else 4)
-            for peer in peers
-            if peer.dual_stack and not peer.disable_mp and hops[6 if peer.address.version == 4 else 4] is None
-        )
+        dual_stack = ((peer.name, 10 - peer.address.version) for peer in peers if peer.dual_stack and not peer.disable_mp)
+        missing = frozenset((name, other) for name, other in dual_stack if hops[other] is None)  # other: 4 <-> 6
         for name, other in sorted(missing - self._missing):
             log.warning(
                 "dual_stack_next_hop_missing", peer=name, node=self.node_name,
