@@ -44,14 +44,49 @@ def load_state(path: Path) -> dict[ServiceKey, tuple[IPAddress, ...]]:
         ) from None
 
 
+class StateFile:
+    """The state file, kept as one encoded entry per service between writes.
+
+    Why: encoding every assignment again (key and address strings, JSON) cost ~19 ms at 10,000
+    services on every change that moved an IP; with the entries kept, a write joins strings that are
+    already there, and a change encodes only the services it moved. Entries are written sorted as text
+    (`"namespace/name":[...]` sorts as the string `namespace/name` does: the closing quote sorts before
+    any character a Kubernetes name may hold), so the same assignments always give the same file.
+    """
+
+    def __init__(self, path: Path, assignments: Assignments | None = None) -> None:
+        self.path = path
+        self._entries = {key: _entry(key, ips) for key, ips in (assignments or {}).items()}
+
+    def set(self, key: ServiceKey, ips: tuple[IPAddress, ...] | None) -> None:
+        """`key`'s assignment is now `ips` (None: it has none any more)."""
+        if ips is None:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = _entry(key, ips)
+
+    def write(self) -> None:
+        _replace_atomically(self.path, '{"assignments":{' + ",".join(sorted(self._entries.values())) + "}}")
+
+
 def save_state(path: Path, assignments: Assignments) -> None:
-    ordered = sorted(assignments.items(), key=lambda item: (item[0].namespace, item[0].name))
-    data = {"assignments": {str(key): [str(ip) for ip in ips] for key, ips in ordered}}
+    StateFile(path, assignments).write()
+
+
+def _entry(key: ServiceKey, ips: tuple[IPAddress, ...]) -> str:
+    # the C string encoder itself: json.dumps's set-up per call was half of a 10,000-service first write
+    return f"{_string(str(key))}:[{','.join(_string(str(ip)) for ip in ips)}]"
+
+
+_string = json.encoder.encode_basestring_ascii
+
+
+def _replace_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, separators=(",", ":")))  # compact: the C encoder, ~5x faster at 10k
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

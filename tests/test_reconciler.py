@@ -318,6 +318,8 @@ def test_planner_fed_by_the_folder_equals_make_plan_after_every_change(tmp_path_
         got = planner.update(folder.reload({directory / name for name, _ in batch}))
         want = reference(folder, remembered, want)
         assert_same_plan(got, want)
+        now = planner.remembered  # the state file is kept up to date from assignments_changed alone
+        assert {k for k in remembered.keys() | now.keys() if remembered.get(k) != now.get(k)} <= planner.assignments_changed
         assert planner.remembered == got.allocation.service_ips()
         if planner.routes_touched is not None:
             changed = {k for k in before.keys() | got.table.routes.keys() if before.get(k) != got.table.routes.get(k)}
