@@ -1,17 +1,19 @@
 """`make bench` / `python -m bench [flags]`: real ExaBGP, real BIRD, the real `metallb-bgp run`.
 
 Measures, each on a fresh BIRD on loopback:
-1. cold start: `metallb-bgp run` started on a folder of N services until BIRD holds N routes, then
-   every service file deleted until BIRD is empty; next to the raw ExaBGP bulk baseline
-   (bench.baseline_child) for the same N, and the ratio;
+1. cold start (`--cold`, default 1,000, 10,000 and 50,000): `metallb-bgp run` started on a folder of
+   N services until BIRD holds N routes, then every service file deleted until BIRD is empty; next
+   to the raw ExaBGP bulk baseline (bench.baseline_child) for the same N, and the ratio;
 2. single changes at `--change-n` services: a service created, deleted, an externalTrafficPolicy Local
    service's endpoint moved to another node (withdraw) and back (announce), each timed from the file
    write to BIRD's RIB changing (polled on BIRD's control socket every ~1 ms);
 3. CPU of the `metallb-bgp run` process per single-service change at `--cpu-small` and `--change-n`;
 4. RSS of the speaker and its ExaBGP child with 0 routes and at each cold-start N;
-5. with `--kube N,...`: the same cold start, single changes and CPU through the Kubernetes path
-   (`metallb-bgp controller` + `metallb-bgp speaker` against the in-process fake API server, bench.kube),
-   next to the embedded run and the raw baseline at the same N; `--kube-only` skips 1-4.
+5. the same cold start (`--kube`, default 1,000 and 10,000; `--kube ''` skips it), single changes and
+   CPU through the Kubernetes path (`metallb-bgp controller` + `metallb-bgp speaker` against the
+   in-process fake API server, bench.kube), next to the embedded run and the raw baseline at the same
+   N; single changes are timed from the API request and from the watch event the speaker acts on;
+   `--kube-only` skips 1-4.
 
 Figures go to stdout, bench/results/bench-<time>.json (and latest.json), and a PNG if matplotlib is
 installed. docs/performance.md explains them.
@@ -41,8 +43,8 @@ def counts(text: str) -> list[int]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cold", type=counts, default=counts("1000,10000"),
-                        help="cold-start sizes, comma-separated (default 1000,10000; add 50000 for the big one)")
+    parser.add_argument("--cold", type=counts, default=counts("1000,10000,50000"),
+                        help="cold-start sizes, comma-separated (default 1000,10000,50000)")
     parser.add_argument("--change-n", type=int, default=10_000, help="services during the single-change runs")
     parser.add_argument("--cpu-small", type=int, default=100, help="the small cluster for the CPU ratio")
     parser.add_argument("--samples", type=int, default=50, help="samples per kind of single change (>= 50)")
@@ -53,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label", default="", help="a word stored with the results (e.g. before/after)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, manifests)")
-    parser.add_argument("--kube", type=counts, default=[],
+    parser.add_argument("--kube", type=counts, default=counts("1000,10000"),
                         help="cold-start sizes through the Kubernetes path (controller + speaker + fake API server)")
     parser.add_argument("--kube-change-n", type=int, default=10_000, help="services during the Kubernetes single changes")
     parser.add_argument("--kube-cpu-small", type=int, default=100,

@@ -36,6 +36,7 @@ from bench.scenarios import ROOT, Latencies, POLL_INTERVAL, start_router, stop_p
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakekube import FakeKube, schemaless_crd  # noqa: E402  (the tests' fake API server)
+from fakekube.store import Event  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 NAMESPACE = "default"
@@ -99,6 +100,9 @@ class KubeRun:
         self.fake = FakeKube().start()
         self.daemons: list[Daemon] = []
         self.started_at = 0.0
+        self._trigger: Callable[[Event], bool] | None = None  # the watch event a single change waits for
+        self._triggered_at: float | None = None
+        self.fake.store.observers.append(self._observe)
         store = self.fake.store
         self._services = store.registry.lookup("", "v1", "services")
         self._slices = store.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
@@ -229,12 +233,26 @@ class KubeRun:
             obj = self.fake.store.objects[self._services.key][(NAMESPACE, service_name(index))]
             return str(obj["status"]["loadBalancer"]["ingress"][0]["ip"])
 
-    def time_change(self, change: Callable[[], None], prefix: str, *, present: bool, timeout: float) -> float:
+    def _observe(self, event: Event) -> None:
+        if self._trigger is not None and self._triggered_at is None and self._trigger(event):
+            self._triggered_at = time.perf_counter()
+
+    def time_change(self, change: Callable[[], None], prefix: str, *, present: bool, timeout: float,
+                    trigger: Callable[[Event], bool]) -> tuple[float, float]:  # fmt: skip
+        """Milliseconds from the API request, and from the watch event the speaker acts on (`trigger`:
+        the store committed it, so any watcher may send it), to BIRD holding (or no longer holding)
+        `prefix`."""
+        self._triggered_at, self._trigger = None, trigger
         started = time.perf_counter()
-        change()
-        seen = wait_for(lambda: self.control.has_route(prefix) is present, timeout=timeout, interval=POLL_INTERVAL,
-                        what=f"{prefix} {'announced' if present else 'withdrawn'}")  # fmt: skip
-        return (seen - started) * 1000
+        try:
+            change()
+            seen = wait_for(lambda: self.control.has_route(prefix) is present, timeout=timeout, interval=POLL_INTERVAL,
+                            what=f"{prefix} {'announced' if present else 'withdrawn'}")  # fmt: skip
+        finally:
+            self._trigger = None
+        if self._triggered_at is None:
+            raise RuntimeError(f"{prefix} changed at the router without the watch event it waits for")
+        return (seen - started) * 1000, (seen - self._triggered_at) * 1000
 
     def create(self, index: int) -> None:
         name = service_name(index)
@@ -256,14 +274,20 @@ class KubeRun:
     def single_changes(self, samples: int, log: Callable[[str], None], timeout: float = 30.0) -> dict[str, Any]:
         """`samples` creates (the next free address), deletes of those, and ETP Local endpoint moves away
         (withdrawal; each moved back untimed afterwards). CPU of both daemons is read around each kind."""
-        results = {kind: Latencies(kind) for kind in KINDS}
+        results = {kind: Latencies(kind) for kind in KINDS}  # API request -> router
+        from_event = {kind: Latencies(kind) for kind in KINDS}  # the speaker's watch event -> router
         cpu: dict[str, dict[str, float]] = {}
         idle_before = self.cpu()
         time.sleep(2.0)
         idle = [(after - before) / 2.0 for before, after in zip(idle_before, self.cpu(), strict=True)]
 
-        def sample(kind: str, change: Callable[[], None], prefix: str, present: bool) -> bool:
-            return results[kind].take(lambda: self.time_change(change, prefix, present=present, timeout=timeout), log)
+        def sample(kind: str, change: Callable[[], None], prefix: str, present: bool, trigger: Callable[[Event], bool]) -> bool:
+            def timed() -> float:
+                request_ms, event_ms = self.time_change(change, prefix, present=present, timeout=timeout, trigger=trigger)
+                from_event[kind].samples_ms.append(event_ms)
+                return request_ms
+
+            return results[kind].take(timed, log)
 
         def measured(kind: str, body: Callable[[], int]) -> None:
             before, started = self.cpu(), time.perf_counter()
@@ -284,13 +308,13 @@ class KubeRun:
                 index = self.next_index
                 self.next_index += 1
                 # the allocator hands out the lowest free address: right after the cold start, index's
-                if sample("create", lambda: self.create(index), f"{service_ip(index)}/32", True):
+                if sample("create", lambda: self.create(index), f"{service_ip(index)}/32", True, status_written(index)):
                     created.append(index)
             return samples
 
         def deletes() -> int:
             for index in created:
-                sample("delete", lambda: self.delete(index), f"{service_ip(index)}/32", False)
+                sample("delete", lambda: self.delete(index), f"{service_ip(index)}/32", False, service_deleted(index))
             return len(created)
 
         local = [i for i in range(self.count) if self.is_local(i)]
@@ -300,7 +324,7 @@ class KubeRun:
             for turn in range(min(samples, len(local))):
                 index = local[turn]
                 prefix = f"{self.assigned_ip(index)}/32"
-                sample("etp_local_move_away", lambda: self.move(index, OTHER_NODE), prefix, False)
+                sample("etp_local_move_away", lambda: self.move(index, OTHER_NODE), prefix, False, slice_changed(index))
                 done += 1
             return done
 
@@ -309,10 +333,34 @@ class KubeRun:
         measured("etp_local_move_away", moves)
         for turn in range(min(samples, len(local))):  # put them back, so a later run starts from the same state
             self.move(local[turn], NODE)
+        for kind, lat in results.items():  # a sample that timed out has no event time either
+            from_event[kind].failures = lat.failures
         return {"latency": {kind: lat.summary() for kind, lat in results.items()},
+                "latency_from_event": {kind: lat.summary() for kind, lat in from_event.items()},
                 "raw_ms": {kind: lat.samples_ms for kind, lat in results.items()},
                 "cpu": cpu, "idle_cpu_ms_per_s": {"controller": round(idle[0] * 1000, 2),
                                                   "speaker": round(idle[1] * 1000, 2)}}  # fmt: skip
+
+
+def status_written(index: int) -> Callable[[Event], bool]:
+    """The controller's status write that gives the new service its IP: the event the speaker announces on."""
+    name = service_name(index)
+
+    def ingress(obj: dict[str, Any] | None) -> bool:
+        return bool((((obj or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress"))
+
+    return lambda e: (e.resource == ("", "services") and e.obj["metadata"]["name"] == name
+                      and ingress(e.obj) and not ingress(e.old))  # fmt: skip
+
+
+def service_deleted(index: int) -> Callable[[Event], bool]:
+    name = service_name(index)
+    return lambda e: e.resource == ("", "services") and e.type == "DELETED" and e.obj["metadata"]["name"] == name
+
+
+def slice_changed(index: int) -> Callable[[Event], bool]:
+    name = f"{service_name(index)}-1"
+    return lambda e: e.resource == ("discovery.k8s.io", "endpointslices") and e.obj["metadata"]["name"] == name
 
 
 def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
@@ -420,9 +468,10 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
                 log(f"   single changes through the API x{args.kube_samples}")
                 changes = run.single_changes(args.kube_samples, log)
                 section["single_change"][str(count)] = changes["latency"]
+                section.setdefault("single_change_from_event", {})[str(count)] = changes["latency_from_event"]
                 section.setdefault("raw_latencies_ms", {})[str(count)] = changes["raw_ms"]
                 section["cpu_per_change"][str(count)] = {"by_kind": changes["cpu"], "idle_cpu_ms_per_s": changes["idle_cpu_ms_per_s"]}
-                log(f"   {changes['latency']}\n   {changes['cpu']}")
+                log(f"   {changes['latency']}\n   from the watch event: {changes['latency_from_event']}\n   {changes['cpu']}")
         finally:
             run.stop()
     log(f"-- kube {args.kube_change_n}: in-process cost of one whole-plan recomputation")

@@ -48,6 +48,19 @@ def custom(fake_kube: FakeKube) -> client.CustomObjectsApi:
 # --- CRUD ------------------------------------------------------------------------------------------
 
 
+def test_observers_see_each_committed_event_once_in_order(fake_kube: FakeKube, core: client.CoreV1Api) -> None:
+    seen: list[tuple[str, str, bool]] = []  # (type, resourceVersion, already in the history a watch replays)
+    store = fake_kube.store
+    store.observers.append(lambda e: seen.append((e.type, e.obj["metadata"]["resourceVersion"], store.history[-1] is e)))
+    core.create_namespaced_service("default", _service("web"))
+    core.patch_namespaced_service_status("web", "default", {"status": _ingress("10.0.0.1").to_dict()})
+    core.patch_namespaced_service("web", "default", {"metadata": {"labels": {}}})  # changes nothing: no event
+    core.delete_namespaced_service("web", "default")
+    services = [e for e in store.history if e.resource == ("", "services")]
+    assert [(t, rv) for t, rv, _ in seen] == [(e.type, e.obj["metadata"]["resourceVersion"]) for e in services]
+    assert [t for t, _, _ in seen] == ["ADDED", "MODIFIED", "DELETED"] and all(last for _, _, last in seen)
+
+
 def test_create_fills_system_metadata_and_get_list_delete_see_it(core: client.CoreV1Api) -> None:
     created = core.create_namespaced_service("default", _service("web"))
     assert created.metadata.uid and created.metadata.creation_timestamp and created.metadata.resource_version
