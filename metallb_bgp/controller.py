@@ -57,6 +57,7 @@ from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Config
 from metallb_bgp.embedded import ProblemLog
 from metallb_bgp.errors import ObjectError
+from metallb_bgp.heap import Heap
 from metallb_bgp.kube_writer import (
     COMPONENT_LABEL,
     EVENT_BURST,
@@ -1047,6 +1048,8 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
         self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
+        heap = Heap()
+        heap.hold()  # the first lists' objects live on: see `heap`
         self.source.start()
         self.elector.start(wake.notify)
         log.info("controller_started", identity=self.options.identity, namespace=self.options.namespace)
@@ -1055,10 +1058,15 @@ class Controller:
                 return
             log.info("cluster_synced")
             metrics.mark_ready()
+            await self.reconcile()
+            heap.release(freeze=True)
             while not stop.is_set():
-                await self.reconcile()
                 await wake.wait(stop, timeout=self.retry_delay)
+                if not stop.is_set():
+                    await self.reconcile()
+                    heap.settle()
         finally:
+            heap.release(freeze=False)
             await asyncio.to_thread(self.elector.stop)
             self.source.stop()
             log.info("controller_stopped")

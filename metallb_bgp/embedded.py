@@ -8,7 +8,7 @@ which sends only the difference, and persists new IP assignments. Problems are l
 appear and once when they clear, not on every reconcile.
 
 After the initial sync the objects loaded so far are moved out of the garbage collector's sight
-(`gc.freeze`): they live as long as the process, and scanning tens of thousands of them on every
+(`heap.Heap`, which also freezes what a later full collection leaves alive): they live as long as the process, and scanning tens of thousands of them on every
 collection would otherwise be most of a small change's cost.
 
 The state file is written once the engine has taken the routes, not before (`state_file.StateFile`
@@ -30,7 +30,6 @@ never withdraws a route.
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from metallb_bgp.compiler import compile_config
 from metallb_bgp.config import Peer
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, SessionState
+from metallb_bgp.heap import Heap
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.plan import Plan
@@ -171,6 +171,7 @@ class EmbeddedRunner:
         self.problems = ProblemLog()
         self.next_hops = NextHops(options.node_name)
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
+        self.heap = Heap()
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written
@@ -270,6 +271,7 @@ class EmbeddedRunner:
                     node = find_node(change.config, self.options.node_name)
                     self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
                 await self.reconcile(plan)
+                self.heap.settle()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -278,21 +280,22 @@ class EmbeddedRunner:
 
     def _load(self) -> ClusterChange:
         """The whole folder, read before anything is announced (the objects all live on: collecting
-        them finds nothing, so the collector is off until `_first_plan` has run)."""
-        gc.disable()
+        them finds nothing, so collections are held off until `_first_plan` has run; see `heap`)."""
+        self.heap.hold(limit=None)  # the read is bounded by the folder, and the release runs in a thread
         try:
             return self.folder.load()
         except BaseException:
-            gc.enable()
+            self.heap.release(freeze=False)
             raise
 
     def _first_plan(self, change: ClusterChange, started: float) -> Plan:
         loaded = time.monotonic()
+        planned = False
         try:
             plan = self.compute(change)
+            planned = True
         finally:
-            gc.enable()
-        gc.freeze()
+            self.heap.release(freeze=planned)
         log.info(
             "initial_sync",
             files=len(self.folder.files),

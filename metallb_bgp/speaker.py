@@ -37,6 +37,7 @@ from metallb_bgp.config import Peer
 from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
 from metallb_bgp.embedded import NextHops, ProblemLog, engine_for, find_node, status_assignments
 from metallb_bgp.errors import ObjectError
+from metallb_bgp.heap import Heap
 from metallb_bgp import metrics
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
 from metallb_bgp.kube_writer import (
@@ -392,6 +393,8 @@ class Speaker:
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
         self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
+        heap = Heap()
+        heap.hold()  # the first lists' objects live on: see `heap`
         self.source.start()
         publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
         early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
@@ -402,12 +405,15 @@ class Speaker:
             log.info("cluster_synced")
             await early  # ExaBGP started while the Services and EndpointSlices were listed
             await self.reconcile()
+            heap.release(freeze=True)
             while not stop.is_set():
                 if await wake.wait(stop, timeout=self.options.status_interval):
                     await self.reconcile()
+                    heap.settle()
                 else:
                     self._publish()  # session states move without any watch event
         finally:
+            heap.release(freeze=False)
             publisher.cancel()
             early.cancel()
             await asyncio.gather(publisher, early, return_exceptions=True)
