@@ -8,7 +8,9 @@ can run next to other work and still compare N = 100 with N = 10,000:
   `IncrementalPlanner.update`, plus what `EmbeddedRunner.reconcile` reads besides the engine
   (`plan.problems`, the table's sizes, the assignments that moved);
 - a cold read of N service files (`ManifestFolder.load`), and the YAML parse alone over the same texts,
-  PyYAML's own constructor (over the C parser) next to `api.loader`'s.
+  PyYAML's own constructor (over the C parser) next to `api.loader`'s;
+- a state-file write at N assignments, every entry encoded afresh against after one change with the
+  entries kept (what `metallb-bgp run` writes after a change that moved an IP).
 
     .venv/bin/python -m bench.inprocess                      # N = 100 and 10,000
     .venv/bin/python -m bench.inprocess --sizes 100,50000 --moves 400
@@ -19,16 +21,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from bench.cluster import NODE, OTHER_NODE, BenchCluster, service_manifest, service_name, write_atomically
+from bench.cluster import NODE, OTHER_NODE, BenchCluster, service_ip, service_manifest, service_name, write_atomically
 from metallb_bgp.api import loader
+from metallb_bgp.objects import ServiceKey
 from metallb_bgp.reconciler import IncrementalPlanner
 from metallb_bgp.sources.manifests import ManifestFolder
+from metallb_bgp.state_file import StateFile, save_state
 
 LOCAL_EVERY = 10
 
@@ -94,6 +100,24 @@ def yaml_seconds(count: int, repeat: int) -> tuple[float, float, float, float]:
     return events, plain, ours, parsed
 
 
+def state_write_ms(count: int, writes: int = 30) -> tuple[float, float]:
+    """Wall ms per state-file write at `count` assignments: every entry encoded afresh (`save_state`),
+    and after one service's change with the entries kept (`StateFile`, as `metallb-bgp run` writes it).
+    Both include the fsync."""
+    assignments = {ServiceKey("default", service_name(i)): (service_ip(i),) for i in range(count)}
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "state.json"
+        fresh = statistics.median(_timed(lambda: save_state(path, assignments), clock=time.perf_counter) for _ in range(writes))
+        kept = StateFile(path, assignments)
+
+        def one_change(i: int) -> None:
+            kept.set(ServiceKey("default", f"new-{i}"), (service_ip(count + i),))
+            kept.write()
+
+        changed = statistics.median(_timed(lambda: one_change(i), clock=time.perf_counter) for i in range(writes))
+    return fresh * 1000, changed * 1000
+
+
 def _events(text: str) -> None:
     parser = loader._YAMLLoader(text)
     try:
@@ -103,10 +127,10 @@ def _events(text: str) -> None:
         parser.dispose()
 
 
-def _timed(work: object) -> float:
-    started = time.process_time()
+def _timed(work: object, clock: Callable[[], float] = time.process_time) -> float:
+    started = clock()
     work()  # type: ignore[operator]
-    return time.process_time() - started
+    return clock() - started
 
 
 def main() -> None:
@@ -128,6 +152,9 @@ def main() -> None:
         print(f"YAML of {args.cold} service files: C parser events alone {events:.3f} s, PyYAML constructor "
               f"{plain:.3f} s, api.loader {ours:.3f} s; the same documents as JSON, json.loads {parsed:.3f} s")
         print(f"ManifestFolder.load of {args.cold} service files: {cold_read_seconds(args.cold):.3f} s CPU")
+        fresh, changed = state_write_ms(args.cold)
+        print(f"state file of {args.cold} assignments, median write: all encoded afresh {fresh:.1f} ms, "
+              f"after one change with the entries kept {changed:.1f} ms")
 
 
 if __name__ == "__main__":
