@@ -343,6 +343,7 @@ class KubeRun:
         return {"latency": {kind: lat.summary() for kind, lat in results.items()},
                 "latency_from_event": {kind: lat.summary() for kind, lat in from_event.items()},
                 "raw_ms": {kind: lat.samples_ms for kind, lat in results.items()},
+                "raw_ms_from_event": {kind: lat.samples_ms for kind, lat in from_event.items()},
                 "cpu": cpu, "idle_cpu_ms_per_s": {"controller": round(idle[0] * 1000, 2),
                                                   "speaker": round(idle[1] * 1000, 2)}}  # fmt: skip
 
@@ -475,6 +476,7 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
                 section["single_change"][str(count)] = changes["latency"]
                 section.setdefault("single_change_from_event", {})[str(count)] = changes["latency_from_event"]
                 section.setdefault("raw_latencies_ms", {})[str(count)] = changes["raw_ms"]
+                section.setdefault("raw_latencies_ms_from_event", {})[str(count)] = changes["raw_ms_from_event"]
                 section["cpu_per_change"][str(count)] = {"by_kind": changes["cpu"], "idle_cpu_ms_per_s": changes["idle_cpu_ms_per_s"]}
                 log(f"   {changes['latency']}\n   from the watch event: {changes['latency_from_event']}\n   {changes['cpu']}")
         finally:

@@ -161,7 +161,7 @@ def write_kube_plot(kube: dict[str, Any], directory: Path, stamp: str) -> Path |
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    figure, (left, *latencies) = plt.subplots(1, 3, figsize=(19, 5))
     cold = kube["cold_start"]
     positions = list(range(len(cold)))
     for offset, key, label in ((-0.27, "baseline_s", "raw ExaBGP bulk baseline"), (0.0, "embedded_s", "metallb-bgp run"),
@@ -170,12 +170,15 @@ def write_kube_plot(kube: dict[str, Any], directory: Path, stamp: str) -> Path |
     left.set_xticks(positions, [str(e["count"]) for e in cold])
     left.set(title="cold start to N routes at BIRD", xlabel="N services", ylabel="seconds")
     left.legend()
-    raw = kube.get("raw_latencies_ms", {})
-    series = [(f"{n}\n{kind}", values) for n, kinds in raw.items() for kind, values in kinds.items() if values]
-    if series:
-        right.boxplot([values for _, values in series], whis=(1, 99), showfliers=True)
-        right.set_xticks(range(1, len(series) + 1), [label for label, _ in series], fontsize=8)
-    right.set(title="single change through the API to BIRD's RIB", ylabel="ms")
+    for axis, key, title in zip(latencies, ("raw_latencies_ms", "raw_latencies_ms_from_event"),
+                                ("single change: API request to BIRD's RIB", "single change: the speaker's watch event to BIRD's RIB")):  # fmt: skip
+        series = [(f"{n}\n{kind}", values) for n, kinds in kube.get(key, {}).items() for kind, values in kinds.items() if values]
+        if series:
+            axis.boxplot([values for _, values in series], whis=(1, 99), showfliers=True)
+            axis.set_xticks(range(1, len(series) + 1), [label for label, _ in series], fontsize=8)
+            axis.axhline(10, color="green", linestyle=":", label="p50 target")
+            axis.legend()
+        axis.set(title=title, ylabel="ms")
     figure.tight_layout()
     path = directory / f"bench-kube-{stamp}.png"
     figure.savefig(path, dpi=90)
