@@ -38,6 +38,8 @@ from kubernetes import client, config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.rest import ApiException
 
+from metallb_bgp.core_v1 import MERGE_PATCH, CoreV1
+
 from metallb_bgp.allocator import PoolUsage
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.net import IPAddress
@@ -50,7 +52,6 @@ CONFIGURATION_STATE_VERSION = "v1beta1"
 CONFIGURATION_STATE_PLURAL = "configurationstates"
 COMPONENT_LABEL = "metallb.io/component-type"
 NODE_LABEL = "metallb.io/node-name"
-MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = (3.0, 10.0)  # connect, read (seconds): a hung API server must not hang a reconcile
 MAX_EVENT_MESSAGE = 1024  # the API server's limit on Event.message
 MAX_ERROR_SUMMARY = 4096
@@ -291,7 +292,7 @@ class KubeWriter:
         may_write: Callable[[], bool] = lambda: True,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
-        self.core = client.CoreV1Api(api_client)
+        self.core = CoreV1(api_client)  # not the generated CoreV1Api: see core_v1
         self.custom = client.CustomObjectsApi(api_client)
         self.component = component
         self.instance = instance
@@ -324,9 +325,7 @@ class KubeWriter:
         return self._send(
             "service_status_written",
             f"Service {namespace}/{name}",
-            lambda: self.core.patch_namespaced_service_status(
-                name, namespace, patch, _content_type=MERGE_PATCH, _request_timeout=self.timeout
-            ),
+            lambda: self.core.patch_namespaced_service_status(name, namespace, patch, timeout=self.timeout),
             ips=list(ips),
         )
 
@@ -334,9 +333,7 @@ class KubeWriter:
         return self._send(
             "service_annotation_written",
             f"Service {namespace}/{name}",
-            lambda: self.core.patch_namespaced_service(
-                name, namespace, patch, _content_type=MERGE_PATCH, _request_timeout=self.timeout
-            ),
+            lambda: self.core.patch_namespaced_service(name, namespace, patch, timeout=self.timeout),
             annotations=patch.get("metadata", {}).get("annotations", {}),
         )
 
@@ -367,8 +364,7 @@ class KubeWriter:
             patch = {"count": count + 1, "lastTimestamp": body["lastTimestamp"]}
             result = self._send(
                 "event_counted", target,
-                lambda: self.core.patch_namespaced_event(name, namespace, patch, _content_type=MERGE_PATCH,
-                                                         _request_timeout=self.timeout),
+                lambda: self.core.patch_namespaced_event(name, namespace, patch, timeout=self.timeout),
                 count=count + 1, **context,
             )  # fmt: skip
             if result.outcome is not WriteOutcome.NOT_FOUND:
@@ -377,8 +373,8 @@ class KubeWriter:
                 return result
 
         def create() -> Any:
-            answer = self.core.create_namespaced_event(event_namespace(spec.ref), body, _request_timeout=self.timeout)
-            self._remember_event(spec, event_namespace(spec.ref), answer.metadata.name, 1)
+            answer = self.core.create_namespaced_event(event_namespace(spec.ref), body, timeout=self.timeout)
+            self._remember_event(spec, event_namespace(spec.ref), answer["metadata"]["name"], 1)
             return answer
 
         return self._send("event_emitted", target, create, message=body["message"], **context)

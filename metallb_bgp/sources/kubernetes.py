@@ -42,13 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, DiscoveryV1Api
+from kubernetes.client import ApiClient, CustomObjectsApi, DiscoveryV1Api
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from pydantic import BaseModel
 
 from metallb_bgp.api.loader import Parsed, parse_object
 from metallb_bgp.api.metallb import GROUP, BGPPeer
+from metallb_bgp.core_v1 import CoreV1
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, Replacements
 
@@ -75,7 +76,7 @@ class Resource:
 
 def resources(api_client: ApiClient, namespace: str) -> tuple[Resource, ...]:
     """Everything a MetalLB speaker/controller reads; metallb.io kinds and Secrets in `namespace` only."""
-    core, discovery, custom = CoreV1Api(api_client), DiscoveryV1Api(api_client), CustomObjectsApi(api_client)
+    core, discovery, custom = CoreV1(api_client), DiscoveryV1Api(api_client), CustomObjectsApi(api_client)
 
     def metallb(kind: str, plural: str, version: str, field: str) -> Resource:
         call = functools.partial(custom.list_namespaced_custom_object, GROUP, version, namespace, plural)
