@@ -8,8 +8,9 @@ which sends only the difference, and persists new IP assignments. Problems are l
 appear and once when they clear, not on every reconcile.
 
 After the initial sync the objects loaded so far are moved out of the garbage collector's sight
-(`heap.Heap`, which also freezes what a later full collection leaves alive): they live as long as the process, and scanning tens of thousands of them on every
-collection would otherwise be most of a small change's cost.
+(`heap.Heap`, which also freezes what a later full collection leaves alive): they live as long as the
+process, and scanning tens of thousands of them on every collection would otherwise be most of a small
+change's cost.
 
 The state file is written once the engine has taken the routes, not before (`state_file.StateFile`
 keeps each service's entry encoded, so a write after a change costs ~1 ms at 10,000 services, not the
