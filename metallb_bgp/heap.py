@@ -10,7 +10,8 @@ create outliers).
 
 So: collections are held off while the first read runs (everything it makes lives on), everything
 alive is frozen (`gc.freeze`) once the first plan is made, and after any later reconcile during which a
-full collection ran, what that collection left alive is frozen too. Frozen objects are never scanned
+full collection ran, everything alive then is frozen too (what that collection left, and what the
+reconcile keeps; its temporaries are gone by then). Frozen objects are never scanned
 again; reference counting still frees each one when a cache lets go of it. What stays for the
 collector is what was made since the last freeze, so a full collection costs what changed since, not
 the size of the cluster. The price: a reference cycle among frozen objects that dies later is never
@@ -53,7 +54,7 @@ class Heap:
             self._freeze()
 
     def settle(self) -> None:
-        """After a reconcile: if a full collection ran since the last freeze, freeze what it left alive."""
+        """After a reconcile: if a full collection ran since the last freeze, freeze everything alive now."""
         if _full_collections() != self._full:
             self._freeze()
 
