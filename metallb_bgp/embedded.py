@@ -43,7 +43,7 @@ from metallb_bgp import metrics
 from metallb_bgp.api.core import Node
 from metallb_bgp.compiler import compile_config
 from metallb_bgp.config import Peer
-from metallb_bgp.errors import ObjectError
+from metallb_bgp.errors import ObjectError, printable
 from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, SessionState
 from metallb_bgp.heap import Heap
 from metallb_bgp.net import IPAddress
@@ -164,11 +164,7 @@ class EmbeddedRunner:
         self.assignments: dict[ServiceKey, tuple[IPAddress, ...]] = (
             load_state(options.state_file) if options.state_file else {}
         )
-        self.planner = IncrementalPlanner(
-            node_name=options.node_name,
-            load_balancer_class=options.load_balancer_class,
-            remembered=self.assignments,
-        )
+        self.planner = self._new_planner()
         self.problems = ProblemLog()
         self.next_hops = NextHops(options.node_name)
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
@@ -176,6 +172,7 @@ class EmbeddedRunner:
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written
+        self._broken = False  # the last change failed in our code: the next one starts over
 
     def compute(self, change: ClusterChange) -> Plan:
         """The plan after `change`: what `make_plan` gives for the whole folder, with `existing` being
@@ -265,19 +262,52 @@ class EmbeddedRunner:
                     break
                 while not changes.empty():  # coalesce whatever else arrived meanwhile
                     changed |= changes.get_nowait()
-                change = self.folder.reload(changed)
-                log.debug("manifests_changed", files=sorted(str(p) for p in changed))
-                plan = self.compute(change)
-                if change.config is not None:  # the Node may have changed: its addresses are next hops
-                    node = find_node(change.config, self.options.node_name)
-                    self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
-                await self.reconcile(plan)
+                await self.step(changed)
                 self.heap.settle()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await self.engine.stop(withdraw=self._withdraw_on_stop())
             log.info("stopped")
+
+    async def step(self, changed: set[Path]) -> None:
+        """One change set from the watcher, read, planned and applied.
+
+        Whatever a file or object does to the code that reads, compiles or plans it, the failure stops
+        here: it is logged, the routes stay as they are, and the next change set starts over from a
+        fresh read of the whole folder with a new planner (the old one may have been left half-updated),
+        carrying the assignments in force. Nothing is withdrawn because our code failed.
+        """
+        assert self.engine is not None
+        log.debug("manifests_changed", files=sorted(str(p) for p in changed))
+        try:
+            change = self._start_over() if self._broken else self.folder.reload(changed)
+            plan = self.compute(change)
+        except Exception as exc:  # noqa: BLE001 - one change's failure must never end the daemon
+            self._broken = True
+            log.error(
+                "reconcile_failed", error=type(exc).__name__, detail=printable(str(exc))[:300],
+                action="routes kept as they were; the next change re-reads the whole folder",
+            )  # fmt: skip
+            metrics.record_reconcile_failure()
+            return
+        self._broken = False
+        if change.config is not None:  # the Node may have changed: its addresses are next hops
+            node = find_node(change.config, self.options.node_name)
+            self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
+        await self.reconcile(plan)
+
+    def _start_over(self) -> ClusterChange:
+        """Everything again, from the files, for a new planner that starts from the assignments in force."""
+        self.planner = self._new_planner()
+        return self.folder.load()
+
+    def _new_planner(self) -> IncrementalPlanner:
+        return IncrementalPlanner(
+            node_name=self.options.node_name,
+            load_balancer_class=self.options.load_balancer_class,
+            remembered=dict(self.assignments),
+        )
 
     def _load(self) -> ClusterChange:
         """The whole folder, read before anything is announced (the objects all live on: collecting

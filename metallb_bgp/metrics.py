@@ -34,6 +34,9 @@ IN_USE = Gauge("metallb_allocator_addresses_in_use_total", "IP addresses assigne
 TOTAL = Gauge("metallb_allocator_addresses_total", "Assignable IP addresses in the pool", ["pool"])
 CONFIG_ERRORS = Gauge("metallb_config_errors", "Problems in the configuration objects, by severity", ["severity"])
 RECONCILES = Counter("metallb_bgp_reconciles_total", "Reconcile passes")
+RECONCILE_FAILURES = Counter(
+    "metallb_bgp_reconcile_failures_total", "Change sets our own code failed on (routes kept; the next one starts over)"
+)
 RECONCILE_SECONDS = Histogram(
     "metallb_bgp_reconcile_duration_seconds",
     "Time from the start of a reconcile until ExaBGP acknowledged the change",
@@ -70,6 +73,10 @@ def record_sessions(states: Mapping[str, bool]) -> None:
 def mark_ready() -> None:
     """The initial sync is done (a controller that is not the leader is ready too: it stands by)."""
     _ready.set()
+
+
+def record_reconcile_failure() -> None:
+    RECONCILE_FAILURES.inc()
 
 
 def record_reconcile(seconds: float) -> None:

@@ -26,7 +26,7 @@ from metallb_bgp.api.metallb import (
     IPAddressPool,
     L2Advertisement,
 )
-from metallb_bgp.errors import ObjectError
+from metallb_bgp.errors import ObjectError, printable
 
 # PyYAML's C loader parses large manifest folders several times faster than the pure-Python one.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -93,65 +93,221 @@ _INT, _BOOL, _NULL = "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yam
 _FLOAT = "tag:yaml.org,2002:float"
 
 
-class _Unusual(Exception):
-    """A node the lean path leaves to PyYAML's constructor: merge keys, other tags, odd keys, cycles."""
+_MERGE, _TIMESTAMP, _BINARY = "tag:yaml.org,2002:merge", "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"
+_SCALAR, _MAPPING = yaml.ScalarNode, yaml.MappingNode
+_INT_TEXT = re.compile(r"^[-+]?(?:0b[0-1_]+|0[0-7_]+|(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$")
 
 
-def yaml_documents(text: str) -> list[Any]:
-    """Every document of `text`, as `yaml.load_all(text, Loader=_YAMLLoader)` gives them.
+@dataclass(frozen=True)
+class Limits:
+    """What one manifest file may cost; each is far beyond what a real cluster writes.
 
-    Why not load_all itself: with the C parser doing the parsing, PyYAML's constructor (generators per
-    collection, a state machine per node, deep-construct bookkeeping) was ~2/3 of the time on
-    Kubernetes manifests; turning the composed nodes into dicts, lists and scalars directly took the
-    bench's 10,000 service files from 1.36-1.47 s to 0.88 s of CPU (bench/inprocess.py). The same parser, resolver
-    (so the same YAML 1.1 quirks stay disabled) and errors with their marks; a document with anything
-    beyond plain maps, sequences and str/int/float/bool/null scalars is built by PyYAML's constructor.
+    `object_bytes` is the API server's own request limit (3 MiB): no object of a real cluster is larger.
+    A `kind: List` (what `kubectl get -o yaml` prints) is a container, so each of its items is held to
+    it, not the List. `alias_values` bounds what YAML aliases may add to a file beyond its own nodes
+    (the billion-laughs attack: ten lines that expand to 10^9 values); Go's YAML library behind kubectl
+    refuses "excessive aliasing" in the same spirit.
+    """
+
+    file_bytes: int = 64 * 1024 * 1024
+    object_bytes: int = 3 * 1024 * 1024
+    objects_per_file: int = 100_000
+    depth: int = 100
+    alias_values: int = 100_000
+    folder_bytes: int = 1024 * 1024 * 1024
+
+
+LIMITS = Limits()
+
+
+class YAMLProblem(Exception):
+    """A document that parses but cannot be a Kubernetes manifest: where, and why, in a person's words."""
+
+    def __init__(self, message: str, node: Any = None) -> None:
+        mark = getattr(node, "start_mark", None)
+        self.where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        self.message = message
+        super().__init__(f"{self.where}: {message}" if self.where else message)
+
+
+def yaml_documents(text: str, *, limits: Limits = LIMITS) -> list[Any]:
+    """Every document of `text` as plain dicts, lists and scalars, the way kubectl reads YAML.
+
+    Why not PyYAML's `load_all`: with the C parser doing the parsing, PyYAML's constructor (generators
+    per collection, a state machine per node, deep-construct bookkeeping) was ~2/3 of the time on
+    Kubernetes manifests; turning the composed nodes into values directly took the bench's 10,000
+    service files from 1.36-1.47 s to 0.88 s of CPU (bench/inprocess.py). And its constructor is not
+    ours to bound: an explicit tag that does not convert (`!!int abc`, `!!bool maybe`) raises a bare
+    ValueError or KeyError, aliases are shared without limit, and a duplicate key silently wins. Here
+    every such document raises `YAMLProblem` naming the line, and each `limits` is enforced.
     """
     loader = _YAMLLoader(text)
     try:
         documents = []
+        budget = _Budget(limits)
         while loader.check_node():
             node = loader.get_node()
-            try:
-                documents.append(_construct(loader, node, {}))
-            except (_Unusual, RecursionError):
-                documents.append(loader.construct_document(node))
+            budget.objects += _check_sizes(node, limits)
+            if budget.objects > limits.objects_per_file:
+                raise YAMLProblem(f"more than {limits.objects_per_file} objects in one file (the limit)", node)
+            documents.append(_Builder(loader, budget).value(node, 0))
         return documents
     finally:
         loader.dispose()
 
 
-def _construct(loader: Any, node: Any, building: dict[int, Any]) -> Any:
-    tag = node.tag
-    if tag == _STR:
-        return node.value
-    if tag == _MAP:
-        if id(node) in building:
-            raise _Unusual  # an alias of a collection: share it as PyYAML does
-        building[id(node)] = None
-        result = {}
-        for key_node, value_node in node.value:
-            if key_node.tag != _STR:
-                raise _Unusual  # merge keys (<<), and keys that may not be hashable
-            result[key_node.value] = _construct(loader, value_node, building)
-        return result
-    if tag == _SEQ:
-        if id(node) in building:
-            raise _Unusual
-        building[id(node)] = None
-        return [_construct(loader, item, building) for item in node.value]
-    if tag == _INT:
-        value = node.value
-        if value.isdigit() and (value[0] != "0" or value == "0"):
-            return int(value)
-        return loader.construct_yaml_int(node)
-    if tag == _BOOL:
-        return loader.construct_yaml_bool(node)
-    if tag == _NULL:
+@dataclass
+class _Budget:
+    limits: Limits
+    aliased: int = 0  # values reached again through aliases, in this file
+    objects: int = 0  # documents, and the items of Lists, so far
+
+
+def _check_sizes(root: Any, limits: Limits) -> int:
+    """Each object at most `limits.object_bytes` of text: a document, or each item of a `kind: List`.
+    Returns how many objects the document holds."""
+    items = _list_items(root)
+    objects = items if items is not None else [root]
+    for node in objects:
+        size = node.end_mark.index - node.start_mark.index
+        if size > limits.object_bytes:
+            raise YAMLProblem(f"an object of {size} bytes: more than {limits.object_bytes} (the API server's limit)", node)
+    return len(objects)
+
+
+def _list_items(root: Any) -> list[Any] | None:
+    if not isinstance(root, yaml.MappingNode):
         return None
-    if tag == _FLOAT:
-        return loader.construct_yaml_float(node)
-    raise _Unusual
+    fields = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    kind, items = fields.get("kind"), fields.get("items")
+    if isinstance(kind, yaml.ScalarNode) and kind.value == "List" and isinstance(items, yaml.SequenceNode):
+        return list(items.value)
+    return None
+
+
+class _Builder:
+    """One document's values from its composed nodes; each alias charged to the file's budget."""
+
+    def __init__(self, loader: Any, budget: _Budget) -> None:
+        self.loader = loader
+        self.budget = budget
+        self.built: dict[int, Any] = {}  # id(node) -> value, for aliases (shared, as PyYAML shares them)
+        self.sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+        self.building: set[int] = set()  # collections under construction: an alias to one is a cycle
+
+    def value(self, node: Any, depth: int) -> Any:
+        if type(node) is _SCALAR:  # scalars first and without bookkeeping: most nodes are plain strings
+            return node.value if node.tag == _STR else self._scalar(node)
+        key = id(node)
+        if key in self.built:
+            self._charge(node)
+            return self.built[key]
+        if key in self.building:
+            raise YAMLProblem("an alias refers to a collection that contains it (a cycle)", node)
+        if depth >= self.budget.limits.depth:
+            raise YAMLProblem(f"nested more than {self.budget.limits.depth} levels deep (the limit)", node)
+        self.building.add(key)
+        value = self._mapping(node, depth) if type(node) is _MAPPING else self._sequence(node, depth)
+        self.building.discard(key)
+        self.built[key] = value
+        return value
+
+    def _charge(self, node: Any) -> None:
+        self.budget.aliased += self._size(node)
+        limit = self.budget.limits.alias_values
+        if self.budget.aliased > limit:
+            raise YAMLProblem(f"aliases expand this file by more than {limit} values (the limit)", node)
+
+    def _size(self, node: Any) -> int:
+        key = id(node)
+        if key not in self.sizes:
+            if isinstance(node, yaml.MappingNode):
+                total = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                total = 1 + sum(self._size(item) for item in node.value)
+            else:
+                total = 1
+            self.sizes[key] = total
+        return self.sizes[key]
+
+    def _sequence(self, node: Any, depth: int) -> list[Any]:
+        if node.tag != _SEQ:
+            raise YAMLProblem(f"tag {_short(node.tag)} on a sequence", node)
+        return [self.value(item, depth + 1) for item in node.value]
+
+    def _mapping(self, node: Any, depth: int) -> dict[str, Any]:
+        if node.tag != _MAP:
+            raise YAMLProblem(f"tag {_short(node.tag)} on a mapping", node)
+        result: dict[str, Any] = {}
+        merged: dict[str, Any] | None = None
+        for key_node, value_node in node.value:
+            if key_node.tag == _STR and type(key_node) is _SCALAR:
+                name = key_node.value
+            elif key_node.tag == _MERGE:
+                merged = {**(merged or {}), **self._merge(value_node, depth)}
+                continue
+            else:
+                name = self._key(key_node)
+            if name in result:
+                raise YAMLProblem(f'mapping key "{printable(name)}" already defined at line {_line_of(node, name)}', key_node)
+            result[name] = self.value(value_node, depth + 1)
+        return {**merged, **result} if merged else result
+
+    def _merge(self, node: Any, depth: int) -> dict[str, Any]:
+        """`<<: *base` or `<<: [*a, *b]` (earlier ones win), as YAML 1.1 and kubectl read them."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in reversed(sources):
+            value = self.value(source, depth + 1)
+            if not isinstance(value, dict):
+                raise YAMLProblem("a merge key (<<) needs a mapping or a list of mappings", source)
+            merged.update(value)
+        return merged
+
+    def _key(self, node: Any) -> str:
+        """Keys as kubectl's YAML-to-JSON step gives them: scalars as their text, nothing else."""
+        if type(node) is not _SCALAR:
+            raise YAMLProblem("a mapping key must be a plain value, not a collection", node)
+        value = self._scalar(node)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "null" if value is None else str(value if node.tag != _STR else node.value)
+
+    def _scalar(self, node: Any) -> Any:
+        tag, text = node.tag, node.value
+        try:
+            if tag == _STR:
+                return text
+            if tag == _INT:
+                if not _INT_TEXT.match(text):
+                    raise ValueError
+                return int(text) if text.isdigit() and (text[0] != "0" or text == "0") else self.loader.construct_yaml_int(node)
+            if tag == _BOOL:
+                return self.loader.bool_values[text.lower()]
+            if tag == _NULL:
+                if text not in ("", "~", "null", "Null", "NULL"):
+                    raise ValueError
+                return None
+            if tag == _FLOAT:
+                return self.loader.construct_yaml_float(node)
+            if tag == _TIMESTAMP:
+                self.loader.construct_yaml_timestamp(node)  # checked, then kept as text, as kubectl does
+                return text
+            if tag == _BINARY:
+                return text
+        except (ValueError, KeyError, TypeError, OverflowError, IndexError, yaml.YAMLError):
+            shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+            raise YAMLProblem(f"{printable(shown)!r} is not a valid {_short(tag)}", node) from None
+        raise YAMLProblem(f"unsupported tag {printable(_short(tag))}", node)
+
+
+def _line_of(mapping: Any, name: str) -> int:
+    """The line of `name`'s first key in `mapping` (only to report a duplicate)."""
+    return next(k.start_mark.line + 1 for k, _v in mapping.value if isinstance(k, yaml.ScalarNode) and k.value == name)
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 KINDS: Mapping[tuple[str, str], type[BaseModel]] = {
@@ -219,15 +375,25 @@ def parse_object(doc: Any, *, source: str = "") -> Parsed:
     return Parsed(obj)
 
 
-def load_yaml(text: str, *, source: str) -> Iterator[Parsed]:
-    """Every document of a (multi-document) YAML text; a syntax error names the file and line."""
+def load_yaml(text: str, *, source: str, limits: Limits = LIMITS) -> Iterator[Parsed]:
+    """Every document of a (multi-document) YAML text; a problem anywhere in it names the file and line.
+
+    Anything that goes wrong while reading the text (a syntax error, a limit, a tag that does not
+    convert, a bug of ours) is a problem of this file, returned as a `File` error, never raised.
+    """
     try:
-        docs = yaml_documents(text)
+        docs = yaml_documents(text, limits=limits)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         yield Parsed(None, (ObjectError("File", "", source, where, f"invalid YAML: {problem}"),))
+        return
+    except YAMLProblem as exc:
+        yield Parsed(None, (ObjectError("File", "", source, exc.where, f"invalid YAML: {exc.message}"),))
+        return
+    except Exception as exc:  # noqa: BLE001 - one file's problem, never the process's
+        yield Parsed(None, (ObjectError("File", "", source, "", f"cannot be read ({type(exc).__name__})"),))
         return
     for doc in docs:
         if doc is None:

@@ -24,14 +24,13 @@ import os
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import watchfiles
 from pydantic import BaseModel
 
 from metallb_bgp.api.core import EndpointSlice, Service
 from metallb_bgp.api.meta import replace
-from metallb_bgp.api.loader import load_yaml
+from metallb_bgp.api.loader import KINDS, LIMITS, load_yaml
 from metallb_bgp.errors import ObjectError
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.reconciler import ClusterChange, SliceGroup, slice_group
@@ -49,8 +48,9 @@ def object_id(obj: BaseModel) -> ObjectId:
 
 @dataclass(slots=True)
 class FileView:
-    objects: dict[ObjectId, BaseModel] = field(default_factory=dict)
+    objects: dict[ObjectId, BaseModel] = field(default_factory=dict)  # namespaces defaulted, in file order
     errors: tuple[ObjectError, ...] = ()
+    size: int = 0  # bytes read
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -91,36 +91,92 @@ def _hidden(path: Path) -> bool:
     return any(part.startswith(".") for part in path.parts[-1:])
 
 
-def read_file(path: Path, previous: FileView | None = None) -> FileView:
-    """Parse one file, falling back to `previous` for whatever did not parse this time."""
+def read_file(
+    path: Path, previous: FileView | None = None, *, namespace: str = DEFAULT_NAMESPACE, room: int | None = None
+) -> FileView:
+    """Parse one file, falling back to `previous` for whatever did not parse this time.
+
+    Objects are keyed by their id with the namespace defaulted (see `defaulted`); a second definition
+    of one id in the file is an error and the first one is kept. `room` is how many bytes the file may
+    have (`Limits.file_bytes`, less when the folder's total is near `Limits.folder_bytes`). Nothing here
+    raises: whatever goes wrong is this file's error, and its previous objects stay.
+    """
+    room = LIMITS.file_bytes if room is None else room
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        error = ObjectError("File", "", str(path), "", f"cannot be read: {exc}")
-        return FileView(dict(previous.objects) if previous else {}, (error,))
+        with path.open("rb") as handle:
+            data = handle.read(room + 1)
+        if len(data) > room:
+            raise _TooLarge(f"larger than {room} bytes (the limit)")
+        text = data.decode("utf-8")
+        objects, errors, yaml_broken = _parse(text, path, previous, namespace)
+    except (OSError, UnicodeDecodeError, _TooLarge) as exc:
+        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read: {exc}"), size=0)
+    except Exception as exc:  # noqa: BLE001 - one file's problem, never the process's
+        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read ({type(exc).__name__})"), size=0)
+    if yaml_broken and previous is not None:
+        objects = dict(previous.objects)
+    return FileView(objects, tuple(dict.fromkeys(errors)), len(data))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _kept(previous: FileView | None, error: ObjectError, *, size: int) -> FileView:
+    return FileView(dict(previous.objects) if previous else {}, (error,), previous.size if previous else size)
+
+
+def _parse(
+    text: str, path: Path, previous: FileView | None, namespace: str
+) -> tuple[dict[ObjectId, BaseModel], list[ObjectError], bool]:
     objects: dict[ObjectId, BaseModel] = {}
     errors: list[ObjectError] = []
     yaml_broken = False
     for parsed in load_yaml(text, source=str(path)):
         errors.extend(_in_file(e, path) for e in parsed.errors)
         if parsed.obj is not None:
-            objects[object_id(parsed.obj)] = parsed.obj
+            obj = defaulted(parsed.obj, namespace)
+            key = object_id(obj)
+            if key in objects:
+                message = f"defined more than once in {path}; the first definition is used"
+                errors.append(ObjectError(key[0], key[1], key[2], "metadata.name", message))
+            else:
+                objects[key] = obj
         elif parsed.errors and parsed.errors[0].kind == "File":
             yaml_broken = True
         elif previous is not None:
             for error in parsed.errors:
-                kept = previous.objects.get((error.kind, error.namespace, error.name))
+                kind = error.kind
+                kept = previous.objects.get((kind, error.namespace or default_namespace(kind, namespace), error.name))
                 if kept is not None:
                     objects[object_id(kept)] = kept
-    if yaml_broken and previous is not None:
-        objects = dict(previous.objects)
-    return FileView(objects, tuple(dict.fromkeys(errors)))
+    return objects, errors, yaml_broken
 
 
 def _in_file(error: ObjectError, path: Path) -> ObjectError:
     if error.kind == "File":
         return error
     return ObjectError(error.kind, error.namespace, error.name, error.field, f"{error.message} (in {path})", error.severity)
+
+
+_CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
+_METALLB_KINDS = frozenset(kind for (api_version, kind) in KINDS if api_version.startswith("metallb.io/"))
+
+
+def default_namespace(kind: str, namespace: str) -> str:
+    """Where `kubectl apply` puts an object of `kind` written without a namespace (metallb.io objects:
+    MetalLB's namespace, as applied from its own manifests; core objects: `default`)."""
+    if kind in _CLUSTER_SCOPED:
+        return ""
+    return namespace if kind in _METALLB_KINDS else "default"
+
+
+def defaulted(obj: BaseModel, namespace: str) -> BaseModel:
+    """`obj` with its namespace defaulted (`default_namespace`); the same object when it has one."""
+    meta = obj.metadata  # type: ignore[attr-defined]
+    if meta.namespace or obj.kind in _CLUSTER_SCOPED:  # type: ignore[attr-defined]
+        return obj
+    return replace(obj, metadata=replace(meta, namespace=default_namespace(obj.kind, namespace)))  # type: ignore[attr-defined]
 
 
 class ManifestFolder:
@@ -130,6 +186,7 @@ class ManifestFolder:
         self.paths = [Path(p) for p in paths]
         self.namespace = namespace
         self.files: dict[Path, FileView] = {}
+        self._bytes = 0  # the sizes of `files`, against `Limits.folder_bytes`
         self._index = _Index()
 
     def load(self) -> ClusterChange:
@@ -138,13 +195,15 @@ class ManifestFolder:
         collecting = gc.isenabled()
         gc.disable()  # tens of thousands of small objects that all live on: collections find nothing
         try:
-            self.files = {path: read_file(path, self.files.get(path)) for path in current}
+            previous, self.files, self._bytes = self.files, {}, 0
+            for path in current:
+                self._read(path, previous.get(path))
         finally:
             if collecting:
                 gc.enable()
         self._index = _Index()
         for path in sorted(self.files, key=_path_order):
-            self._index.add(path, self._defaulted_objects(self.files[path]), self.files[path].errors)
+            self._index.replace(path, self.files[path], _Touched())
         return self._index.everything(self.namespace)
 
     def reload(self, changed: Iterable[Path]) -> ClusterChange:
@@ -164,13 +223,23 @@ class ManifestFolder:
         touched = _Touched()
         for path in sorted(paths, key=_path_order):
             if self._wanted(path):
-                view = read_file(path, self.files.get(path))
-                self.files[path] = view
-                self._index.replace(path, (self._defaulted_objects(view), view.errors), touched)
+                self._index.replace(path, self._read(path, self.files.get(path)), touched)
             elif path in self.files:
-                del self.files[path]
+                self._bytes -= self.files.pop(path).size
                 self._index.replace(path, None, touched)
         return self._index.change(touched, self.namespace)
+
+    def _read(self, path: Path, previous: FileView | None) -> FileView:
+        """Read one file into `files`, within what is left of `Limits.folder_bytes`."""
+        own = previous.size if previous is not None and path in self.files else 0
+        room = min(LIMITS.file_bytes, LIMITS.folder_bytes - (self._bytes - own))
+        view = read_file(path, previous, namespace=self.namespace, room=max(room, 0))
+        if room < LIMITS.file_bytes and view.errors and view.errors[0].kind == "File" and view.size == (previous.size if previous else 0):
+            message = f"not read: the files under {', '.join(map(str, self.paths))} hold more than {LIMITS.folder_bytes} bytes (the limit)"
+            view = FileView(view.objects, (ObjectError("File", "", str(path), "", message),), view.size)
+        self._bytes += view.size - own
+        self.files[path] = view
+        return view
 
     def _wanted(self, path: Path) -> bool:
         """A file `manifest_files(self.paths)` would list: named directly, or a manifest in a folder."""
@@ -197,26 +266,8 @@ class ManifestFolder:
         return [known for known in self.files if str(known).startswith(prefix)]
 
     def snapshot(self) -> ClusterSnapshot:
-        objects: list[BaseModel] = []
-        errors: list[ObjectError] = []
-        for path in sorted(self.files):
-            view = self.files[path]
-            objects.extend(view.objects.values())
-            errors.extend(view.errors)
-        return ClusterSnapshot.from_objects(
-            (self._defaulted(o) for o in objects), errors=errors, namespace=self.namespace
-        )
-
-    def _defaulted_objects(self, view: FileView) -> list[BaseModel]:
-        return [self._defaulted(obj) for obj in view.objects.values()]
-
-    def _defaulted(self, obj: BaseModel) -> BaseModel:
-        """Objects without a namespace land where `kubectl apply` would put them."""
-        meta = obj.metadata  # type: ignore[attr-defined]
-        if meta.namespace or obj.kind in ("Node", "Namespace"):  # type: ignore[attr-defined]
-            return obj
-        default = self.namespace if obj.__class__.__module__.endswith("metallb") else "default"
-        return replace(obj, metadata=replace(meta, namespace=default))
+        """The whole cluster: each object once (the definition in force, see `_Index`), files in path order."""
+        return self._index.snapshot(self.namespace)
 
     async def changes(self, *, step_ms: int = 1, max_batch_ms: int = 200) -> AsyncIterator[set[Path]]:
         """Yield sets of changed files (and folders), a burst of writes coalesced (quiet for `step_ms`).
@@ -245,102 +296,162 @@ class _Touched:
 
 
 class _Index:
-    """Which file defines which service, which service's EndpointSlices and which other objects.
+    """Which files define each object, which one is in force, and the EndpointSlices of each service.
 
-    The snapshot's order is files in path order, objects in file order; the index answers "every
-    definition of this key, in that order" by visiting only the (usually one) files that define it.
+    An object (kind, namespace, name) defined in several files is a mistake a real cluster cannot make
+    (the API server keeps one object per name): the definition already in force stays in force, and
+    each other one is reported, naming both files. "In force" is seniority: at the first read, the
+    first file in path order; later, a file that starts defining an object joins behind those that
+    already did, so a newcomer never moves a service's IP or replaces a working peer. When the file in
+    force drops the object, the next definition takes over.
+
+    Every lookup is by key (never a scan of a file's objects), so loading is linear in the number of
+    objects whatever the layout: one file per object, one file of thousands, or a `kind: List`.
     """
 
     def __init__(self) -> None:
-        self.objects: dict[Path, list[BaseModel]] = {}  # defaulted, in file order
+        self.files: dict[Path, dict[ObjectId, BaseModel]] = {}  # defaulted, in file order
         self.errors: dict[Path, tuple[ObjectError, ...]] = {}  # only files with errors
-        # the files defining each key, sorted: tuples, as nearly every key has one file (a set is 216 bytes)
-        self.service_files: dict[ServiceKey, tuple[Path, ...]] = {}
-        self.slice_files: dict[SliceGroup, tuple[Path, ...]] = {}
+        self.owners: dict[ObjectId, tuple[Path, ...]] = {}  # the files defining each object, senior first
+        self.duplicates: dict[ObjectId, tuple[ObjectError, ...]] = {}  # only objects defined twice or more
+        self.groups: dict[SliceGroup, set[ObjectId]] = {}  # the EndpointSlices in force, per service
+        self.group_of: dict[ObjectId, SliceGroup] = {}  # the reverse of `groups`
         self.config_files: set[Path] = set()  # files with any object that is not a Service or EndpointSlice
 
-    def add(self, path: Path, objects: list[BaseModel], errors: tuple[ObjectError, ...]) -> None:
-        self.objects[path] = objects
+    def in_force(self, key: ObjectId) -> BaseModel | None:
+        owners = self.owners.get(key)
+        return self.files[owners[0]][key] if owners else None
+
+    def replace(self, path: Path, view: FileView | None, touched: _Touched) -> None:
+        """Make `view` the file's content (None: the file is gone), noting in `touched` what changes."""
+        old = self.files.get(path, {})
+        new = view.objects if view is not None else {}
+        errors = view.errors if view is not None else ()
+        if old == new and self.errors.get(path, ()) == errors:
+            return
+        touched.config |= self.errors.get(path, ()) != errors
+        keys = [key for key in dict.fromkeys((*old, *new)) if old.get(key) != new.get(key)]
+        self._note_before(keys, new, touched)
+        for key in keys:
+            self._set_owner(key, path, defines=key in new)
+        self.files[path] = new
+        if view is None:
+            del self.files[path]
+        self._set_errors(path, errors)
+        if any(key[0] not in _ROUTED for key in new):
+            self.config_files.add(path)
+        else:
+            self.config_files.discard(path)
+        for key in keys:
+            self._regroup(key)
+            touched.config |= self._check_duplicates(key) or key[0] not in _ROUTED
+
+    def _note_before(self, keys: Iterable[ObjectId], new: dict[ObjectId, BaseModel], touched: _Touched) -> None:
+        """What the services and slice groups that `keys` may change held before (once per reload)."""
+        for key in keys:
+            if key[0] == "Service":
+                service = ServiceKey(key[1], key[2])
+                if service not in touched.services:
+                    touched.services.add(service)
+                    touched.before_services[service] = self.definitions(service)
+            elif key[0] == "EndpointSlice":
+                for group in self._groups_of(key, new):
+                    if group not in touched.slice_groups:
+                        touched.slice_groups.add(group)
+                        touched.before_slices[group] = self.slices(group)
+
+    def _groups_of(self, key: ObjectId, new: dict[ObjectId, BaseModel]) -> set[SliceGroup]:
+        definitions = [self.files[p][key] for p in self.owners.get(key, ())]
+        if key in new:
+            definitions.append(new[key])
+        return {group for obj in definitions if (group := slice_group(obj)) is not None}  # type: ignore[arg-type]
+
+    def _set_owner(self, key: ObjectId, path: Path, *, defines: bool) -> None:
+        owners = self.owners.get(key, ())
+        if defines and path not in owners:
+            owners = (*owners, path)  # a newcomer joins behind
+        elif not defines:
+            owners = tuple(p for p in owners if p != path)
+        if owners:
+            self.owners[key] = owners
+        else:
+            self.owners.pop(key, None)
+
+    def _set_errors(self, path: Path, errors: tuple[ObjectError, ...]) -> None:
         if errors:
             self.errors[path] = errors
-        for obj in objects:
-            if isinstance(obj, Service):
-                _add(self.service_files, ServiceKey(obj.namespace, obj.name), path)
-            elif isinstance(obj, EndpointSlice):
-                group = slice_group(obj)
-                if group is not None:
-                    _add(self.slice_files, group, path)
-            else:
-                self.config_files.add(path)
+        else:
+            self.errors.pop(path, None)
 
-    def remove(self, path: Path) -> None:
-        for obj in self.objects.pop(path, []):
-            if isinstance(obj, Service):
-                _discard(self.service_files, ServiceKey(obj.namespace, obj.name), path)
-            elif isinstance(obj, EndpointSlice):
-                group = slice_group(obj)
-                if group is not None:
-                    _discard(self.slice_files, group, path)
-        self.config_files.discard(path)
-        self.errors.pop(path, None)
-
-    def replace(
-        self, path: Path, content: tuple[list[BaseModel], tuple[ObjectError, ...]] | None, touched: _Touched
-    ) -> None:
-        """Make `content` (objects, errors) the file's (None: the file is gone), noting what it touches."""
-        objects, errors = content if content is not None else ([], ())
-        old_objects, old_errors = self.objects.get(path, []), self.errors.get(path, ())
-        if old_objects == objects and old_errors == errors:
+    def _regroup(self, key: ObjectId) -> None:
+        """Keep `groups` to the EndpointSlice in force for `key` (its service label may have changed)."""
+        if key[0] != "EndpointSlice":
             return
-        keys, groups = set(), set()
-        for obj in (*old_objects, *objects):
-            if isinstance(obj, Service):
-                keys.add(ServiceKey(obj.namespace, obj.name))
-            elif isinstance(obj, EndpointSlice):
-                group = slice_group(obj)
-                if group is not None:
-                    groups.add(group)
-            else:
-                touched.config = True
-        touched.config |= old_errors != errors
-        for key in keys - touched.services:
-            touched.before_services[key] = self.definitions(key)
-        for group in groups - touched.slice_groups:
-            touched.before_slices[group] = self.slices(group)
-        touched.services |= keys
-        touched.slice_groups |= groups
-        self.remove(path)
-        if content is not None:
-            self.add(path, objects, errors)
+        obj = self.in_force(key)
+        group = slice_group(obj) if obj is not None else None  # type: ignore[arg-type]
+        known = self.group_of.get(key)
+        if known == group:
+            return
+        if known is not None:
+            self.groups[known].discard(key)
+            if not self.groups[known]:
+                del self.groups[known]
+        if group is not None:
+            self.groups.setdefault(group, set()).add(key)
+            self.group_of[key] = group
+        else:
+            self.group_of.pop(key, None)
+
+    def _check_duplicates(self, key: ObjectId) -> bool:
+        """Report each definition of `key` beyond the one in force; True if the reports changed."""
+        owners = self.owners.get(key, ())
+        errors = tuple(
+            ObjectError(
+                key[0], key[1], key[2], "metadata.name",
+                f"also defined in {path}; the definition in {owners[0]} stays in force (names are unique in a cluster)",
+            )
+            for path in owners[1:]
+        )  # fmt: skip
+        if errors == self.duplicates.get(key, ()):
+            return False
+        if errors:
+            self.duplicates[key] = errors
+        else:
+            self.duplicates.pop(key, None)
+        return True
 
     def definitions(self, key: ServiceKey) -> tuple[Service, ...]:
-        found = []
-        for path in self.service_files.get(key, ()):
-            for obj in self.objects[path]:
-                if isinstance(obj, Service) and obj.metadata.name == key.name and obj.metadata.namespace == key.namespace:
-                    found.append(obj)
-        return tuple(found)
+        service = self.in_force(("Service", key.namespace, key.name))
+        return (service,) if service is not None else ()  # type: ignore[return-value]
 
     def slices(self, group: SliceGroup) -> tuple[EndpointSlice, ...]:
-        found = []
-        for path in self.slice_files.get(group, ()):
-            found.extend(obj for obj in self.objects[path] if isinstance(obj, EndpointSlice) and slice_group(obj) == group)
-        return tuple(found)
+        members = self.groups.get(group, ())
+        return tuple(sorted((self.in_force(key) for key in members), key=lambda s: s.metadata.name))  # type: ignore[union-attr,return-value]
+
+    def load_errors(self) -> list[ObjectError]:
+        errors = [error for path in sorted(self.errors) for error in self.errors[path]]
+        return errors + [error for key in sorted(self.duplicates) for error in self.duplicates[key]]
 
     def config_snapshot(self, namespace: str) -> ClusterSnapshot:
         objects = [
             obj
             for path in sorted(self.config_files)
-            for obj in self.objects[path]
-            if not isinstance(obj, (Service, EndpointSlice))
+            for key, obj in self.files[path].items()
+            if key[0] not in _ROUTED and self.owners[key][0] == path
         ]
-        errors = [error for path in sorted(self.errors) for error in self.errors[path]]
-        return ClusterSnapshot.from_objects(objects, errors=errors, namespace=namespace)
+        return ClusterSnapshot.from_objects(objects, errors=self.load_errors(), namespace=namespace)
+
+    def snapshot(self, namespace: str) -> ClusterSnapshot:
+        objects = [
+            obj for path in sorted(self.files) for key, obj in self.files[path].items() if self.owners[key][0] == path
+        ]
+        return ClusterSnapshot.from_objects(objects, errors=self.load_errors(), namespace=namespace)
 
     def everything(self, namespace: str) -> ClusterChange:
+        services = {ServiceKey(key[1], key[2]) for key in self.owners if key[0] == "Service"}
         return ClusterChange(
-            services={key: self.definitions(key) for key in self.service_files},
-            endpoint_slices={group: self.slices(group) for group in self.slice_files},
+            services={key: self.definitions(key) for key in services},
+            endpoint_slices={group: self.slices(group) for group in self.groups},
             config=self.config_snapshot(namespace),
         )
 
@@ -354,18 +465,4 @@ class _Index:
         )
 
 
-K = TypeVar("K")
-
-
-def _add(index: dict[K, tuple[Path, ...]], key: K, path: Path) -> None:
-    paths = index.get(key, ())
-    if path not in paths:
-        index[key] = tuple(sorted((*paths, path)))
-
-
-def _discard(index: dict[K, tuple[Path, ...]], key: K, path: Path) -> None:
-    paths = tuple(known for known in index.get(key, ()) if known != path)
-    if paths:
-        index[key] = paths
-    else:
-        index.pop(key, None)
+_ROUTED = frozenset({"Service", "EndpointSlice"})  # the kinds outside the configuration part
