@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from metallb_bgp.api.core import Namespace, Service, ServiceSpec
 from metallb_bgp.config import Config, Pool
 from metallb_bgp.errors import ObjectError, Severity
-from metallb_bgp.net import IPAddress, IPNetwork
+from metallb_bgp.net import IPAddress, IPNetwork, parse_ip
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.snapshot_dict import SnapshotDict
 from metallb_bgp.selectors import any_matches
@@ -142,6 +142,16 @@ def _warning(key: ServiceKey, field_path: str, message: str) -> ObjectError:
     return ObjectError("Service", key.namespace, key.name, field_path, message, Severity.WARNING)
 
 
+def _error(key: ServiceKey, field_path: str, message: str) -> ObjectError:
+    """A request the allocator refuses (the service gets no IP for it): an error, as `validate` shows it."""
+    return ObjectError("Service", key.namespace, key.name, field_path, message, Severity.ERROR)
+
+
+def _shown(text: str) -> str:
+    """A user's value in a message: quoted, and cut short (an annotation may hold thousands of addresses)."""
+    return repr(text) if len(text) <= 100 else f"{text[:100]!r}... ({len(text)} characters)"
+
+
 def _annotation_field(name: str) -> str:
     return f"metadata.annotations[{name}]"
 
@@ -167,9 +177,12 @@ def _read_annotation(
 def _parse_ips(text: str) -> tuple[IPAddress, ...]:
     """Comma-separated addresses, at most one per family. Raises ValueError with a readable message."""
     ips: list[IPAddress] = []
-    for item in text.split(","):
+    items = text.split(",")
+    if len(items) > 2:
+        raise ValueError(f"{len(items)} addresses; at most one IPv4 and one IPv6 address")
+    for item in items:
         try:
-            ips.append(ipaddress.ip_address(item.strip()))
+            ips.append(parse_ip(item.strip()))
         except ValueError:
             raise ValueError(f"{item.strip()!r} is not an IP address") from None
     if len(ips) > 2 or len({ip.version for ip in ips}) != len(ips):
@@ -190,14 +203,15 @@ def _requested_ips(
         try:
             return _parse_ips(annotation), None
         except ValueError as exc:
-            warnings.append(_warning(key, _annotation_field(annotation_name), f"invalid value {annotation!r}: {exc}"))
-            return (), f"invalid {annotation_name} {annotation!r}: {exc}"
+            shown = _shown(annotation)
+            warnings.append(_error(key, _annotation_field(annotation_name), f"invalid value {shown}: {exc}"))
+            return (), f"invalid {annotation_name} {shown}: {exc}"
     if spec_ip:
         try:
-            ip = ipaddress.ip_address(spec_ip)
+            ip = parse_ip(spec_ip)
         except ValueError:
-            warnings.append(_warning(key, "spec.loadBalancerIP", f"{spec_ip!r} is not an IP address"))
-            return (), f"invalid spec.loadBalancerIP {spec_ip!r}"
+            warnings.append(_error(key, "spec.loadBalancerIP", f"{_shown(spec_ip)} is not an IP address"))
+            return (), f"invalid spec.loadBalancerIP {_shown(spec_ip)}"
         message = f"deprecated by Kubernetes, use the {ANNOTATION_PREFIX}{LOAD_BALANCER_IPS} annotation"
         warnings.append(_warning(key, "spec.loadBalancerIP", message))
         return (ip,), None
@@ -252,7 +266,7 @@ def _read_service(
     sharing_key, _ = _read_annotation(annotations, ALLOW_SHARED_IP, key, warnings)
     requested, malformed = _requested_ips(service.spec, ips_text, ips_field, key, warnings)
     if pool is not None and pool not in config.pools:
-        warnings.append(_warning(key, _annotation_field(pool_field), f"no IPAddressPool named {pool!r}"))
+        warnings.append(_error(key, _annotation_field(pool_field), f"no IPAddressPool named {_shown(pool)}"))
     claim = _Claim(
         service=key,
         sharing_key=sharing_key,
@@ -658,7 +672,7 @@ def _status_ips(service: Service) -> tuple[IPAddress, ...] | str:
     for ingress in service.status.load_balancer.ingress:
         if ingress.ip:
             try:
-                ips.append(ipaddress.ip_address(ingress.ip.strip()))
+                ips.append(parse_ip(ingress.ip.strip()))
             except ValueError:
                 return f"status.loadBalancer.ingress holds {ingress.ip!r}, which is not an IP address"
     return tuple(ips)

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check manifests; print every problem; exit 1 if any error")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="YAML files or folders")
     validate.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
+    validate.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
 
     plan = sub.add_parser("plan", help="print the IP allocation and one node's desired routes")
     plan.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="YAML files or folders")
@@ -135,13 +136,13 @@ def _load(paths: Sequence[Path], namespace: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from metallb_bgp.compiler import compile_config
+    from metallb_bgp.plan import check
 
-    result = compile_config(_load(args.paths, args.namespace))
-    for problem in result.errors:
+    problems = check(_load(args.paths, args.namespace), load_balancer_class=args.load_balancer_class)
+    for problem in problems:
         print(problem)
-    errors = sum(1 for p in result.errors if p.is_error)
-    warnings = len(result.errors) - errors
+    errors = sum(1 for p in problems if p.is_error)
+    warnings = len(problems) - errors
     print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
     return 1 if errors else 0
 

@@ -61,6 +61,7 @@ from typing import TypeVar
 from metallb_bgp import config as cfg
 from metallb_bgp.api.core import Node, Secret
 from metallb_bgp.api.meta import LabelSelectorSpec, to_document
+from metallb_bgp.api.names import label_key_problem, label_value_problem
 from metallb_bgp.api.metallb import (
     BFDProfile,
     BGPAdvertisement,
@@ -71,8 +72,8 @@ from metallb_bgp.api.metallb import (
     MetalLBObject,
     ServiceAllocationSpec,
 )
-from metallb_bgp.errors import ObjectError, Severity
-from metallb_bgp.net import IPAddress, IPNetwork
+from metallb_bgp.errors import ObjectError, Severity, printable
+from metallb_bgp.net import IPAddress, IPNetwork, parse_ip
 from metallb_bgp.selectors import LabelSelector, Operator, any_matches
 from metallb_bgp.snapshot import ClusterSnapshot
 
@@ -82,7 +83,6 @@ MIN_HOLD_TIME = 3
 MAX_BGP_SECONDS = 65535  # hold time and connect time are 16-bit numbers of seconds
 MAX_PEER_PORT = 16384
 L2_IGNORED = "ignored: this speaker announces over BGP only (L2Advertisement is MetalLB's layer 2 mode)"
-LABEL_SHAPE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -316,18 +316,6 @@ class _Scope:
 # --- small parsers ----------------------------------------------------------------------------------------
 
 _DIGITS = re.compile(r"[0-9]+")
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def parse_ip(text: str) -> IPAddress:
-    """An IP literal as Go's net.ParseIP takes it (no zone, no surrounding space); raises ValueError."""
-    if not isinstance(text, str) or "%" in text or text != text.strip():
-        raise ValueError(f"{text!r} is not an IP address")
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
 
 
 def parse_pool_addresses(text: str) -> tuple[tuple[IPNetwork, ...], str]:
@@ -409,13 +397,13 @@ def _selectors(specs: Sequence[LabelSelectorSpec], path: str, issues: list[_Issu
 def _selector_issues(spec: LabelSelectorSpec, path: str) -> list[_Issue]:
     issues: list[_Issue] = []
     for key, value in sorted(spec.match_labels.items()):
-        problem = _label_key_problem(key) or _label_value_problem(value)
+        problem = label_key_problem(key) or label_value_problem(value)
         if problem:
             issues.append(_err(f"{path}.matchLabels", f"{key}: {problem}"))
     seen: list[tuple[str, Operator, tuple[str, ...]]] = []
     for j, expr in enumerate(spec.match_expressions):
         here = f"{path}.matchExpressions[{j}]"
-        problem = _label_key_problem(expr.key)
+        problem = label_key_problem(expr.key)
         if problem:
             issues.append(_err(f"{here}.key", problem))
         if expr.operator in (Operator.IN, Operator.NOT_IN) and not expr.values:
@@ -423,7 +411,7 @@ def _selector_issues(spec: LabelSelectorSpec, path: str) -> list[_Issue]:
         if expr.operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and expr.values:
             issues.append(_err(f"{here}.values", f"operator {expr.operator.value} takes no values"))
         for k, value in enumerate(expr.values):
-            problem = _label_value_problem(value)
+            problem = label_value_problem(value)
             if problem:
                 issues.append(_err(f"{here}.values[{k}]", problem))
             elif value in expr.values[:k]:
@@ -433,21 +421,6 @@ def _selector_issues(spec: LabelSelectorSpec, path: str) -> list[_Issue]:
             issues.append(_err(here, f"duplicate of {path}.matchExpressions[{seen.index(identity)}]"))
         seen.append(identity)
     return issues
-
-
-def _label_key_problem(key: str) -> str:
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return f"invalid label key {key!r}: the prefix must be a DNS subdomain"
-    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return f"invalid label key {key!r}: {LABEL_SHAPE}"
-    return ""
-
-
-def _label_value_problem(value: str) -> str:
-    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
-        return f"invalid label value {value!r}: {LABEL_SHAPE}"
-    return ""
 
 
 def _selected_nodes(selectors: Sequence[LabelSelector], nodes: Sequence[Node]) -> frozenset[str]:
@@ -850,9 +823,16 @@ def _password(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> str | None:
     if spec.password_secret is None:
         if any(c in spec.password for c in "\r\n"):
             issues.append(_err("spec.password", "must not contain line breaks"))
+        elif len(spec.password.encode()) > cfg.MAX_MD5_PASSWORD_BYTES:
+            issues.append(_err("spec.password", f"longer than {cfg.MAX_MD5_PASSWORD_BYTES} bytes (TCP MD5's limit)"))
+            return None
         return spec.password or None
     ref = spec.password_secret
     namespace = ref.namespace or known.namespace
+    if namespace != known.namespace:
+        message = f"must be {known.namespace} or empty: only Secrets in MetalLB's namespace are read"
+        issues.append(_err("spec.passwordSecret.namespace", message))
+        return None
     found = known.secrets.get((namespace, ref.name), ())
     if len(found) != 1:
         problem = "not found" if not found else "defined more than once"
@@ -875,6 +855,10 @@ def _password(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> str | None:
     if any(c in password for c in "\r\n"):
         issues.append(_err("spec.passwordSecret", f"the password in Secret {namespace}/{ref.name} has a line break"))
         return None
+    if len(password.encode()) > cfg.MAX_MD5_PASSWORD_BYTES:
+        message = f"the password in Secret {namespace}/{ref.name} is longer than {cfg.MAX_MD5_PASSWORD_BYTES} bytes (TCP MD5's limit)"
+        issues.append(_err("spec.passwordSecret", message))
+        return None
     return password or None
 
 
@@ -890,6 +874,10 @@ def _check_bfd(profile: str, known: _Known, issues: list[_Issue]) -> None:
         issues.append(_err("spec.bfdProfile", f"no BFDProfile named {profile}"))
 
 
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+INTERFACE_SHAPE = "1 to 15 letters, digits, '-', '_' or '.'"
+
+
 def _check_flags(obj: BGPPeer, issues: list[_Issue]) -> None:
     spec = obj.spec
     if spec.disable_mp:
@@ -898,8 +886,8 @@ def _check_flags(obj: BGPPeer, issues: list[_Issue]) -> None:
         else:
             message = "deprecated: use dualStackAddressFamily (its default, false, keeps each family on its own session)"
             issues.append(_warn("spec.disableMP", message))
-    if any(c in spec.vrf for c in "\r\n"):
-        issues.append(_err("spec.vrf", "must not contain line breaks"))
+    if spec.vrf and not _INTERFACE_NAME.fullmatch(spec.vrf):
+        issues.append(_err("spec.vrf", f"{printable(spec.vrf)!r} is not a VRF (a Linux interface name: {INTERFACE_SHAPE})"))
 
 
 # --- advertisements ------------------------------------------------------------------------------------
@@ -996,8 +984,10 @@ def _advertised_pools(
     for i, name in enumerate(spec.ip_address_pools):
         if name in known.pools:
             chosen.add(name)
-        else:
+        elif ("IPAddressPool", name) in known.bad:
             issues.append(_err(f"spec.ipAddressPools[{i}]", _pool_problem(name, known)))
+        else:  # MetalLB accepts it: nothing is announced for the missing name
+            issues.append(_warn(f"spec.ipAddressPools[{i}]", f"no IPAddressPool named {name}; nothing is advertised for it"))
     for j, selector in enumerate(selectors):
         here = f"spec.ipAddressPoolSelectors[{j}]"
         chosen.update(name for name, info in known.pools.items() if selector.matches(info.pool.labels))
@@ -1020,12 +1010,13 @@ def _advertised_peers(names: Sequence[str], known: _Known, issues: list[_Issue])
             chosen.add(name)
         elif ("BGPPeer", name) in known.bad:
             issues.append(_err(f"spec.peers[{i}]", f"BGPPeer {name} {known.bad[('BGPPeer', name)]}"))
-        else:
-            issues.append(_err(f"spec.peers[{i}]", f"no BGPPeer named {name}"))
+        else:  # MetalLB accepts it: nothing is announced to the missing name
+            issues.append(_warn(f"spec.peers[{i}]", f"no BGPPeer named {name}; nothing is advertised to it"))
     fatal = bool(names) and not chosen
     if fatal:
         message = "no named peer is usable, so this advertisement is not used (an empty list would mean every peer)"
-        issues.append(_err("spec.peers", message))
+        missing_only = all(("BGPPeer", name) not in known.bad for name in names)
+        issues.append((_warn if missing_only else _err)("spec.peers", message))
     return frozenset(chosen), fatal
 
 

@@ -15,6 +15,8 @@ from enum import Enum
 from metallb_bgp.net import IPAddress, IPNetwork
 from metallb_bgp.selectors import LabelSelector
 
+MAX_MD5_PASSWORD_BYTES = 80  # RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
+
 
 @dataclass(frozen=True)
 class ServiceAllocation:

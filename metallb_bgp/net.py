@@ -28,3 +28,14 @@ def covering_prefix(ip: IPAddress, length: int) -> IPNetwork:
 def family_of(value: IPAddress | IPNetwork) -> int:
     """4 or 6."""
     return value.version
+
+
+def parse_ip(text: str) -> IPAddress:
+    """An IP literal as Go's net.ParseIP takes it: no zone (`fe80::1%eth0`), no surrounding space; raises
+    ValueError. Python's `ip_address` keeps whatever follows a `%`, newlines included, in the address."""
+    if not isinstance(text, str) or "%" in text or text != text.strip():
+        raise ValueError(f"{text!r} is not an IP address")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from metallb_bgp.allocator import Allocation, allocate
 from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Peer
-from metallb_bgp.errors import ObjectError
+from metallb_bgp.errors import ObjectError, Severity
 from metallb_bgp.net import IPAddress
 from metallb_bgp.objects import ServiceKey
 from metallb_bgp.routes import RouteTable, desired_routes, node_peers
@@ -61,3 +61,20 @@ def make_plan(
     )
     peers = node_peers(compiled.config, nodes.get(node_name))
     return Plan(compiled=compiled, allocation=allocation, peers=peers, table=table)
+
+
+def check(snapshot: ClusterSnapshot, *, load_balancer_class: str | None = None) -> tuple[ObjectError, ...]:
+    """Every problem `metallb-bgp run` would report for `snapshot`, whatever the node: `validate`'s answer.
+
+    The same compile and allocation as `make_plan` (so the same rules and the same words): a request
+    the allocator refuses is an error here as there, and a service left without an IP for another
+    reason (a full pool, a pool that does not take it) is a warning with the allocator's reason.
+    """
+    compiled = compile_config(snapshot)
+    allocation = allocate(compiled.config, snapshot.services, snapshot.namespaces, load_balancer_class=load_balancer_class)
+    problems = set(compiled.errors) | set(allocation.warnings)
+    refused = {(p.namespace, p.name) for p in allocation.warnings if p.kind == "Service" and p.is_error}
+    for key, reason in allocation.refusals.items():
+        if (key.namespace, key.name) not in refused:
+            problems.add(ObjectError("Service", key.namespace, key.name, "", f"no IP allocated: {reason}", Severity.WARNING))
+    return tuple(sorted(problems))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -190,11 +192,20 @@ def test_spec_ip_and_annotation_together_are_refused() -> None:
     assert "spec.loadBalancerIP" in warning_fields(result)
 
 
-def test_invalid_load_balancer_ips_annotation_is_refused_with_a_field_named_warning() -> None:
+def test_invalid_load_balancer_ips_annotation_is_refused_with_a_field_named_error() -> None:
     result = run(V4, service("web", annotations={LB_IPS: "10.0.0.x"}))
     assert "10.0.0.x" in result.refusals[key("web")]
-    [warning] = [w for w in result.warnings if w.field == f"metadata.annotations[{LB_IPS}]"]
-    assert str(warning).startswith("warning: Service default/web: metadata.annotations[metallb.io/loadBalancerIPs]")
+    [error] = [w for w in result.warnings if w.field == f"metadata.annotations[{LB_IPS}]"]
+    assert str(error).startswith("Service default/web: metadata.annotations[metallb.io/loadBalancerIPs]")
+    assert error.is_error
+
+
+@pytest.mark.parametrize("value", ["2001:db8::5%x\nforged line", "10.0.0.1%eth0", ",".join(f"10.0.{i // 250}.{i % 250}" for i in range(10000))])
+def test_a_zone_or_thousands_of_addresses_in_the_annotation_are_refused_in_one_short_line(value: str) -> None:
+    result = run(V4, service("web", annotations={LB_IPS: value}))
+    assert key("web") not in result.assignments
+    [error] = [w for w in result.warnings if w.field == f"metadata.annotations[{LB_IPS}]"]
+    assert "\n" not in str(error) and len(str(error)) < 400
 
 
 def test_two_requested_addresses_of_one_family_are_refused() -> None:

@@ -417,8 +417,15 @@ def test_password_secret_is_read_from_a_basic_auth_secret_in_metallbs_namespace(
     assert result.config.peers["r"].password == "hunter2"
 
 
-def test_password_secret_may_name_its_namespace() -> None:
+def test_password_secret_in_another_namespace_is_refused_as_the_docs_say() -> None:
     result = compile_(peer("r", passwordSecret={"name": "s", "namespace": "vault"}), secret("s", namespace="vault", password="pw"))
+
+    assert "r" not in result.config.peers
+    assert problems(result) == {("BGPPeer", "r", "spec.passwordSecret.namespace")}
+
+
+def test_password_secret_may_name_metallbs_own_namespace() -> None:
+    result = compile_(peer("r", passwordSecret={"name": "s", "namespace": "metallb-system"}), secret("s", password="pw"))
 
     assert result.config.peers["r"].password == "pw"
 
@@ -618,10 +625,11 @@ def test_alias_from_a_bad_community_leaves_the_advertisement_out_and_names_it() 
     assert result.config.advertisements == ()
 
 
-def test_unknown_pool_name_is_reported_and_the_other_pools_are_still_advertised() -> None:
+def test_unknown_pool_name_is_a_warning_as_in_metallb_and_the_other_pools_are_still_advertised() -> None:
     result = compile_(GOOD_POOL, advertisement("a", ipAddressPools=["typo", "good"]))
 
-    assert problems(result) == {("BGPAdvertisement", "a", "spec.ipAddressPools[0]")}
+    assert problems(result) == set()
+    assert problems(result, Severity.WARNING) == {("BGPAdvertisement", "a", "spec.ipAddressPools[0]")}
     assert "no IPAddressPool named typo" in message(result, "BGPAdvertisement", "a", "spec.ipAddressPools[0]")
     assert result.config.advertisements[0].pools == {"good"}
 
@@ -664,12 +672,21 @@ def test_advertisement_without_pools_or_selectors_covers_every_good_pool() -> No
     assert problems(result) == {("IPAddressPool", "bad", "spec.addresses[0]")}
 
 
-def test_unknown_peer_is_reported_and_the_other_peers_are_kept() -> None:
+def test_unknown_peer_is_a_warning_as_in_metallb_and_the_other_peers_are_kept() -> None:
     result = compile_(GOOD_POOL, GOOD_PEER, advertisement("a", peers=["router", "ghost"]))
 
-    assert problems(result) == {("BGPAdvertisement", "a", "spec.peers[1]")}
+    assert problems(result) == set()
+    assert problems(result, Severity.WARNING) == {("BGPAdvertisement", "a", "spec.peers[1]")}
     assert "no BGPPeer named ghost" in message(result, "BGPAdvertisement", "a", "spec.peers[1]")
     assert result.config.advertisements[0].peers == {"router"}
+
+
+def test_an_advertisement_naming_only_missing_peers_announces_nothing_with_a_warning() -> None:
+    result = compile_(GOOD_POOL, GOOD_PEER, advertisement("a", peers=["ghost"]))
+
+    assert problems(result) == set()
+    assert problems(result, Severity.WARNING) == {("BGPAdvertisement", "a", "spec.peers[0]"), ("BGPAdvertisement", "a", "spec.peers")}
+    assert result.config.advertisements == ()
 
 
 def test_advertisement_whose_peers_are_all_unusable_is_left_out_rather_than_sent_to_every_peer() -> None:

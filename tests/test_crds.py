@@ -271,15 +271,18 @@ def test_known_bad_objects_fail_the_crd_schema_and_the_model_alike(case: str) ->
     assert parse_object(doc).errors, f"{case}: accepted by the model"
 
 
-@pytest.mark.parametrize(("spec", "error"), [
-    ({"holdTime": 90}, "spec.holdTime: 90 is not of type 'string'"),
-    ({"myASN": "64500"}, "spec.myASN: '64500' is not of type 'integer'"),  # pydantic's lax mode coerces it
+@pytest.mark.parametrize(("spec", "error", "ours"), [
+    ({"holdTime": 90}, "spec.holdTime: 90 is not of type 'string'", "90 is a number, not a duration"),
+    ({"myASN": "64500"}, "spec.myASN: '64500' is not of type 'integer'", "Input should be a valid integer"),
+    ({"myASN": True}, "spec.myASN: True is not of type 'integer'", "Input should be a valid integer"),
+    ({"ebgpMultiHop": "yes"}, "spec.ebgpMultiHop: 'yes' is not of type 'boolean'", "Input should be a valid boolean"),
 ])
-def test_what_manifest_files_tolerate_the_api_server_refuses(spec: dict[str, Any], error: str) -> None:
-    """Known differences, in the safe direction: the cluster is stricter than `metallb-bgp validate`."""
+def test_what_the_api_server_refuses_for_its_type_manifest_files_refuse_too(spec: dict[str, Any], error: str, ours: str) -> None:
+    """Types are checked, not coerced: a folder of manifests is read as strictly as the cluster reads it."""
     doc = _peer(**spec)
     assert schema_errors(doc) == [error]
-    assert parse_object(doc).errors == ()
+    assert [e.field for e in parse_object(doc).errors] == [f"spec.{next(iter(spec))}"]
+    assert ours in parse_object(doc).errors[0].message
 
 
 # --- in a (fake) cluster ----------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import ipaddress
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
-from metallb_bgp.api.meta import KubeObject, core_model
+from metallb_bgp.api.meta import DNSLabelMeta, KubeObject, ServiceMeta, core_model
 
 # --- Service -----------------------------------------------------------------------------------------
 
@@ -24,9 +24,9 @@ from metallb_bgp.api.meta import KubeObject, core_model
 @core_model
 class ServicePort:
     name: str = ""
-    port: int
+    port: StrictInt = Field(ge=1, le=65535)
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
-    node_port: int | None = None
+    node_port: StrictInt | None = Field(default=None, ge=0, le=65535)
 
 
 @core_model
@@ -61,6 +61,7 @@ class ServiceStatus:
 @core_model
 class Service(KubeObject):
     kind: Literal["Service"]
+    metadata: ServiceMeta
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
     status: ServiceStatus = Field(default_factory=ServiceStatus)
 
@@ -69,10 +70,17 @@ class Service(KubeObject):
         found = []
         for ingress in self.status.load_balancer.ingress:
             try:
-                found.append(ipaddress.ip_address(ingress.ip))
+                found.append(_address(ingress.ip))
             except ValueError:
                 continue
         return tuple(found)
+
+
+def _address(text: str) -> IPv4Address | IPv6Address:
+    """An address without a zone: `ip_address` keeps whatever follows a `%` (newlines too) in it."""
+    if "%" in text:
+        raise ValueError(f"{text!r} has a zone")
+    return ipaddress.ip_address(text)
 
 
 # --- EndpointSlice -----------------------------------------------------------------------------------
@@ -80,9 +88,9 @@ class Service(KubeObject):
 
 @core_model
 class EndpointConditions:
-    ready: bool | None = None
-    serving: bool | None = None
-    terminating: bool | None = None
+    ready: StrictBool | None = None
+    serving: StrictBool | None = None
+    terminating: StrictBool | None = None
 
 
 @core_model
@@ -146,7 +154,7 @@ class Node(KubeObject):
                 if entry.type != wanted:
                     continue
                 try:
-                    address = ipaddress.ip_address(entry.address)
+                    address = _address(entry.address)
                 except ValueError:
                     continue
                 if address.version == version:
@@ -157,6 +165,7 @@ class Node(KubeObject):
 @core_model
 class Namespace(KubeObject):
     kind: Literal["Namespace"]
+    metadata: DNSLabelMeta
 
 
 @core_model

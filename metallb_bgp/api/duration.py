@@ -1,12 +1,14 @@
 """Kubernetes duration strings (`90s`, `1m30s`, `1.5h`, `500ms`), as metav1.Duration accepts them.
 
 MetalLB's holdTime/keepaliveTime/connectTime are metav1.Duration, which parses Go's time.ParseDuration
-syntax. We accept the same strings (and a bare number of seconds, which YAML users write by accident
-and MetalLB rejects with an unhelpful message) and keep seconds as a float.
+syntax. We accept the same strings and keep seconds as a float. A bare number (`holdTime: 90`, which
+YAML users write by accident) is refused as the API server refuses it (the CRD types the field as a
+string), but with a message that says what to write instead.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -21,9 +23,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 90s or 1m30s")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return float(value)
+        if isinstance(value, int) and value >= 0:
+            raise ValueError(f"{value} is a number, not a duration: write it as a string with a unit, such as {value}s")
+        raise ValueError(f"{value!r} is not a duration; use a form such as 90s, 1m30s or 500ms")
     if not isinstance(value, str) or not value:
         raise ValueError("must be a duration such as 90s or 1m30s")
     text = value.strip()
@@ -43,6 +45,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"{value!r} is not a duration; use a form such as 90s, 1m30s or 500ms")
     if sign < 0 and total:
         raise ValueError("must not be negative")
+    if not math.isfinite(total):
+        raise ValueError(f"{value!r} is too long a duration")
     return total
 
 

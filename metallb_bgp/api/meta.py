@@ -15,10 +15,11 @@ import dataclasses
 import functools
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from metallb_bgp.api import names
 from metallb_bgp.selectors import LabelSelector, Operator, Requirement
 
 
@@ -62,16 +63,78 @@ def replace(obj: _Model, **changes: Any) -> _Model:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
+ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on an object's annotations, keys and values
+
+
+def _checked(problem: str) -> None:
+    if problem:
+        raise ValueError(problem)
+
+
 @core_model
 class ObjectMeta:
+    """Names, namespaces, labels and annotation keys held to Kubernetes' rules (`api.names`): a
+    folder of manifests has no API server to refuse them, and every one of them is printed somewhere."""
+
     name: str = Field(min_length=1)
     namespace: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     resource_version: str = ""
     uid: str = ""
-    generation: int | None = None
+    generation: StrictInt | None = None
     deletion_timestamp: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        _checked(names.subdomain_problem(name))
+        return name
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        _checked(namespace and names.dns_label_problem(namespace))
+        return namespace
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            _checked(names.label_key_problem(key) or names.label_value_problem(value))
+        return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            _checked(names.label_key_problem(key).replace("label key", "annotation key"))
+        size = sum(len(k) + len(v) for k, v in annotations.items())
+        if size > ANNOTATIONS_BYTES:
+            raise ValueError(f"{size} characters of annotations: more than {ANNOTATIONS_BYTES} (the API server's limit)")
+        return annotations
+
+
+@core_model
+class DNSLabelMeta(ObjectMeta):
+    """Metadata of a kind whose name must be a DNS label (Namespace)."""
+
+    @field_validator("name")
+    @classmethod
+    def _label_name(cls, name: str) -> str:
+        _checked(names.dns_label_problem(name))
+        return name
+
+
+@core_model
+class ServiceMeta(ObjectMeta):
+    """A Service's name is a DNS-1035 label (it becomes a DNS name in the cluster)."""
+
+    @field_validator("name")
+    @classmethod
+    def _service_name(cls, name: str) -> str:
+        _checked(names.dns1035_problem(name))
+        return name
 
 
 class MatchExpression(Strict):

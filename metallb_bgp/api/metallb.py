@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool, StrictInt
 
 from metallb_bgp.api.duration import Duration
 from metallb_bgp.api.meta import LabelSelectorSpec, Named, ObjectMeta, Strict
@@ -30,7 +30,7 @@ class MetalLBObject(Named, Strict):
 
 
 class ServiceAllocationSpec(Strict):
-    priority: int | None = None
+    priority: StrictInt | None = None
     namespaces: list[str] = Field(default_factory=list)
     namespace_selectors: list[LabelSelectorSpec] = Field(default_factory=list)
     service_selectors: list[LabelSelectorSpec] = Field(default_factory=list)
@@ -38,8 +38,8 @@ class ServiceAllocationSpec(Strict):
 
 class IPAddressPoolSpec(Strict):
     addresses: list[str]
-    auto_assign: bool = True
-    avoid_buggy_ips: bool = Field(default=False, alias="avoidBuggyIPs")
+    auto_assign: StrictBool = True
+    avoid_buggy_ips: StrictBool = Field(default=False, alias="avoidBuggyIPs")
     service_allocation: ServiceAllocationSpec | None = None
 
 
@@ -57,13 +57,13 @@ class SecretReference(Strict):
 
 
 class BGPPeerSpecV1beta2(Strict):
-    my_asn: int = Field(alias="myASN", ge=0, le=UINT32)
-    peer_asn: int | None = Field(default=None, alias="peerASN", ge=0, le=UINT32)
+    my_asn: StrictInt = Field(alias="myASN", ge=0, le=UINT32)
+    peer_asn: StrictInt | None = Field(default=None, alias="peerASN", ge=0, le=UINT32)
     dynamic_asn: Literal["internal", "external"] | None = Field(default=None, alias="dynamicASN")
-    local_asn: int | None = Field(default=None, alias="localASN", ge=0, le=UINT32)
+    local_asn: StrictInt | None = Field(default=None, alias="localASN", ge=0, le=UINT32)
     peer_address: str = ""
     source_address: str = ""
-    peer_port: int = Field(default=179, ge=0, le=16384)
+    peer_port: StrictInt = Field(default=179, ge=0, le=16384)
     hold_time: Duration | None = None
     keepalive_time: Duration | None = None
     connect_time: Duration | None = None
@@ -72,33 +72,34 @@ class BGPPeerSpecV1beta2(Strict):
     password: str = Field(default="", repr=False)
     password_secret: SecretReference | None = None
     bfd_profile: str = Field(default="", alias="bfdProfile")
-    enable_graceful_restart: bool = False
-    ebgp_multi_hop: bool = Field(default=False, alias="ebgpMultiHop")
+    enable_graceful_restart: StrictBool = False
+    ebgp_multi_hop: StrictBool = Field(default=False, alias="ebgpMultiHop")
     vrf: str = ""
-    disable_mp: bool = Field(default=False, alias="disableMP")
-    dual_stack_address_family: bool = False
+    disable_mp: StrictBool = Field(default=False, alias="disableMP")
+    dual_stack_address_family: StrictBool = False
     interface: str = ""
 
 
 class BGPPeerSpecV1beta1(Strict):
     """v1beta1: `peerPort` (older manifests also say `port`), node selectors without the LabelSelector type."""
 
-    my_asn: int = Field(alias="myASN", ge=0, le=UINT32)
-    peer_asn: int = Field(alias="peerASN", ge=0, le=UINT32)
+    my_asn: StrictInt = Field(alias="myASN", ge=0, le=UINT32)
+    peer_asn: StrictInt = Field(alias="peerASN", ge=0, le=UINT32)
     peer_address: str
     source_address: str = ""
-    peer_port: int | None = Field(default=None, ge=0, le=16384)
-    port: int | None = Field(default=None, ge=0, le=16384)
+    peer_port: StrictInt | None = Field(default=None, ge=0, le=16384)
+    port: StrictInt | None = Field(default=None, ge=0, le=16384)
     hold_time: Duration | None = None
     keepalive_time: Duration | None = None
     router_id: str = Field(default="", alias="routerID")
     node_selectors: list[LabelSelectorSpec] = Field(default_factory=list)
     password: str = Field(default="", repr=False)
     bfd_profile: str = Field(default="", alias="bfdProfile")
-    ebgp_multi_hop: bool = Field(default=False, alias="ebgpMultiHop")
+    ebgp_multi_hop: StrictBool = Field(default=False, alias="ebgpMultiHop")
 
     def to_v1beta2(self) -> BGPPeerSpecV1beta2:
-        return BGPPeerSpecV1beta2(
+        """The same values, already validated here (durations already seconds): built, not re-read."""
+        return BGPPeerSpecV1beta2.model_construct(
             my_asn=self.my_asn,
             peer_asn=self.peer_asn,
             peer_address=self.peer_address,
@@ -135,9 +136,9 @@ class BGPPeerV1beta1(MetalLBObject):
 
 
 class BGPAdvertisementSpec(Strict):
-    aggregation_length: int = Field(default=32, ge=0)
-    aggregation_length_v6: int = Field(default=128, alias="aggregationLengthV6", ge=0)
-    local_pref: int | None = Field(default=None, ge=0, le=UINT32)
+    aggregation_length: StrictInt = Field(default=32, ge=1)
+    aggregation_length_v6: StrictInt = Field(default=128, alias="aggregationLengthV6", ge=1)
+    local_pref: StrictInt | None = Field(default=None, ge=0, le=UINT32)
     communities: list[str] = Field(default_factory=list)
     ip_address_pools: list[str] = Field(default_factory=list, alias="ipAddressPools")
     ip_address_pool_selectors: list[LabelSelectorSpec] = Field(default_factory=list, alias="ipAddressPoolSelectors")
@@ -166,13 +167,13 @@ class Community(MetalLBObject):
 
 
 class BFDProfileSpec(Strict):
-    receive_interval: int | None = Field(default=None, ge=10, le=60000)
-    transmit_interval: int | None = Field(default=None, ge=10, le=60000)
-    detect_multiplier: int | None = Field(default=None, ge=2, le=255)
-    echo_interval: int | None = Field(default=None, ge=10, le=60000)
-    echo_mode: bool | None = None
-    passive_mode: bool | None = None
-    minimum_ttl: int | None = Field(default=None, alias="minimumTtl", ge=1, le=254)
+    receive_interval: StrictInt | None = Field(default=None, ge=10, le=60000)
+    transmit_interval: StrictInt | None = Field(default=None, ge=10, le=60000)
+    detect_multiplier: StrictInt | None = Field(default=None, ge=2, le=255)
+    echo_interval: StrictInt | None = Field(default=None, ge=10, le=60000)
+    echo_mode: StrictBool | None = None
+    passive_mode: StrictBool | None = None
+    minimum_ttl: StrictInt | None = Field(default=None, alias="minimumTtl", ge=1, le=254)
 
 
 class BFDProfile(MetalLBObject):

@@ -29,14 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from metallb_bgp.config import DynamicASN, Peer
+from metallb_bgp.config import MAX_MD5_PASSWORD_BYTES, DynamicASN, Peer
 from metallb_bgp.net import IPAddress
 
 PROCESS_NAME = "metallb"
 GRACEFUL_RESTART_TIME = 120  # seconds; FRR's default restart time, which MetalLB uses
 EBGP_SINGLE_HOP_TTL = 1  # what FRR sends to an eBGP peer without ebgp-multihop
 EBGP_MULTIHOP_TTL = 255
-MAX_MD5_PASSWORD_BYTES = 80  # RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
 
 UNSUPPORTED = {
     "keepalive_time": "ExaBGP always sends keepalives every hold-time / 3",
