@@ -26,7 +26,7 @@ from metallb_bgp.api.metallb import (
     IPAddressPool,
     L2Advertisement,
 )
-from metallb_bgp.errors import ObjectError, printable
+from metallb_bgp.errors import ObjectError, Severity, printable
 
 # PyYAML's C loader parses large manifest folders several times faster than the pure-Python one.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -360,9 +360,7 @@ def parse_object(doc: Any, *, source: str = "") -> Parsed:
     namespace = str(metadata.get("namespace", "") or "")
     model = KINDS.get((str(api_version), str(kind)))
     if model is None:
-        if isinstance(api_version, str) and api_version.startswith(f"{GROUP}/"):
-            return Parsed(None, (ObjectError(str(kind), namespace, name, "apiVersion", f"unsupported {api_version} {kind}"),))
-        return Parsed(None, ())
+        return Parsed(None, _not_read(api_version, kind, namespace, name, source))
     try:
         obj = model.model_validate(doc)
     except ValidationError as exc:
@@ -373,6 +371,34 @@ def parse_object(doc: Any, *, source: str = "") -> Parsed:
     if isinstance(obj, BGPPeerV1beta1):
         obj = obj.to_v1beta2()
     return Parsed(obj)
+
+
+# Kubernetes' own API groups: a cluster dump holds Deployments, ConfigMaps and the like, which are not
+# ours to read and not worth a warning. Any other group may be a typo of ours (`metalb.io/v1beta1`).
+_BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "autoscaling", "policy"})
+_OUR_KINDS = frozenset(kind for _version, kind in KINDS)
+
+
+def _not_read(api_version: object, kind: object, namespace: str, name: str, source: str) -> tuple[ObjectError, ...]:
+    """Why a document of a kind we do not read is left out: an error for a metallb.io kind we do not
+    support, a warning for a group we do not know (a typo loses an object silently otherwise)."""
+    shown_kind = printable(str(kind))[:100]
+    where = f" in {source}" if source else ""
+    if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
+        message = f"no apiVersion or no kind{where}: not an object metallb-bgp reads; ignored"
+        return (ObjectError(shown_kind if isinstance(kind, str) and kind else "Document", namespace, name, "apiVersion", message, Severity.WARNING),)
+    group = api_version.rpartition("/")[0]
+    if group == GROUP:
+        return (ObjectError(shown_kind, namespace, name, "apiVersion", f"unsupported {printable(api_version)} {shown_kind}"),)
+    if (group in _BUILT_IN_GROUPS or group.endswith(".k8s.io")) and kind not in _OUR_KINDS:
+        return ()
+    hint = f" (metallb-bgp reads {kind} from {_home_of(kind)})" if kind in _OUR_KINDS else ""
+    message = f"{printable(api_version)[:100]} {shown_kind}{where} is not a kind metallb-bgp reads; ignored{hint}"
+    return (ObjectError(shown_kind, namespace, name, "apiVersion", message, Severity.WARNING),)
+
+
+def _home_of(kind: str) -> str:
+    return " or ".join(api_version for api_version, known in KINDS if known == kind)
 
 
 def load_yaml(text: str, *, source: str, limits: Limits = LIMITS) -> Iterator[Parsed]:

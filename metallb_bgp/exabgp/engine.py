@@ -315,7 +315,7 @@ class ExaBGPEngine:
         return self._workdir / SOCKET_FILE
 
     def _prepare_workdir(self) -> None:
-        self._workdir.mkdir(parents=True, exist_ok=True)
+        self._workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new one is private: it holds the API socket
         if len(str(self._socket_path).encode()) > MAX_UNIX_PATH:
             raise ExaBGPError(f"workdir path too long for a unix socket: {self._workdir}")
         with contextlib.suppress(FileNotFoundError):
