@@ -124,7 +124,7 @@ def _serve_metrics(args: argparse.Namespace) -> bool:
     return True
 
 
-def _load(paths: Sequence[Path], namespace: str):
+def _folder(paths: Sequence[Path], namespace: str):
     from metallb_bgp.sources.manifests import ManifestFolder
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -132,15 +132,20 @@ def _load(paths: Sequence[Path], namespace: str):
         raise SystemExit(f"error: no such file or folder: {', '.join(missing)}")
     folder = ManifestFolder(paths, namespace=namespace)
     folder.load()
-    return folder.snapshot()
+    return folder
+
+
+def _load(paths: Sequence[Path], namespace: str):
+    return _folder(paths, namespace).snapshot()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from metallb_bgp.plan import check
 
-    problems = check(_load(args.paths, args.namespace), load_balancer_class=args.load_balancer_class)
+    folder = _folder(args.paths, args.namespace)
+    problems = check(folder.snapshot(), load_balancer_class=args.load_balancer_class)
     for problem in problems:
-        print(problem)
+        print(folder.located(problem))
     errors = sum(1 for p in problems if p.is_error)
     warnings = len(problems) - errors
     print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -141,17 +142,23 @@ def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> I
 
 
 class ProblemLog:
-    """Logs each problem when it appears and when it is resolved, not on every reconcile."""
+    """Logs each problem when it appears and when it is resolved, not on every reconcile.
 
-    def __init__(self) -> None:
+    `locate` (a manifests folder's `file_of`) names the file that defines the object, when there is one.
+    """
+
+    def __init__(self, locate: Callable[[ObjectError], Path | None] | None = None) -> None:
         self.current: frozenset[ObjectError] = frozenset()
+        self.locate = locate
 
     def update(self, problems: tuple[ObjectError, ...]) -> None:
         new = frozenset(problems)
         for problem in sorted(new - self.current):
+            where = self.locate(problem) if self.locate is not None else None
             (log.error if problem.is_error else log.warning)(
-                "config_problem", object=problem.object_ref, field=problem.field, message=problem.message
-            )
+                "config_problem", object=problem.object_ref, field=printable(problem.field),
+                message=printable(problem.message), **({"file": str(where)} if where is not None else {}),
+            )  # fmt: skip
         for problem in sorted(self.current - new):
             log.info("config_problem_resolved", object=problem.object_ref, field=problem.field)
         self.current = new
@@ -165,7 +172,7 @@ class EmbeddedRunner:
             load_state(options.state_file) if options.state_file else {}
         )
         self.planner = self._new_planner()
-        self.problems = ProblemLog()
+        self.problems = ProblemLog(self.folder.file_of)
         self.next_hops = NextHops(options.node_name)
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
         self.heap = Heap()

@@ -19,6 +19,7 @@ changed, plus the configuration part (small) whenever any of it did, for `reconc
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -264,6 +265,21 @@ class ManifestFolder:
     def _known_under(self, folder: Path) -> list[Path]:
         prefix = f"{folder}/"
         return [known for known in self.files if str(known).startswith(prefix)]
+
+    def file_of(self, problem: ObjectError) -> Path | None:
+        """The file whose definition of the problem's object is in force (a `File` problem: that file)."""
+        if problem.kind == "File":
+            return Path(problem.name)
+        owners = self._index.owners.get((problem.kind, problem.namespace, problem.name))
+        return owners[0] if owners else None
+
+    def located(self, problem: ObjectError) -> ObjectError:
+        """`problem` with the file that defines its object in the message, where that is not said yet
+        (and there is more than one file to tell apart)."""
+        path = self.file_of(problem)
+        if path is None or problem.kind == "File" or len(self.files) < 2 or str(path) in problem.message:
+            return problem
+        return dataclasses.replace(problem, message=f"{problem.message} (in {path})")
 
     def snapshot(self) -> ClusterSnapshot:
         """The whole cluster: each object once (the definition in force, see `_Index`), files in path order."""
