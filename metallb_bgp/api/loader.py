@@ -185,6 +185,9 @@ def _list_items(root: Any) -> list[Any] | None:
     return None
 
 
+_LONG = 64  # characters: a scalar longer than this counts as one value per _LONG when aliased
+
+
 class _Builder:
     """One document's values from its composed nodes; each alias charged to the file's budget."""
 
@@ -194,9 +197,12 @@ class _Builder:
         self.built: dict[int, Any] = {}  # id(node) -> value, for aliases (shared, as PyYAML shares them)
         self.sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
         self.building: set[int] = set()  # collections under construction: an alias to one is a cycle
+        self.long_seen: set[int] = set()  # scalars longer than _LONG met so far
 
     def value(self, node: Any, depth: int) -> Any:
         if type(node) is _SCALAR:  # scalars first and without bookkeeping: most nodes are plain strings
+            if len(node.value) > _LONG:
+                self._long_scalar(node)
             return node.value if node.tag == _STR else self._scalar(node)
         key = id(node)
         if key in self.built:
@@ -212,6 +218,15 @@ class _Builder:
         self.built[key] = value
         return value
 
+    def _long_scalar(self, node: Any) -> None:
+        """A long value reached again is an alias: charged by its length (a short one costs the alias's
+        own few bytes of text at least, so the file's size bounds those)."""
+        key = id(node)
+        if key in self.long_seen:
+            self._charge(node)
+        else:
+            self.long_seen.add(key)
+
     def _charge(self, node: Any) -> None:
         self.budget.aliased += self._size(node)
         limit = self.budget.limits.alias_values
@@ -226,7 +241,7 @@ class _Builder:
             elif isinstance(node, yaml.SequenceNode):
                 total = 1 + sum(self._size(item) for item in node.value)
             else:
-                total = 1
+                total = 1 + len(node.value) // _LONG
             self.sizes[key] = total
         return self.sizes[key]
 
@@ -295,7 +310,7 @@ class _Builder:
                 return text
             if tag == _BINARY:
                 return text
-        except (ValueError, KeyError, TypeError, OverflowError, IndexError, yaml.YAMLError):
+        except (ValueError, KeyError, TypeError, OverflowError, IndexError, AttributeError, yaml.YAMLError):
             shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
             raise YAMLProblem(f"{printable(shown)!r} is not a valid {_short(tag)}", node) from None
         raise YAMLProblem(f"unsupported tag {printable(_short(tag))}", node)
@@ -351,26 +366,38 @@ def _message(error: Mapping[str, Any]) -> str:
 
 
 def parse_object(doc: Any, *, source: str = "") -> Parsed:
-    """Validate one manifest document; unknown kinds come back as `Parsed(None, ())` (ignored)."""
+    """Validate one manifest document; kinds we do not read come back without an object (see `_not_read`).
+
+    Never raises: a document our own code fails on is an error of that object. The names used in
+    messages are only ever strings the document holds, cut short, so a value that is a huge list (or a
+    name of 10,000 characters) cannot blow up a message.
+    """
     if not isinstance(doc, dict):
         return Parsed(None, (ObjectError("Document", "", source, "", "is not a mapping (an object with apiVersion and kind)"),))
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    name = str(metadata.get("name") or (f"<unnamed in {source}>" if source else ""))
-    namespace = str(metadata.get("namespace", "") or "")
-    model = KINDS.get((str(api_version), str(kind)))
+    name = _text(metadata.get("name")) or (f"<unnamed in {source}>" if source else "")
+    namespace = _text(metadata.get("namespace"))
+    model = KINDS.get((api_version, kind)) if isinstance(api_version, str) and isinstance(kind, str) else None
     if model is None:
         return Parsed(None, _not_read(api_version, kind, namespace, name, source))
     try:
         obj = model.model_validate(doc)
+        if isinstance(obj, BGPPeerV1beta1):
+            obj = obj.to_v1beta2()
     except ValidationError as exc:
-        errors = tuple(
-            ObjectError(str(kind), namespace, name, field_path(e["loc"]), _message(e)) for e in exc.errors()
-        )
+        errors = tuple(ObjectError(kind, namespace, name, field_path(e["loc"]), _message(e)) for e in exc.errors())
         return Parsed(None, errors)
-    if isinstance(obj, BGPPeerV1beta1):
-        obj = obj.to_v1beta2()
+    except Exception as exc:  # noqa: BLE001 - one object's problem, never the process's
+        return Parsed(None, (ObjectError(kind, namespace, name, "", f"cannot be read ({type(exc).__name__})"),))
     return Parsed(obj)
+
+
+def _text(value: object, limit: int = 300) -> str:
+    """A name or namespace for messages: the string itself (cut at `limit`), or '' for anything else."""
+    if not isinstance(value, str):
+        return ""
+    return value if len(value) <= limit else f"{value[:limit]}..."
 
 
 # Kubernetes' own API groups: a cluster dump holds Deployments, ConfigMaps and the like, which are not
@@ -382,11 +409,11 @@ _OUR_KINDS = frozenset(kind for _version, kind in KINDS)
 def _not_read(api_version: object, kind: object, namespace: str, name: str, source: str) -> tuple[ObjectError, ...]:
     """Why a document of a kind we do not read is left out: an error for a metallb.io kind we do not
     support, a warning for a group we do not know (a typo loses an object silently otherwise)."""
-    shown_kind = printable(str(kind))[:100]
+    shown_kind = printable(_text(kind, 100)) or "Document"
     where = f" in {source}" if source else ""
     if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
-        message = f"no apiVersion or no kind{where}: not an object metallb-bgp reads; ignored"
-        return (ObjectError(shown_kind if isinstance(kind, str) and kind else "Document", namespace, name, "apiVersion", message, Severity.WARNING),)
+        message = f"no apiVersion or no kind (both strings){where}: not an object metallb-bgp reads; ignored"
+        return (ObjectError(shown_kind, namespace, name, "apiVersion", message, Severity.WARNING),)
     group = api_version.rpartition("/")[0]
     if group == GROUP:
         return (ObjectError(shown_kind, namespace, name, "apiVersion", f"unsupported {printable(api_version)} {shown_kind}"),)
