@@ -3,7 +3,9 @@
 Measures, each on a fresh BIRD on loopback:
 1. cold start (`--cold`, default 1,000, 10,000 and 50,000): `metallb-bgp run` started on a folder of
    N services until BIRD holds N routes, then every service file deleted until BIRD is empty; next
-   to the raw ExaBGP bulk baseline (bench.baseline_child) for the same N, and the ratio;
+   to the raw ExaBGP bulk baseline (bench.baseline_child) for the same N, and the ratio; at
+   `--layout-sizes` (default 10,000) also with all services in one file and in one `kind: List`
+   (`--layouts`), the layouts `kubectl get -o yaml` gives;
 2. single changes at `--change-n` services: a service created, deleted, an externalTrafficPolicy Local
    service's endpoint moved to another node (withdraw) and back (announce), each timed from the file
    write to BIRD's RIB changing (polled on BIRD's control socket every ~1 ms);
@@ -45,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cold", type=counts, default=counts("1000,10000,50000"),
                         help="cold-start sizes, comma-separated (default 1000,10000,50000)")
+    parser.add_argument("--layouts", type=lambda t: [x for x in t.split(",") if x], default=["one-file", "list"],
+                        help="cold starts with the services in one file (one-file) and one kind: List (list); '' for none")
+    parser.add_argument("--layout-sizes", type=counts, default=counts("10000"), help="sizes of the layout cold starts")
     parser.add_argument("--change-n", type=int, default=10_000, help="services during the single-change runs")
     parser.add_argument("--cpu-small", type=int, default=100, help="the small cluster for the CPU ratio")
     parser.add_argument("--samples", type=int, default=50, help="samples per kind of single change (>= 50)")
@@ -84,7 +89,8 @@ def measure_idle(directory: Path, results: dict[str, Any], timeout: float) -> No
 
 
 def measure_size(directory: Path, results: dict[str, Any], raw: dict[str, Any], args: argparse.Namespace, count: int,
-                 *, cold: bool, changes: bool) -> None:  # fmt: skip
+                 *, cold: bool, changes: bool) -> Any:  # fmt: skip
+    """Cold start, changes and delete-all at `count` in the file-per-service layout; returns the baseline."""
     baseline = None
     if cold and not args.no_baseline:
         log(f"-- {count} services: raw ExaBGP bulk baseline")
@@ -119,6 +125,26 @@ def measure_size(directory: Path, results: dict[str, Any], raw: dict[str, Any], 
                 round(result.delete_all_to_empty_s / baseline.delete_all_to_empty_s, 3) if baseline else None
             )
             results["cold_start"].append(entry)
+    finally:
+        run.stop()
+    return baseline
+
+
+def measure_layout(directory: Path, results: dict[str, Any], args: argparse.Namespace, count: int, layout: str,
+                   baseline: Any) -> None:  # fmt: skip
+    """The cold start and delete-all at `count` with every service in one file or one List."""
+    log(f"-- {count} services in layout {layout}: metallb-bgp run")
+    run = SpeakerRun(directory, count=count, local_every=args.local_every, label=f"run-{count}-{layout}", layout=layout)
+    try:
+        result = cold_start(run, args.timeout)
+        result.phases = run.phases()
+        log(f"   cold start {result.start_to_routes_s:.2f}s {result.phases} CPU s {result.cpu}")
+        result.delete_all_to_empty_s = delete_all(run, args.timeout)
+        entry = as_dict(result)
+        entry["baseline"] = as_dict(baseline) if baseline else None
+        entry["ratio"] = round(result.start_to_routes_s / baseline.start_to_routes_s, 3) if baseline else None
+        entry["delete_ratio"] = round(result.delete_all_to_empty_s / baseline.delete_all_to_empty_s, 3) if baseline else None
+        results["cold_start"].append(entry)
     finally:
         run.stop()
 
@@ -184,8 +210,10 @@ def main() -> int:
             measure_idle(directory, results, args.timeout)
             sizes = sorted(set(args.cold) | {args.change_n, args.cpu_small})
             for count in sizes:
-                measure_size(directory, results, raw, args, count, cold=count in args.cold,
-                             changes=count in (args.change_n, args.cpu_small))  # fmt: skip
+                baseline = measure_size(directory, results, raw, args, count, cold=count in args.cold,
+                                        changes=count in (args.change_n, args.cpu_small))  # fmt: skip
+                for layout in args.layouts if count in args.layout_sizes else ():
+                    measure_layout(directory, results, args, count, layout, baseline)
         if args.kube:
             from bench import kube
 

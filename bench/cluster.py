@@ -1,8 +1,10 @@
 """A synthetic cluster as a folder of manifests: one pool, one peer, one advertisement, N services.
 
-Each service lives in its own file with its EndpointSlice (as `kubectl get -o yaml` would split them
-per application), so "one more service", "one service fewer" and "an endpoint moved" are each one file
-write, as a user or a GitOps tool makes them. Files are replaced atomically (write a hidden temporary
+Each service lives in its own file with its EndpointSlice (as a GitOps repository splits them per
+application), so "one more service", "one service fewer" and "an endpoint moved" are each one file
+write, as a user or a GitOps tool makes them. For the cold start the bench also writes the two layouts
+`kubectl get svc,endpointslices -A -o yaml` gives a user: every object in one multi-document file
+(`one-file`), and one `kind: List` document (`list`). Files are replaced atomically (write a hidden temporary
 file, rename over the target): the watcher never sees a half-written file, so a latency sample measures
 the reconcile, not an editor artefact.
 
@@ -82,9 +84,15 @@ class BenchCluster:
 
     folder: Path
     local_every: int = 0  # every k-th service uses externalTrafficPolicy Local (0: none)
+    layout: str = "files"  # one of LAYOUTS
 
     def service_path(self, name: str) -> Path:
         return self.folder / f"{name}.yaml"
+
+    @property
+    def together_path(self) -> Path:
+        """The one file of the `one-file` and `list` layouts."""
+        return self.folder / "services.yaml"
 
     def write_config(self, router_port: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -95,10 +103,30 @@ class BenchCluster:
         return self.local_every > 0 and index % self.local_every == 0
 
     def write_services(self, count: int, start: int = 0) -> None:
-        for index in range(start, start + count):
-            name = service_name(index)
-            self.service_path(name).write_text(service_manifest(name, local=self.is_local(index)))
+        texts = (service_manifest(service_name(i), local=self.is_local(i)) for i in range(start, start + count))
+        if self.layout == "files":
+            for index, text in enumerate(texts, start):
+                self.service_path(service_name(index)).write_text(text)
+        elif self.layout == "one-file":
+            self.together_path.write_text("---\n".join(texts))
+        else:
+            self.together_path.write_text("apiVersion: v1\nkind: List\nitems:\n" + "".join(map(list_items, texts)))
 
     def delete_services(self, indexes: range) -> None:
+        if self.layout != "files":
+            self.together_path.unlink(missing_ok=True)
+            return
         for index in indexes:
             self.service_path(service_name(index)).unlink(missing_ok=True)
+
+
+LAYOUTS = ("files", "one-file", "list")
+
+
+def list_items(text: str) -> str:
+    """The documents of a multi-document text as items of a `kind: List` (indented under `- `)."""
+    items = []
+    for document in text.split("---\n"):
+        lines = document.strip("\n").split("\n")
+        items.append("- " + "\n  ".join(lines) + "\n")
+    return "".join(items)

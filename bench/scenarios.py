@@ -143,6 +143,7 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 class ColdStart:
     count: int
     start_to_routes_s: float
+    layout: str = "files"
     delete_all_to_empty_s: float | None = None
     phases: dict[str, float] = field(default_factory=dict)  # from our log: seconds since Popen
     rss: dict[str, int] = field(default_factory=dict)
@@ -164,6 +165,7 @@ class SpeakerRun:
         label: str,
         profile: Path | None = None,
         module: str = "metallb_bgp.cli",
+        layout: str = "files",
     ) -> None:
         self.profile = profile  # run under cProfile, writing here at exit
         self.module = module
@@ -171,7 +173,7 @@ class SpeakerRun:
         self.directory.mkdir(parents=True)
         self.router = start_router(self.directory / "bird")
         self.control = BirdControl(self.router.control)
-        self.cluster = BenchCluster(self.directory / "manifests", local_every=local_every)
+        self.cluster = BenchCluster(self.directory / "manifests", local_every=local_every, layout=layout)
         self.cluster.write_config(self.router.port)
         self.cluster.write_services(count)
         self.count = count
@@ -397,7 +399,8 @@ def cold_start(run: SpeakerRun, timeout: float) -> ColdStart:
     run.start()
     at_router = run.wait_count(run.count, timeout)
     cpu = converged_cpu(run.pid, run.router)
-    return ColdStart(count=run.count, start_to_routes_s=round(at_router - run.started_at, 3), cpu=cpu)
+    layout = run.cluster.layout
+    return ColdStart(count=run.count, start_to_routes_s=round(at_router - run.started_at, 3), layout=layout, cpu=cpu)
 
 
 def converged_cpu(pid: int, router: BirdRouter) -> dict[str, float]:
