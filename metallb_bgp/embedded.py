@@ -288,7 +288,9 @@ class EmbeddedRunner:
         assert self.engine is not None
         log.debug("manifests_changed", files=sorted(str(p) for p in changed))
         try:
-            change = self._start_over() if self._broken else self.folder.reload(changed)
+            # read in a worker thread: a hostile file may take seconds to refuse (see `api.loader.Limits`),
+            # and meanwhile the engine's tasks on this loop (session events, re-pushes) keep running
+            change = await asyncio.to_thread(self._start_over if self._broken else self.folder.reload, changed)
             plan = self.compute(change)
         except Exception as exc:  # noqa: BLE001 - one change's failure must never end the daemon
             self._broken = True
@@ -304,7 +306,7 @@ class EmbeddedRunner:
             self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
         await self.reconcile(plan)
 
-    def _start_over(self) -> ClusterChange:
+    def _start_over(self, _changed: set[Path]) -> ClusterChange:
         """Everything again, from the files, for a new planner that starts from the assignments in force."""
         self.planner = self._new_planner()
         return self.folder.load()

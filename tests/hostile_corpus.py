@@ -105,7 +105,7 @@ def _yaml_bombs() -> Iterator[Case]:
     yield Case("nested-5000-flow", "a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML")
     block = "".join(f"{'  ' * i}k{i}:\n" for i in range(150)) + "  " * 150 + "leaf: 1\n"
     yield Case("nested-150-block", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n" + "\n".join("  " + line for line in block.splitlines()) + "\n", "levels deep")
-    yield Case("object-of-4-mib", configmap("z" * (4 * 1024 * 1024)), "the API server's limit")
+    yield Case("object-of-2-mib", configmap("z" * (2 * 1024 * 1024)), "etcd's limit for one object")
     yield Case("objects-100001", "---\n{}\n" * 100_001, "objects in one file")
     yield Case("duplicate-key-top", service() + "kind: Service\n", 'mapping key "kind" already defined')
     yield Case("duplicate-key-spec", peer() + "  peerAddress: 192.0.2.78\n", 'mapping key "peerAddress" already defined')

@@ -102,16 +102,21 @@ _INT_TEXT = re.compile(r"^[-+]?(?:0b[0-1_]+|0[0-7_]+|(?:0|[1-9][0-9_]*)|0x[0-9a-
 class Limits:
     """What one manifest file may cost; each is far beyond what a real cluster writes.
 
-    `object_bytes` is the API server's own request limit (3 MiB): no object of a real cluster is larger.
-    A `kind: List` (what `kubectl get -o yaml` prints) is a container, so each of its items is held to
-    it, not the List. `alias_values` bounds what YAML aliases may add to a file beyond its own nodes
+    `object_bytes` is etcd's request limit (1.5 MiB): no object a real cluster stores is larger. A
+    `kind: List` (what `kubectl get -o yaml` prints) is a container, so each of its items is held to it,
+    not the List. `values_per_file` bounds the values (map keys, map values, list items) of a file: a
+    real Service or EndpointSlice as kubectl prints it has ~40-60, so 5,000,000 is ~50,000 services
+    with their slices; what costs the most per byte is many tiny values (`[1,1,1,...]`), and this is
+    what bounds them. `alias_values` bounds what YAML aliases may add to a file beyond its own nodes
     (the billion-laughs attack: ten lines that expand to 10^9 values); Go's YAML library behind kubectl
-    refuses "excessive aliasing" in the same spirit.
+    refuses "excessive aliasing" in the same spirit. The worst a file within all of them costs is in
+    docs/performance.md.
     """
 
     file_bytes: int = 64 * 1024 * 1024
-    object_bytes: int = 3 * 1024 * 1024
+    object_bytes: int = 1536 * 1024
     objects_per_file: int = 100_000
+    values_per_file: int = 5_000_000
     depth: int = 100
     alias_values: int = 100_000
     folder_bytes: int = 1024 * 1024 * 1024
@@ -161,6 +166,7 @@ class _Budget:
     limits: Limits
     aliased: int = 0  # values reached again through aliases, in this file
     objects: int = 0  # documents, and the items of Lists, so far
+    values: int = 0  # keys, values and items built, so far
 
 
 def _check_sizes(root: Any, limits: Limits) -> int:
@@ -171,7 +177,7 @@ def _check_sizes(root: Any, limits: Limits) -> int:
     for node in objects:
         size = node.end_mark.index - node.start_mark.index
         if size > limits.object_bytes:
-            raise YAMLProblem(f"an object of {size} bytes: more than {limits.object_bytes} (the API server's limit)", node)
+            raise YAMLProblem(f"an object of {size} bytes: more than {limits.object_bytes} (etcd's limit for one object)", node)
     return len(objects)
 
 
@@ -245,14 +251,22 @@ class _Builder:
             self.sizes[key] = total
         return self.sizes[key]
 
+    def _count(self, node: Any, values: int) -> None:
+        budget = self.budget
+        budget.values += values
+        if budget.values > budget.limits.values_per_file:
+            raise YAMLProblem(f"more than {budget.limits.values_per_file} values in one file (the limit)", node)
+
     def _sequence(self, node: Any, depth: int) -> list[Any]:
         if node.tag != _SEQ:
             raise YAMLProblem(f"tag {_short(node.tag)} on a sequence", node)
+        self._count(node, len(node.value))
         return [self.value(item, depth + 1) for item in node.value]
 
     def _mapping(self, node: Any, depth: int) -> dict[str, Any]:
         if node.tag != _MAP:
             raise YAMLProblem(f"tag {_short(node.tag)} on a mapping", node)
+        self._count(node, 2 * len(node.value))
         result: dict[str, Any] = {}
         merged: dict[str, Any] | None = None
         for key_node, value_node in node.value:

@@ -93,21 +93,23 @@ def _hidden(path: Path) -> bool:
 
 
 def read_file(
-    path: Path, previous: FileView | None = None, *, namespace: str = DEFAULT_NAMESPACE, room: int | None = None
+    path: Path, previous: FileView | None = None, *, namespace: str = DEFAULT_NAMESPACE, room: int | None = None,
+    too_large: str = "",
 ) -> FileView:
     """Parse one file, falling back to `previous` for whatever did not parse this time.
 
     Objects are keyed by their id with the namespace defaulted (see `defaulted`); a second definition
     of one id in the file is an error and the first one is kept. `room` is how many bytes the file may
-    have (`Limits.file_bytes`, less when the folder's total is near `Limits.folder_bytes`). Nothing here
-    raises: whatever goes wrong is this file's error, and its previous objects stay.
+    have (`Limits.file_bytes`, less when the folder's total is near `Limits.folder_bytes`), and
+    `too_large` what to say when it has more. Nothing here raises: whatever goes wrong is this file's
+    error, and its previous objects stay.
     """
     room = LIMITS.file_bytes if room is None else room
     try:
         with path.open("rb") as handle:
             data = handle.read(room + 1)
         if len(data) > room:
-            raise _TooLarge(f"larger than {room} bytes (the limit)")
+            raise _TooLarge(too_large or f"larger than {room} bytes (the limit)")
         text = data.decode("utf-8")
         objects, errors, yaml_broken = _parse(text, path, previous, namespace)
     except (OSError, UnicodeDecodeError, _TooLarge) as exc:
@@ -233,11 +235,12 @@ class ManifestFolder:
     def _read(self, path: Path, previous: FileView | None) -> FileView:
         """Read one file into `files`, within what is left of `Limits.folder_bytes`."""
         own = previous.size if previous is not None and path in self.files else 0
-        room = min(LIMITS.file_bytes, LIMITS.folder_bytes - (self._bytes - own))
-        view = read_file(path, previous, namespace=self.namespace, room=max(room, 0))
-        if room < LIMITS.file_bytes and view.errors and view.errors[0].kind == "File" and view.size == (previous.size if previous else 0):
-            message = f"not read: the files under {', '.join(map(str, self.paths))} hold more than {LIMITS.folder_bytes} bytes (the limit)"
-            view = FileView(view.objects, (ObjectError("File", "", str(path), "", message),), view.size)
+        left = LIMITS.folder_bytes - (self._bytes - own)
+        too_large = ""
+        if left < LIMITS.file_bytes:
+            roots = ", ".join(map(str, self.paths))
+            too_large = f"with it, the files under {roots} would hold more than {LIMITS.folder_bytes} bytes (the limit)"
+        view = read_file(path, previous, namespace=self.namespace, room=max(min(left, LIMITS.file_bytes), 0), too_large=too_large)
         self._bytes += view.size - own
         self.files[path] = view
         return view
