@@ -305,6 +305,8 @@ def _type_text(annotation: Any) -> str:
         return "duration"
     annotation = _strip_optional(annotation)
     origin = get_origin(annotation)
+    if origin is typing.Annotated:  # StrictInt, StrictBool: the type is what the reader needs
+        return _type_text(get_args(annotation)[0])
     if origin is Literal:
         return " | ".join(f"`{value}`" for value in get_args(annotation))
     if origin is list:

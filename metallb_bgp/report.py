@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from metallb_bgp.errors import printable
 from metallb_bgp.plan import Plan
 from metallb_bgp.routes import RouteAttributes
 
@@ -80,8 +81,10 @@ def attributes_text_from_json(route: dict[str, Any]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns; every cell printable (`errors.printable`), so no value can forge a row."""
     if not rows:
         return f"{header[0]}: none"
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 

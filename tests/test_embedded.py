@@ -61,6 +61,7 @@ class Run:
     """One `metallb-bgp run` child process; stopped with SIGTERM like a user's Ctrl-C."""
 
     def __init__(self, manifests: Path, workdir: Path, state_file: Path) -> None:
+        self.workdir = workdir
         self.log_path = workdir.parent / f"{workdir.name}.log"
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(

@@ -128,6 +128,7 @@ def vm_hwm_mb(pid: int) -> float:
 def test_a_live_run_loses_no_route_to_any_hostile_file(live: tuple[BirdRouter, Path, Run]) -> None:
     router, manifests, run = live
     before = router.wait_routes(lambda r: len(r) == len(GOOD_SERVICES), what="the good services' routes")
+    assert run.workdir.stat().st_mode & 0o777 == 0o700  # created by run: private (it holds the API socket)
     expected = routes_of(router)
     log = LogReader(run.log_path)
     slowest = (0.0, "")
@@ -174,7 +175,7 @@ def _fail_on_poison(original: Callable[..., Any], pick: Callable[..., str]) -> C
 
 
 def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
-    from metallb_bgp import reconciler
+    from metallb_bgp import allocator, reconciler
     from metallb_bgp.api import loader
     from metallb_bgp.sources import manifests
 
@@ -189,12 +190,13 @@ def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
         "parse": (loader, "parse_object", doc_of),
         "index": (manifests._Index, "replace", lambda _self, path, *_a: str(path)),
         "compile": (reconciler, "compile_config", lambda snapshot, **_kw: json.dumps([p.name for p in snapshot.pools])),
+        "allocate": (allocator.AllocationState, "update", lambda _self, _services, changed, _previous: str(sorted(changed))),
         "routes": (reconciler, "service_routes", lambda _context, service, *_a: service.name),
     }
 
 
 @pytest.mark.router
-@pytest.mark.parametrize("stage", ["yaml", "parse", "index", "compile", "routes"])
+@pytest.mark.parametrize("stage", ["yaml", "parse", "index", "compile", "allocate", "routes"])
 def test_a_failure_injected_into_each_stage_keeps_every_route(
     stage: str, short_tmp: Path, bird_factory: Callable[..., BirdRouter], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,7 +209,7 @@ def test_a_failure_injected_into_each_stage_keeps_every_route(
     poison = {
         "yaml": service_manifest("poison"), "parse": service_manifest("poison"), "index": service_manifest("poison"),
         "compile": POOL.replace("name: pool", "name: poison").replace("198.51.100.0/28", "203.0.113.0/28"),
-        "routes": service_manifest("poison"),
+        "allocate": service_manifest("poison"), "routes": service_manifest("poison"),
     }[stage]
 
     async def scenario() -> list[dict[str, Any]]:

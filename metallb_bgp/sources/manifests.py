@@ -113,9 +113,9 @@ def read_file(
         text = data.decode("utf-8")
         objects, errors, yaml_broken = _parse(text, path, previous, namespace)
     except (OSError, UnicodeDecodeError, _TooLarge) as exc:
-        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read: {exc}"), size=0)
+        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one file's problem, never the process's
-        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read ({type(exc).__name__})"), size=0)
+        return _kept(previous, ObjectError("File", "", str(path), "", f"cannot be read ({type(exc).__name__})"))
     if yaml_broken and previous is not None:
         objects = dict(previous.objects)
     return FileView(objects, tuple(dict.fromkeys(errors)), len(data))
@@ -125,8 +125,9 @@ class _TooLarge(Exception):
     pass
 
 
-def _kept(previous: FileView | None, error: ObjectError, *, size: int) -> FileView:
-    return FileView(dict(previous.objects) if previous else {}, (error,), previous.size if previous else size)
+def _kept(previous: FileView | None, error: ObjectError) -> FileView:
+    """The previous view (its objects and the bytes counted for it), with the error that kept it."""
+    return FileView(dict(previous.objects) if previous else {}, (error,), previous.size if previous else 0)
 
 
 def _parse(
