@@ -673,10 +673,9 @@ def _peers(objects: Mapping[str, BGPPeer], known: _Known, report: _Report) -> di
         peer = _guarded(report, obj, lambda issues, obj=obj: _peer(obj, known, issues))
         if peer is None:
             continue
-        twin = next((p for p in peers.values() if _same_session(p, peer)), None)
+        twin = next((p for p in peers.values() if _same_session(p, peer, known.nodes)), None)
         if twin is not None:
-            message = f"BGPPeer {twin.name} already peers with {peer.address} port {peer.port} from the same nodes"
-            report.add(obj, _err("spec.peerAddress", message))
+            report.add(obj, _err("spec.peerAddress", _clash_message(twin, peer)))
             continue
         peers[name] = peer
     for secret, issue in known.secret_issues:
@@ -684,10 +683,28 @@ def _peers(objects: Mapping[str, BGPPeer], known: _Known, report: _Report) -> di
     return peers
 
 
-def _same_session(a: cfg.Peer, b: cfg.Peer) -> bool:
-    """Two peers that would open the same session from some node (decided without looking at nodes)."""
-    same_target = (a.address, a.port, a.vrf) == (b.address, b.port, b.vrf)
-    return same_target and _may_share_nodes(a.node_selectors, b.node_selectors, ())
+def _same_session(a: cfg.Peer, b: cfg.Peer, nodes: Sequence[Node]) -> bool:
+    """Two peers that one node cannot run side by side: the same session (address, port, VRF), or the
+    same address and ASNs, which is how ExaBGP tells its neighbours apart (the port is not part of it).
+    Whether they meet on a node is decided on the Node objects when there are any (selectors OR-ed
+    across one peer's list may match one node only through its labels), else only where provable.
+    The caller checks peers in force first, so the newcomer is the one reported and left out: a working
+    session is never dropped for it."""
+    clash = (a.address, a.port, a.vrf) == (b.address, b.port, b.vrf) or _exabgp_identity(a) == _exabgp_identity(b)
+    return clash and _may_share_nodes(a.node_selectors, b.node_selectors, nodes)
+
+
+def _exabgp_identity(peer: cfg.Peer) -> tuple[object, ...]:
+    return (peer.address, peer.my_asn, peer.peer_asn, peer.dynamic_asn)
+
+
+def _clash_message(twin: cfg.Peer, peer: cfg.Peer) -> str:
+    if (twin.address, twin.port, twin.vrf) == (peer.address, peer.port, peer.vrf):
+        return f"BGPPeer {twin.name} already peers with {peer.address} port {peer.port} from the same nodes"
+    return (
+        f"BGPPeer {twin.name} already peers with {peer.address} with the same ASNs from the same nodes"
+        f" (port {twin.port}); ExaBGP cannot run two sessions that differ only in port or VRF"
+    )
 
 
 def _peer(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> cfg.Peer | None:

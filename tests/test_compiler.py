@@ -522,10 +522,30 @@ def test_invalid_label_in_match_labels_and_duplicate_selectors_are_rejected() ->
 
 
 def test_two_peers_for_the_same_session_keep_the_first_by_name() -> None:
-    result = compile_(peer("b", "10.0.0.1"), peer("a", "10.0.0.1"), peer("c", "10.0.0.1", peerPort=1790))
+    result = compile_(peer("b", "10.0.0.1"), peer("a", "10.0.0.1"), peer("c", "10.0.0.1", peerPort=1790, peerASN=64999))
 
     assert problems(result) == {("BGPPeer", "b", "spec.peerAddress")}
     assert list(result.config.peers) == ["a", "c"]
+
+
+def test_a_peer_differing_only_in_port_is_a_clash_exabgp_could_not_run() -> None:
+    result = compile_(peer("a", "10.0.0.1"), peer("b", "10.0.0.1", peerPort=1790))
+
+    assert problems(result) == {("BGPPeer", "b", "spec.peerAddress")}
+    assert "ExaBGP cannot run two sessions that differ only in port" in message(result, "BGPPeer", "b", "spec.peerAddress")
+    assert list(result.config.peers) == ["a"]
+
+
+def test_selectors_that_meet_only_through_a_node_are_a_clash() -> None:
+    """OR-ed selectors: rack=1 or role=edge, against role=edge alone; they meet on a node labelled role=edge."""
+    either = [{"matchLabels": {"rack": "1"}}, {"matchLabels": {"role": "edge"}}]
+    edge = [{"matchLabels": {"role": "edge"}, "matchExpressions": [{"key": "rack", "operator": "Exists"}]}]
+    apart = compile_(peer("a", "10.0.0.1", nodeSelectors=either), peer("b", "10.0.0.1", nodeSelectors=edge))
+    assert apart.errors == ()  # no Node objects: not provably the same nodes
+
+    met = compile_(peer("a", "10.0.0.1", nodeSelectors=either), peer("b", "10.0.0.1", nodeSelectors=edge), node("n1", role="edge", rack="2"))
+    assert problems(met) == {("BGPPeer", "b", "spec.peerAddress")}
+    assert list(met.config.peers) == ["a"]
 
 
 def test_peers_to_one_router_from_different_nodes_are_fine() -> None:
