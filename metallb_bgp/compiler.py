@@ -16,10 +16,12 @@ reported too, so nobody wonders why their advertisement stopped:
 
 Rules follow MetalLB's config.go, its CRD validations and webhooks, with the messages reworded to name
 the field. Where this speaker (ExaBGP) cannot do what MetalLB's FRR mode does, we say so: unnumbered
-peering (`interface`) and a `localASN` other than `myASN` are errors, a `bfdProfile` is a warning (no
-BFD). A few checks are ours: a CIDR with host bits set warns, a peer address and its source address
-must share a family, two peers for the same session from the same nodes keep only the first, and a
-duplicate name leaves out every object of that name (which one was meant is unknowable); metallb.io
+peering (`interface`) is an error, a `bfdProfile` is a warning (no BFD); `localASN` is presented on
+the session as FRR's `local-as X no-prepend replace-as` presents it. A few checks are ours: a CIDR
+with host bits set warns, a peer address and its source address must share a family, two peers that
+one node could not run side by side (one session, or one address with the same ASNs) keep the one in
+force, and a duplicate name leaves out every object of that name (a manifests folder reports
+duplicates before compile and keeps the definition in force, see `sources.manifests`); metallb.io
 objects outside MetalLB's namespace are ignored with a warning, as MetalLB does not watch them.
 
 Last valid versions. Leaving a bad object out is right for a new object, but wrong for an edit: a typo
@@ -69,6 +71,7 @@ from metallb_bgp.api.metallb import (
     Community,
     IPAddressPool,
     L2Advertisement,
+    BGPPeerSpecV1beta2,
     MetalLBObject,
     ServiceAllocationSpec,
 )
@@ -729,7 +732,7 @@ def _peer(obj: BGPPeer, known: _Known, issues: list[_Issue]) -> cfg.Peer | None:
         return None
     return cfg.Peer(
         name=obj.metadata.name,
-        my_asn=spec.my_asn,
+        my_asn=_session_asn(spec),
         address=address,
         peer_asn=spec.peer_asn or None,
         dynamic_asn=cfg.DynamicASN(spec.dynamic_asn) if spec.dynamic_asn else None,
@@ -758,15 +761,16 @@ def _check_asns(obj: BGPPeer, issues: list[_Issue]) -> None:
         issues.append(_err("spec.dynamicASN", "peerASN and dynamicASN are mutually exclusive; set only one"))
     elif not spec.peer_asn and not spec.dynamic_asn:
         issues.append(_err("spec.peerASN", "required (or set dynamicASN to internal or external)"))
-    if spec.local_asn and spec.local_asn != spec.my_asn:
-        message = (
-            f"{spec.local_asn} differs from myASN {spec.my_asn}; this speaker cannot present a second local ASN"
-            " (FRR's local-as ... replace-as): set myASN to the ASN the router expects"
-        )
-        issues.append(_err("spec.localASN", message))
-    ibgp = spec.dynamic_asn == "internal" or (bool(spec.peer_asn) and spec.peer_asn == spec.my_asn)
+    ibgp = spec.dynamic_asn == "internal" or (bool(spec.peer_asn) and spec.peer_asn == _session_asn(spec))
     if ibgp and spec.ebgp_multi_hop:
         issues.append(_err("spec.ebgpMultiHop", "must not be set for an iBGP peer (peer ASN equals myASN)"))
+
+
+def _session_asn(spec: BGPPeerSpecV1beta2) -> int:
+    """The AS this speaker presents on the session: `localASN` when set (MetalLB's FRR modes render it
+    `local-as X no-prepend replace-as`, so the router sees X alone in the AS path; ExaBGP's per-neighbour
+    `local-as` does the same), else `myASN`."""
+    return spec.local_asn or spec.my_asn
 
 
 def _peer_address(obj: BGPPeer, issues: list[_Issue]) -> IPAddress | None:

@@ -116,8 +116,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             "including `myASN`: the internal/external distinction is not enforced."
         ),
         "spec.localASN": (
-            "Unset, or equal to `myASN`: this speaker cannot present a second local AS (FRR's "
-            "`local-as ... replace-as`). Any other value is an error on the peer."
+            "The AS presented to this router instead of `myASN`, as MetalLB's FRR modes do with "
+            "`local-as X no-prepend replace-as`: the session is opened as X (iBGP when `peerASN` is X) and "
+            "the router sees X alone in the AS path."
         ),
         "spec.peerAddress": "The router's IP address. Required (unnumbered peering over `interface` is not supported).",
         "spec.sourceAddress": (

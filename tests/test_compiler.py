@@ -319,11 +319,22 @@ def test_my_asn_zero_is_rejected() -> None:
     assert problems(result) == {("BGPPeer", "r", "spec.myASN")}
 
 
-def test_local_asn_must_equal_my_asn() -> None:
-    result = compile_(peer("differs", "10.0.0.1", localASN=65000), peer("same", "10.0.0.2", localASN=64500))
+def test_local_asn_is_the_asn_presented_on_that_session() -> None:
+    result = compile_(
+        peer("differs", "10.0.0.1", localASN=65000),
+        peer("same", "10.0.0.2", localASN=64500),
+        peer("ibgp", "10.0.0.3", localASN=64501, peerASN=64501),
+    )
 
-    assert problems(result) == {("BGPPeer", "differs", "spec.localASN")}
-    assert list(result.config.peers) == ["same"]
+    assert result.errors == ()
+    assert {name: p.my_asn for name, p in result.config.peers.items()} == {"differs": 65000, "same": 64500, "ibgp": 64501}
+    assert [name for name, p in result.config.peers.items() if p.is_ibgp] == ["ibgp"]
+
+
+def test_ebgp_multihop_is_refused_when_local_asn_makes_the_session_ibgp() -> None:
+    result = compile_(peer("ibgp", "10.0.0.3", localASN=64501, peerASN=64501, ebgpMultiHop=True))
+
+    assert problems(result) == {("BGPPeer", "ibgp", "spec.ebgpMultiHop")}
 
 
 @pytest.mark.parametrize("spec", [{"peerASN": 64500}, {"peerASN": None, "dynamicASN": "internal"}])

@@ -363,3 +363,24 @@ def test_a_dual_stack_peer_without_a_node_address_of_the_other_family_is_warned_
     warnings = [e for e in run.events() if e.get("event") == "dual_stack_next_hop_missing"]
     assert warnings and warnings[0]["peer"] == "router" and "Node node-a has no IPv6" in warnings[0]["message"]
     assert all(prefix.version == 4 for prefix in router.routes())
+
+
+def test_local_asn_is_the_as_the_router_sees_on_the_session_and_in_the_path(
+    short_tmp: Path, bird_factory: Callable[..., BirdRouter]
+) -> None:
+    """MetalLB's FRR modes present localASN with `local-as X no-prepend replace-as`: the router peers
+    with X and sees X alone in the AS path, never myASN."""
+    router = bird_factory(asn=64501, port=free_peer_port())
+    router.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64999)).start()
+    manifests = short_tmp / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port) + "  localASN: 64999\n")
+    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
+    (manifests / "web.yaml").write_text(service("web"))
+    run = Run(manifests, short_tmp / "run", short_tmp / "state.json")
+    try:
+        routes = router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32")
+        assert routes[host("198.51.100.0/32")].as_path == (64999,)
+    finally:
+        run.stop()
