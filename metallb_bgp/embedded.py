@@ -129,6 +129,7 @@ def engine_for(
         ipv4_next_hop=hops[0],
         ipv6_next_hop=hops[1],
         tuning=tuning,
+        on_refused=metrics.record_refused,
     )
 
 

@@ -37,6 +37,11 @@ RECONCILES = Counter("metallb_bgp_reconciles_total", "Reconcile passes")
 RECONCILE_FAILURES = Counter(
     "metallb_bgp_reconcile_failures_total", "Change sets our own code failed on (routes kept; the next one starts over)"
 )
+REFUSED = Counter(
+    "metallb_bgp_route_updates_refused_total",
+    "Route updates ExaBGP answered `error` to, per peer (kept as not sent, and sent again with backoff)",
+    ["peer"],
+)
 RECONCILE_SECONDS = Histogram(
     "metallb_bgp_reconcile_duration_seconds",
     "Time from the start of a reconcile until ExaBGP acknowledged the change",
@@ -73,6 +78,10 @@ def record_sessions(states: Mapping[str, bool]) -> None:
 def mark_ready() -> None:
     """The initial sync is done (a controller that is not the leader is ready too: it stands by)."""
     _ready.set()
+
+
+def record_refused(peer: str, routes: int) -> None:
+    REFUSED.labels(peer).inc(routes)
 
 
 def record_reconcile_failure() -> None:

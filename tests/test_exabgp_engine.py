@@ -69,7 +69,8 @@ async def run_engine(
     scenario: Callable[[ExaBGPEngine], Awaitable[None]],
     **options: object,
 ) -> None:
-    engine = ExaBGPEngine(workdir=short_tmp / "exabgp", router_id=ROUTER_ID, tuning=TUNING, **options)  # type: ignore[arg-type]
+    options.setdefault("tuning", TUNING)
+    engine = ExaBGPEngine(workdir=short_tmp / "exabgp", router_id=ROUTER_ID, **options)  # type: ignore[arg-type]
     pids: list[int | None] = []
     try:
         await engine.start(list(peers))
@@ -451,3 +452,72 @@ def test_a_next_hop_change_in_the_same_pass_as_route_changes_ends_as_desired(
 
     peer = peer_for(router, "r1", dual_stack=True)
     asyncio.run(run_engine(short_tmp, [peer], scenario, ipv6_next_hop=ipaddress.IPv6Address("2001:db8:ff::1")))
+
+
+def _without_source(peer: Peer) -> Peer:
+    """The usual BGPPeer: no sourceAddress (one BGPPeer serves every node, so it cannot name one)."""
+    return Peer(**{**peer.__dict__, "source_address": None})
+
+
+def _two_routers(make: BirdFactory) -> tuple[BirdRouter, BirdRouter]:
+    first = make("r1", address="127.0.0.1")
+    first.add_speaker(Speaker(name="node", address="127.0.0.1", asn=NODE_ASN)).start()
+    second = make("r2", address="127.0.0.3", asn=64514)
+    second.add_speaker(Speaker(name="node", address="127.0.0.1", asn=NODE_ASN)).start()
+    return first, second
+
+
+def test_an_unchanged_neighbour_keeps_getting_updates_after_a_reload_adds_a_peer(bird_factory: BirdFactory, short_tmp: Path) -> None:
+    """ExaBGP gives unchanged neighbours fresh configuration objects on reload; with `local-address
+    auto` their local address is then empty and every `next-hop self` to them is refused until the
+    session reconnects. The engine renders the kernel's source address instead."""
+    r1, r2 = _two_routers(bird_factory)
+    first, second = _without_source(peer_for(r1, "r1")), _without_source(peer_for(r2, "r2"))
+    prefixes = hosts(3)
+    attrs = RouteAttributes()
+
+    async def scenario(engine: ExaBGPEngine) -> None:
+        await engine.apply(table({("r1", prefixes[0]): attrs}))
+        await router_has(r1, {prefixes[0]})
+        since = r1.protocol("node").since
+        await engine.set_peers([first, second])
+        await engine.apply(table({("r1", prefixes[0]): attrs, ("r1", prefixes[1]): attrs, ("r2", prefixes[1]): attrs}))
+        await router_has(r1, {prefixes[0], prefixes[1]})
+        await router_has(r2, {prefixes[1]})
+        assert r1.protocol("node").since == since  # r1's session was not reset to get there
+        assert engine.unacknowledged() == {}
+
+    asyncio.run(run_engine(short_tmp, [first], scenario))
+
+
+def test_a_refused_update_is_kept_as_unsent_and_sent_again_with_backoff(
+    bird_factory: BirdFactory, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `local-address auto` (today's ExaBGP failure mode, forced here), the refused announcement
+    is not recorded as sent: it is counted, retried with growing delays, and reaches the router once
+    the session reconnects and ExaBGP accepts it."""
+    from metallb_bgp.exabgp import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "route_source", lambda _address: None)
+    r1, r2 = _two_routers(bird_factory)
+    first, second = _without_source(peer_for(r1, "r1")), _without_source(peer_for(r2, "r2"))
+    prefixes = hosts(3)
+    attrs = RouteAttributes()
+    refused: list[tuple[str, int]] = []
+    tuning = EngineTuning(restart_backoff_initial=0.2, ack_timeout=20.0, relay_connect_timeout=10.0,
+                          retry_backoff_initial=0.2, retry_backoff_max=1.0)  # fmt: skip
+
+    async def scenario(engine: ExaBGPEngine) -> None:
+        await engine.apply(table({("r1", prefixes[0]): attrs}))
+        await router_has(r1, {prefixes[0]})
+        await engine.set_peers([first, second])
+        await established(r2)
+        await engine.apply(table({("r1", prefixes[0]): attrs, ("r1", prefixes[1]): attrs}))
+        await eventually(lambda: engine.unacknowledged().get("r1", 0) >= 3, timeout=10, what="refusals retried")
+        assert prefixes[1] not in r1.routes()
+        assert ("r1", prefixes[1]) not in engine._sent  # never claimed as sent
+        r1.birdc("restart", "node")  # the session reconnects: ExaBGP learns its local address again
+        await router_has(r1, {prefixes[0], prefixes[1]}, timeout=20)
+        assert refused and all(peer == "r1" for peer, _count in refused)
+
+    asyncio.run(run_engine(short_tmp, [first], scenario, tuning=tuning, on_refused=lambda p, n: refused.append((p, n))))

@@ -18,7 +18,7 @@ Everything here is pure: the engine calls `plan_sync` and sends what it returns.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from metallb_bgp.exabgp.render import Neighbor
@@ -34,6 +34,18 @@ class SyncPlan:
     sent: dict[RouteKey, RouteAttributes]  # what the routers will have been told once the plan is sent
     change: RouteDiff
     end_of_rib: tuple[str, ...]  # peers that get End-of-RIB markers after the routes
+    # announced routes the routers held with other attributes before: what they keep if ExaBGP refuses
+    replaced: dict[RouteKey, RouteAttributes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One API command line and the routes it carries, so a refused one can be put back as unsent."""
+
+    line: str
+    action: Action
+    keys: tuple[RouteKey, ...]
+    attributes: RouteAttributes
 
 
 def plan_sync(
@@ -62,7 +74,17 @@ def plan_sync(
     change = diff(RouteTable(routes=believed), RouteTable(routes=target))
     kept = {key: attrs for key, attrs in sent.items() if key[0] not in established}
     eor = tuple(sorted(peer for peer in fresh & established if graceful_restart(peer)))
-    return SyncPlan(sent={**kept, **target}, change=change, end_of_rib=eor)
+    replaced = {
+        key: believed[key]
+        for batch in change.announce
+        for key in batch_keys(batch)
+        if key in believed
+    }  # fmt: skip
+    return SyncPlan(sent={**kept, **target}, change=change, end_of_rib=eor, replaced=replaced)
+
+
+def batch_keys(batch: RouteBatch) -> Iterator[RouteKey]:
+    return ((peer, prefix) for peer in batch.peers for prefix in batch.prefixes)
 
 
 def plan_touched_sync(
@@ -83,6 +105,7 @@ def plan_touched_sync(
     """
     withdraw: dict[RouteKey, RouteAttributes] = {}
     announce: dict[RouteKey, RouteAttributes] = {}
+    replaced: dict[RouteKey, RouteAttributes] = {}
     for key in touched:
         peer, prefix = key
         if peer not in established:
@@ -95,8 +118,10 @@ def plan_touched_sync(
         elif want is not None and want != have:
             announce[key] = want
             sent[key] = want
+            if have is not None:
+                replaced[key] = have
     change = RouteDiff(withdraw=group_routes(withdraw), announce=group_routes(announce))
-    return SyncPlan(sent=sent, change=change, end_of_rib=())
+    return SyncPlan(sent=sent, change=change, end_of_rib=(), replaced=replaced)
 
 
 def route_commands(
@@ -107,15 +132,26 @@ def route_commands(
     prefixes_per_command: int,
 ) -> list[str]:
     """Command lines for `change`: every withdrawal first, then every announcement."""
-    lines: list[str] = []
+    return [c.line for c in keyed_commands(change, neighbors, next_hops=next_hops, prefixes_per_command=prefixes_per_command)]
+
+
+def keyed_commands(
+    change: RouteDiff,
+    neighbors: Mapping[str, Neighbor],
+    *,
+    next_hops: Mapping[int, IPAddress],
+    prefixes_per_command: int,
+) -> list[Command]:
+    """`route_commands`, each line with the routes it carries."""
+    commands: list[Command] = []
     halves: tuple[tuple[Action, tuple[RouteBatch, ...]], ...] = (
         ("withdraw", change.withdraw),
         ("announce", change.announce),
     )
     for action, batches in halves:
         for batch in batches:
-            lines.extend(batch_commands(batch, action, neighbors, next_hops, prefixes_per_command))
-    return lines
+            commands.extend(batch_commands(batch, action, neighbors, next_hops, prefixes_per_command))
+    return commands
 
 
 def batch_commands(
@@ -124,14 +160,15 @@ def batch_commands(
     neighbors: Mapping[str, Neighbor],
     next_hops: Mapping[int, IPAddress],
     prefixes_per_command: int,
-) -> Iterator[str]:
+) -> Iterator[Command]:
     family = batch.prefixes[0].version
     for (next_hop, with_local_pref), group in _peer_groups(batch.peers, family, neighbors, next_hops):
         selectors = " , ".join(neighbors[name].selector for name in group)
         attributes = attribute_text(batch.attributes, next_hop=next_hop, with_local_pref=with_local_pref)
         for chunk in _chunks(batch.prefixes, prefixes_per_command):
             nlri = " ".join(str(prefix) for prefix in chunk)
-            yield f"{selectors} {action} attributes {attributes} nlri {nlri}"
+            keys = tuple((peer, prefix) for peer in group for prefix in chunk)  # type: ignore[misc]
+            yield Command(f"{selectors} {action} attributes {attributes} nlri {nlri}", action, keys, batch.attributes)
 
 
 def attribute_text(attrs: RouteAttributes, *, next_hop: str, with_local_pref: bool) -> str:

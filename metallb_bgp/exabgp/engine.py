@@ -14,6 +14,10 @@ what it has told each router (`sent`) and one sync pass at a time:
   routes it kept for us across the restart;
 - a session going down only stops traffic to that peer: its routes are held and re-pushed at the next
   session up;
+- only what ExaBGP acknowledged counts as sent: a command answered `error` leaves its routes as the
+  router had them, and they are sent again after a backoff (`_after_replies`); a neighbour without a
+  `sourceAddress` is rendered with the local address the kernel routes it from, because with
+  `local-address auto` ExaBGP refuses every `next-hop self` to an unchanged neighbour after a reload;
 - a withdrawal carries the attributes its route was announced with, next hop included (DESIGN.md: a
   bare one can be lost); when the node's own addresses change (`set_next_hops`), the other family's
   routes on dual-stack sessions are moved to the new next hop before anything else is sent;
@@ -35,9 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
+import random
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -111,6 +118,8 @@ class EngineTuning:
     stop_timeout: float = 5.0  # SIGTERM, then SIGKILL
     reload_attempts: int = 30
     reload_check_delay: float = 0.2
+    retry_backoff_initial: float = 0.5  # a refused command is sent again after this, doubling per pass
+    retry_backoff_max: float = 30.0
 
 
 class ExaBGPEngine:
@@ -125,9 +134,11 @@ class ExaBGPEngine:
         logger: structlog.typing.FilteringBoundLogger | None = None,
         tuning: EngineTuning = EngineTuning(),
         exabgp_path: Path | None = None,
+        on_refused: Callable[[str, int], None] | None = None,
     ) -> None:
         """`ipv4_next_hop` / `ipv6_next_hop` are used only for routes of the other family than the
-        session's (dual-stack peers); same-family routes always use the session's own address."""
+        session's (dual-stack peers); same-family routes always use the session's own address.
+        `on_refused(peer, routes)` is told each time ExaBGP refuses updates for a peer (a metric)."""
         self._workdir = Path(workdir).resolve()  # ExaBGP and the relay run with other working directories
         self._router_id = router_id
         self._local_addresses = tuple(local_addresses)
@@ -160,6 +171,10 @@ class ExaBGPEngine:
         self._synced = asyncio.Condition()
         self._generation = 0
         self._synced_generation = 0
+        self._retries = 0  # consecutive sync passes with refused commands
+        self._retry: asyncio.TimerHandle | None = None
+        self._unacknowledged: dict[str, int] = {}
+        self._on_refused = on_refused
 
     # ------------------------------------------------------------------ public API
 
@@ -277,6 +292,8 @@ class ExaBGPEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._retry is not None:
+            self._retry.cancel()
         await self._reap_relay()
         if self._server is not None:
             self._server.close()
@@ -328,9 +345,15 @@ class ExaBGPEngine:
 
     def _render(self, peers: Sequence[Peer]) -> RenderedConfig:
         relay_command = [sys.executable, "-I", relay.__file__, str(self._socket_path)]
+        sources = {
+            peer.name: source
+            for peer in peers
+            if peer.source_address is None and not peer.vrf and (source := route_source(peer.address)) is not None
+        }  # fmt: skip
         return render(
-            peers, router_id=self._router_id, process_command=relay_command, local_addresses=self._local_addresses
-        )
+            peers, router_id=self._router_id, process_command=relay_command, local_addresses=self._local_addresses,
+            sources=sources,
+        )  # fmt: skip
 
     async def _validate(self, rendered: RenderedConfig) -> None:
         candidate = self._workdir / CANDIDATE_FILE
@@ -634,15 +657,19 @@ class ExaBGPEngine:
         self._last_pass = seen
         self._sent = plan.sent
         self._fresh -= fresh
-        lines = hop_lines + commands.route_commands(
+        route_commands = commands.keyed_commands(
             plan.change, neighbors, next_hops=self._next_hops, prefixes_per_command=self._tuning.prefixes_per_command
         )
+        lines = hop_lines + [command.line for command in route_commands]
         futures = [await channel.submit(line) for line in lines]
-        failed = sum(1 for reply in [await channel.wait(f) for f in futures] if not reply.ok)
+        replies = [await channel.wait(f) for f in futures]
+        failed = sum(1 for reply in replies if not reply.ok)
+        refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :]) if not reply.ok]
         for peer in plan.end_of_rib:
             for line in commands.end_of_rib_commands(neighbors[peer]):
                 reply = await channel.barrier(line)
                 failed += 0 if reply.ok else 1
+        self._after_replies(refused, plan.replaced, failed)
         if lines or plan.end_of_rib:
             self._log.info(
                 "routes_synced",
@@ -653,6 +680,52 @@ class ExaBGPEngine:
                 failed=failed,
                 seconds=round(time.monotonic() - started, 3),
             )
+
+    def _after_replies(
+        self, refused: Sequence[commands.Command], replaced: Mapping[RouteKey, RouteAttributes], failed: int
+    ) -> None:
+        """Keep `_sent` to what ExaBGP acknowledged, and retry what it refused, with backoff.
+
+        A refused announcement leaves the router with what it had (`replaced`, or nothing); a refused
+        withdrawal leaves the route there. Those keys are marked touched, so the next pass sends them
+        again; it comes after a delay that doubles with each pass that had refusals (with jitter, up to
+        `retry_backoff_max`), and falls back to the initial one after a pass without any.
+        """
+        for command in refused:
+            for key in command.keys:
+                if command.action == "withdraw":
+                    self._sent[key] = command.attributes
+                elif key in replaced:
+                    self._sent[key] = replaced[key]
+                else:
+                    self._sent.pop(key, None)
+                if self._touched is not None:
+                    self._touched.add(key)
+        if not failed:
+            self._retries = 0
+            return
+        self._retries += 1
+        delay = min(self._tuning.retry_backoff_initial * 2 ** (self._retries - 1), self._tuning.retry_backoff_max)
+        delay *= random.uniform(0.75, 1.0)
+        per_peer: dict[str, int] = {}
+        for command in refused:
+            for peer, _prefix in command.keys:
+                per_peer[peer] = per_peer.get(peer, 0) + 1
+        for peer, count in sorted(per_peer.items()):
+            self._unacknowledged[peer] = self._unacknowledged.get(peer, 0) + count
+            if self._on_refused is not None:
+                self._on_refused(peer, count)
+        self._log.warning(
+            "routes_not_acknowledged", commands=failed, routes=per_peer, retry_in_seconds=round(delay, 3),
+            attempt=self._retries, action="kept as not sent; sent again after the delay",
+        )  # fmt: skip
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    def unacknowledged(self) -> Mapping[str, int]:
+        """Per peer, how many route updates ExaBGP has refused so far (each was kept as not sent)."""
+        return MappingProxyType(self._unacknowledged)
 
     def _move_to_new_hops(
         self, neighbors: Mapping[str, Neighbor], established: frozenset[str], can_carry: Callable[[str, int], bool]
@@ -704,6 +777,23 @@ class ExaBGPEngine:
     async def _notify_synced(self) -> None:
         async with self._synced:
             self._synced.notify_all()
+
+
+def route_source(address: IPAddress) -> IPAddress | None:
+    """The local address the kernel would use to reach `address` (`ip route get`), or None.
+
+    A UDP socket's `connect` sends nothing: it only routes, and `getsockname` then gives the source
+    the route chose. This is what ExaBGP's `local-address auto` would pick when it connects; rendering
+    it explicitly is what keeps an unchanged neighbour's `next-hop self` working across a `reload`.
+    """
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((str(address), 9))
+            found = ipaddress.ip_address(probe.getsockname()[0])
+    except (OSError, ValueError):
+        return None
+    return None if found.is_unspecified else found
 
 
 def _hops(ipv4: IPv4Address | None, ipv6: IPv6Address | None) -> dict[int, IPAddress]:

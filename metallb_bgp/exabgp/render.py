@@ -77,9 +77,12 @@ def render_config(
     router_id: IPAddress,
     process_command: Sequence[str],
     local_addresses: Sequence[IPAddress] = (),
+    sources: Mapping[str, IPAddress] | None = None,
 ) -> str:
     """The ExaBGP configuration text for `peers` (see `render` for the neighbour mapping)."""
-    return render(peers, router_id=router_id, process_command=process_command, local_addresses=local_addresses).text
+    return render(
+        peers, router_id=router_id, process_command=process_command, local_addresses=local_addresses, sources=sources
+    ).text
 
 
 def render(
@@ -88,12 +91,16 @@ def render(
     router_id: IPAddress,
     process_command: Sequence[str],
     local_addresses: Sequence[IPAddress] = (),
+    sources: Mapping[str, IPAddress] | None = None,
 ) -> RenderedConfig:
     """Render one `process` block (the API relay) and one `neighbor` block per peer.
 
-    `router_id` is this node's BGP identifier (a peer's own `router_id` overrides it);
-    `local_addresses` are the node's addresses: a peer without `source_address` binds to the one of its
-    family, or lets the kernel choose (`local-address auto`). Peers ExaBGP could not tell apart, or
+    `router_id` is this node's BGP identifier (a peer's own `router_id` overrides it). A peer's local
+    address is its `source_address`, else `sources[peer name]` (the address the kernel would choose
+    to reach it), else the one of its family in `local_addresses` (the node's addresses), else `auto`.
+    An explicit address matters: after a `reload`, ExaBGP gives every unchanged neighbour a fresh
+    configuration object, and with `auto` its local address stays empty until the session reconnects,
+    so every `next-hop self` command to it is refused meanwhile. Peers ExaBGP could not tell apart, or
     whose settings it cannot express, are left out and named in `rejected` with the reason.
     """
     neighbors: dict[str, Neighbor] = {}
@@ -102,7 +109,7 @@ def render(
     for peer in sorted(peers, key=lambda p: p.name):
         problem = _peer_problem(peer, router_id)
         if problem is None:
-            neighbor = _neighbor(peer, router_id=router_id, local_addresses=local_addresses)
+            neighbor = _neighbor(peer, router_id=router_id, local_address=_local_address(peer, local_addresses, sources or {}))
             other = owner_of_selector.get(neighbor.selector)
             if other is not None:
                 problem = f"ExaBGP cannot tell it apart from peer {other} (same address and ASNs)"
@@ -164,10 +171,10 @@ def _peer_problem(peer: Peer, router_id: IPAddress) -> str | None:
     return None
 
 
-def _neighbor(peer: Peer, *, router_id: IPAddress, local_addresses: Sequence[IPAddress]) -> Neighbor:
+def _neighbor(peer: Peer, *, router_id: IPAddress, local_address: IPAddress | None) -> Neighbor:
     peer_asn = peer_asn_of(peer)
     selector = selector_of(peer.address, peer.my_asn, peer_asn)
-    body = _neighbor_body(peer, router_id=router_id, local_address=_local_address(peer, local_addresses))
+    body = _neighbor_body(peer, router_id=router_id, local_address=local_address)
     rev = hashlib.sha256(f"{peer.name}\n{body}".encode()).hexdigest()[:12]
     description = f"metallb-bgp peer={_SAFE_TOKEN.sub('_', peer.name)} rev={rev}"
     block = f'neighbor {peer.address} {{\n    description "{description}";\n{body}}}\n'
@@ -186,9 +193,12 @@ def _neighbor(peer: Peer, *, router_id: IPAddress, local_addresses: Sequence[IPA
     )
 
 
-def _local_address(peer: Peer, local_addresses: Sequence[IPAddress]) -> IPAddress | None:
+def _local_address(peer: Peer, local_addresses: Sequence[IPAddress], sources: Mapping[str, IPAddress]) -> IPAddress | None:
     if peer.source_address is not None:
         return peer.source_address
+    source = sources.get(peer.name)
+    if source is not None and source.version == peer.address.version:
+        return source
     return next((a for a in local_addresses if a.version == peer.address.version), None)
 
 
