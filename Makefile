@@ -6,7 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench venv system-deps clean
+.PHONY: test demo bench venv system-deps frr-deps clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,14 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bird2; }; \
 	  else echo "error: BIRD 2 is missing; install it with: sudo apt-get install bird2"; exit 1; fi; }
 
-test: $(STAMP) system-deps tools
+# FRR's bgpd for the tests where its behaviour differs from BIRD's (it resets sessions on a martian next hop).
+frr-deps:
+	@[ -x /usr/lib/frr/bgpd ] && command -v vtysh >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr; }; \
+	  else echo "error: FRR is missing; install it with: sudo apt-get install frr"; exit 1; fi; }
+
+test: $(STAMP) system-deps frr-deps tools
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps

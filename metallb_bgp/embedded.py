@@ -130,6 +130,7 @@ def engine_for(
         ipv6_next_hop=hops[1],
         tuning=tuning,
         on_refused=metrics.record_refused,
+        on_notification=metrics.record_notification,
     )
 
 

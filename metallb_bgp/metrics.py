@@ -42,6 +42,11 @@ REFUSED = Counter(
     "Route updates ExaBGP answered `error` to, per peer (kept as not sent, and sent again with backoff)",
     ["peer"],
 )
+NOTIFICATIONS = Counter(
+    "metallb_bgp_notifications_total",
+    "BGP NOTIFICATION messages, by peer, direction (receive: the router reset the session), code and subcode",
+    ["peer", "direction", "code", "subcode"],
+)
 RECONCILE_SECONDS = Histogram(
     "metallb_bgp_reconcile_duration_seconds",
     "Time from the start of a reconcile until ExaBGP acknowledged the change",
@@ -82,6 +87,10 @@ def mark_ready() -> None:
 
 def record_refused(peer: str, routes: int) -> None:
     REFUSED.labels(peer).inc(routes)
+
+
+def record_notification(peer: str, direction: str, code: int, subcode: int) -> None:
+    NOTIFICATIONS.labels(peer, direction, str(code), str(subcode)).inc()
 
 
 def record_reconcile_failure() -> None:

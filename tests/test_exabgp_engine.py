@@ -521,3 +521,36 @@ def test_a_refused_update_is_kept_as_unsent_and_sent_again_with_backoff(
         assert refused and all(peer == "r1" for peer, _count in refused)
 
     asyncio.run(run_engine(short_tmp, [first], scenario, tuning=tuning, on_refused=lambda p, n: refused.append((p, n))))
+
+
+def test_a_router_that_resets_the_session_is_not_stormed(short_tmp: Path, bird_factory: BirdFactory) -> None:
+    """FRR resets the session (NOTIFICATION 3/8) on every UPDATE whose next hop is in 127/8. ExaBGP alone
+    reconnects at once, ~18 sessions a second; the engine holds the neighbour back, doubling the wait
+    with each reset, and names the NOTIFICATION in the log and in the peer's state."""
+    from frr import FrrRouter
+
+    router = FrrRouter(short_tmp / "frr", asn=ROUTER_ASN).add_neighbor(SPEAKER, NODE_ASN).start()
+    notified: list[tuple[str, str, int, int]] = []
+    tuning = EngineTuning(restart_backoff_initial=0.2, ack_timeout=20.0, relay_connect_timeout=10.0,
+                          reset_backoff_initial=0.5, reset_backoff_max=4.0)  # fmt: skip
+    the_peer = Peer(name="frr", my_asn=NODE_ASN, peer_asn=ROUTER_ASN, address=ip(router.address), port=router.port,
+                    source_address=ip(SPEAKER), hold_time=9)  # fmt: skip
+    window = 10.0
+
+    async def scenario(engine: ExaBGPEngine) -> None:
+        await engine.apply(table({("frr", prefix): RouteAttributes() for prefix in hosts(2)}))
+        await eventually(lambda: len(notified) >= 1, timeout=15, what="the router's first NOTIFICATION")
+        before = router.neighbor(SPEAKER).get("connectionsEstablished", 0)
+        await asyncio.sleep(window)
+        sessions = router.neighbor(SPEAKER).get("connectionsEstablished", 0) - before
+        # the waits are 0.5, 1, 2, 4, 4 s (less jitter): about five resets in 10 s, against ~180 unheld
+        assert 2 <= sessions <= 12, sessions
+        state = engine.peer_states()["frr"]
+        assert state.last_error is not None and "code 3 subcode 8" in state.last_error
+        assert {(p, d, c, s) for p, d, c, s in notified} >= {("frr", "receive", 3, 8)}
+
+    try:
+        asyncio.run(run_engine(short_tmp, [the_peer], scenario, tuning=tuning,
+                               on_notification=lambda *args: notified.append(args)))  # fmt: skip
+    finally:
+        router.stop()

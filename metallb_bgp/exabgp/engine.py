@@ -48,7 +48,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -72,6 +72,7 @@ from metallb_bgp.exabgp.events import (
 )
 from metallb_bgp.exabgp.process import ExaBGPChild, exabgp_environment, find_exabgp, validate_config
 from metallb_bgp.exabgp.render import Neighbor, RenderedConfig, ignored_settings, render
+from metallb_bgp.errors import printable
 from metallb_bgp.net import IPAddress
 from metallb_bgp.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, group_routes
 
@@ -120,6 +121,9 @@ class EngineTuning:
     reload_check_delay: float = 0.2
     retry_backoff_initial: float = 0.5  # a refused command is sent again after this, doubling per pass
     retry_backoff_max: float = 30.0
+    reset_backoff_initial: float = 1.0  # a session the router reset is held back this long, doubling per reset
+    reset_backoff_max: float = 60.0
+    reset_stable_after: float = 60.0  # established this long before a reset: the count starts again
 
 
 class ExaBGPEngine:
@@ -135,10 +139,12 @@ class ExaBGPEngine:
         tuning: EngineTuning = EngineTuning(),
         exabgp_path: Path | None = None,
         on_refused: Callable[[str, int], None] | None = None,
+        on_notification: Callable[[str, str, int, int], None] | None = None,
     ) -> None:
         """`ipv4_next_hop` / `ipv6_next_hop` are used only for routes of the other family than the
         session's (dual-stack peers); same-family routes always use the session's own address.
-        `on_refused(peer, routes)` is told each time ExaBGP refuses updates for a peer (a metric)."""
+        `on_refused(peer, routes)` is told each time ExaBGP refuses updates for a peer, and
+        `on_notification(peer, direction, code, subcode)` of each NOTIFICATION (metrics)."""
         self._workdir = Path(workdir).resolve()  # ExaBGP and the relay run with other working directories
         self._router_id = router_id
         self._local_addresses = tuple(local_addresses)
@@ -172,6 +178,10 @@ class ExaBGPEngine:
         self._generation = 0
         self._synced_generation = 0
         self._retries = 0  # consecutive sync passes with refused commands
+        self._resets: dict[str, int] = {}  # peer -> sessions the router reset in a row
+        self._held: dict[str, tuple[float, str]] = {}  # peer -> (monotonic time it may connect again, why)
+        self._refreshes: set[asyncio.Task[None]] = set()
+        self._on_notified = on_notification
         self._retry: asyncio.TimerHandle | None = None
         self._unacknowledged: dict[str, int] = {}
         self._on_refused = on_refused
@@ -294,6 +304,9 @@ class ExaBGPEngine:
         self._tasks = []
         if self._retry is not None:
             self._retry.cancel()
+        for task in list(self._refreshes):
+            task.cancel()
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
         await self._reap_relay()
         if self._server is not None:
             self._server.close()
@@ -350,12 +363,20 @@ class ExaBGPEngine:
             for peer in peers
             if peer.source_address is None and not peer.vrf and (source := route_source(peer.address)) is not None
         }  # fmt: skip
-        return render(
-            peers, router_id=self._router_id, process_command=relay_command, local_addresses=self._local_addresses,
-            sources=sources,
+        now = time.monotonic()
+        held = {name: reason for name, (until, reason) in self._held.items() if until > now}
+        rendered = render(
+            [peer for peer in peers if peer.name not in held], router_id=self._router_id,
+            process_command=relay_command, local_addresses=self._local_addresses, sources=sources,
         )  # fmt: skip
+        if not held:
+            return rendered
+        names = {peer.name for peer in peers}
+        return replace(rendered, rejected={**rendered.rejected, **{n: r for n, r in held.items() if n in names}})
 
     async def _validate(self, rendered: RenderedConfig) -> None:
+        if _only_removes(self._rendered, rendered):
+            return  # the running configuration less whole neighbour blocks: valid, and ~0.5 s sooner
         candidate = self._workdir / CANDIDATE_FILE
         _write_private(candidate, rendered.text)
         assert self._exabgp is not None
@@ -590,15 +611,55 @@ class ExaBGPEngine:
         name = self._peer_of(event.neighbor)
         if name is None:
             return
+        message = printable(event.message)[:200]  # the router's data: often binary, never trusted
         text = f"notification {event.direction} code {event.code} subcode {event.subcode}"
-        if event.message:
-            text += f": {event.message}"
+        if message.strip():
+            text += f": {message}"
         state = self._states.get(name)
         if state is not None:
             self._states[name] = PeerState(state.state, state.since, text)
+        delay = self._hold_back(name, text, state) if event.direction == "receive" else None
+        if self._on_notified is not None:
+            self._on_notified(name, event.direction, event.code, event.subcode)
         self._log.warning(
-            "bgp_notification", peer=name, direction=event.direction, code=event.code, subcode=event.subcode
+            "bgp_notification", peer=name, direction=event.direction, code=event.code, subcode=event.subcode,
+            message=message.strip() or None, retry_in_seconds=None if delay is None else round(delay, 3),
         )
+
+    def _hold_back(self, name: str, text: str, state: PeerState | None) -> float:
+        """The router reset the session: keep its neighbour out of ExaBGP's configuration for a while.
+
+        ExaBGP reconnects at once to a router that closed the session with a NOTIFICATION (FRR does so
+        for every UPDATE whose next hop it considers martian: ~18 sessions a second, for ever). The
+        delay doubles with each reset (with jitter, up to `reset_backoff_max`); a session that stayed
+        established for `reset_stable_after` before the reset starts the count again.
+        """
+        stable = state is not None and state.state is SessionState.ESTABLISHED
+        if stable and time.time() - state.since >= self._tuning.reset_stable_after:  # type: ignore[union-attr]
+            self._resets.pop(name, None)
+        count = self._resets[name] = self._resets.get(name, 0) + 1
+        delay = min(self._tuning.reset_backoff_initial * 2 ** (count - 1), self._tuning.reset_backoff_max)
+        delay *= random.uniform(0.75, 1.0)
+        reason = f"held back {delay:.1f} s after the router reset the session ({text}; reset {count} in a row)"
+        self._held[name] = (time.monotonic() + delay, reason)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._refresh_peers)
+        loop.call_later(delay, self._refresh_peers)
+        return delay
+
+    def _refresh_peers(self) -> None:
+        """Render the peers again (a hold started or ended), in a task of its own."""
+        if self._stopping.is_set():
+            return
+        task = asyncio.create_task(self._set_peers_logged(), name="exabgp-peer-hold")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _set_peers_logged(self) -> None:
+        try:
+            await self.set_peers(self._peers)
+        except ExaBGPError as exc:
+            self._log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
 
     def _set_state(self, name: str, state: SessionState, last_error: str | None) -> None:
         previous = self._states.get(name)
@@ -777,6 +838,17 @@ class ExaBGPEngine:
     async def _notify_synced(self) -> None:
         async with self._synced:
             self._synced.notify_all()
+
+
+def _only_removes(old: RenderedConfig, new: RenderedConfig) -> bool:
+    """Whether `new` is exactly `old` with some neighbour blocks taken out (each block follows a newline)."""
+    removed = old.neighbors.keys() - new.neighbors.keys()
+    if not old.text or not removed or not new.neighbors.keys() <= old.neighbors.keys():
+        return False
+    expected = old.text
+    for name in removed:
+        expected = expected.replace("\n" + old.neighbors[name].block, "", 1)
+    return new.text == expected
 
 
 def route_source(address: IPAddress) -> IPAddress | None:
