@@ -1,0 +1,204 @@
+"""A fleet in network namespaces: router namespaces running BIRD 2, node namespaces running speakers.
+
+Each router namespace holds a bridge with the router's address (`10.R.0.1/24` for router R) and runs
+BIRD with one BGP session per node and `merge paths on`, so its kernel table shows the ECMP set. Each
+node namespace has one veth link to each router's bridge (`10.R.0.(10+N)` for node N) and runs a
+`metallb-bgp run` of its own; all nodes read one manifests folder, so they compute the same
+allocation. Everything is created by the test and removed at the end, also when it fails: names carry
+a per-run prefix (`mlbt<pid>`), and `remove_stale()` finds what an interrupted run left behind.
+Addresses live only inside these namespaces. Root is required (`ip netns`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from bird import BIRD, BIRDC, parse_routes, require_bird, wait_until
+
+ROUTER_ASN_BASE = 64510  # router R is AS 64510 + R
+NODE_ASN = 64500
+PREFIX = f"mlbt{os.getpid() % 100000}"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
+
+
+def remove_stale() -> None:
+    """Namespaces left by an earlier run of these tests (their names start with `mlbt`)."""
+    for line in _ip("netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith("mlbt") and not name.startswith(PREFIX):
+            _ip("netns", "del", name, check=False)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("multi-node tests create network namespaces: run them as root")
+
+
+@dataclass
+class Router:
+    index: int
+    namespace: str
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"10.{self.index}.0.1"
+
+    @property
+    def asn(self) -> int:
+        return ROUTER_ASN_BASE + self.index
+
+    @property
+    def control(self) -> Path:
+        return self.directory / "bird.ctl"
+
+    def birdc(self, *command: str) -> str:
+        return subprocess.run([BIRDC, "-s", str(self.control), *command], capture_output=True, text=True,
+                              timeout=10, check=True).stdout  # fmt: skip
+
+    def routes(self) -> dict[str, set[str]]:
+        """Prefix -> the BGP next hops BIRD holds for it (one per node announcing it)."""
+        found: dict[str, set[str]] = {}
+        for route in parse_routes(self.birdc("show", "route", "all")):
+            found.setdefault(str(route.prefix), set()).add((route.next_hop or "").split()[0])
+        return found
+
+    def kernel(self) -> dict[str, set[str]]:
+        """Prefix -> next hops in the router's own kernel table (what traffic would follow)."""
+        result = subprocess.run(["ip", "netns", "exec", self.namespace, "ip", "-j", "route", "show", "proto", "bird"],
+                                capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
+        found: dict[str, set[str]] = {}
+        for entry in json.loads(result.stdout or "[]"):
+            hops = {entry["gateway"]} if "gateway" in entry else {hop["gateway"] for hop in entry.get("nexthops", [])}
+            found[str(ipaddress.ip_network(entry["dst"]))] = hops
+        return found
+
+
+@dataclass
+class Node:
+    index: int
+    namespace: str
+    name: str
+
+    def address(self, router: int) -> str:
+        return f"10.{router}.0.{10 + self.index}"
+
+
+@dataclass
+class Fleet:
+    directory: Path
+    node_count: int = 3
+    router_count: int = 2
+    routers: list[Router] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    speakers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def create(self) -> Fleet:
+        require_root()
+        require_bird()
+        remove_stale()
+        try:
+            for r in range(1, self.router_count + 1):
+                self._router(r)
+            for n in range(1, self.node_count + 1):
+                self._node(n)
+            for router in self.routers:
+                self._start_bird(router)
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def _router(self, r: int) -> None:
+        namespace = f"{PREFIX}r{r}"
+        _ip("netns", "add", namespace)
+        router = Router(r, namespace, self.directory / f"router{r}")
+        self.routers.append(router)
+        router.directory.mkdir(parents=True, exist_ok=True)
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        _ip("-n", namespace, "link", "add", "br0", "type", "bridge")
+        _ip("-n", namespace, "addr", "add", f"{router.address}/24", "dev", "br0")
+        _ip("-n", namespace, "link", "set", "br0", "up")
+
+    def _node(self, n: int) -> None:
+        namespace = f"{PREFIX}n{n}"
+        _ip("netns", "add", namespace)
+        node = Node(n, namespace, f"node-{n}")
+        self.nodes.append(node)
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        for router in self.routers:
+            inside, outside = f"eth{router.index}", f"n{n}r{router.index}"
+            _ip("link", "add", outside, "netns", router.namespace, "type", "veth", "peer", "name", inside, "netns", namespace)
+            _ip("-n", router.namespace, "link", "set", outside, "master", "br0")
+            _ip("-n", router.namespace, "link", "set", outside, "up")
+            _ip("-n", namespace, "addr", "add", f"{node.address(router.index)}/24", "dev", inside)
+            _ip("-n", namespace, "link", "set", inside, "up")
+
+    def _start_bird(self, router: Router) -> None:
+        config = router.directory / "bird.conf"
+        sessions = "".join(
+            f"protocol bgp {node.name.replace('-', '_')} {{\n  local {router.address} as {router.asn};\n"
+            f"  neighbor {node.address(router.index)} as {NODE_ASN};\n  passive on;\n  hold time 9;\n"
+            "  error wait time 1, 2;\n  ipv4 { import all; export none; };\n}\n"
+            for node in self.nodes
+        )  # fmt: skip
+        config.write_text(
+            f'log "{router.directory / "bird.log"}" all;\nrouter id {router.address};\nprotocol device {{ }}\n'
+            "protocol kernel { ipv4 { export all; }; merge paths on; }\n" + sessions
+        )
+        router.process = subprocess.Popen(
+            ["ip", "netns", "exec", router.namespace, BIRD, "-f", "-c", str(config), "-s", str(router.control),
+             "-P", str(router.directory / "bird.pid")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: router.control.exists(), timeout=10, what=f"BIRD in {router.namespace}")
+
+    def start_speaker(self, node: Node, manifests: Path) -> subprocess.Popen[bytes]:
+        workdir = self.directory / f"w{node.index}"
+        log = (self.directory / f"{node.name}.log").open("ab")
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", node.namespace, sys.executable, "-m", "metallb_bgp.cli", "run",
+             "--manifests", str(manifests), "--node", node.name, "--workdir", str(workdir),
+             "--state-file", str(self.directory / f"state-{node.index}.json"), "--log-format", "json"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        self.speakers[node.name] = process
+        return process
+
+    def log_of(self, node: Node) -> str:
+        return (self.directory / f"{node.name}.log").read_text(errors="replace")
+
+    def destroy(self) -> None:
+        for process in self.speakers.values():
+            _stop(process, signal.SIGTERM)
+        for router in self.routers:
+            if router.process is not None:
+                _stop(router.process, signal.SIGTERM)
+        for namespace in [r.namespace for r in self.routers] + [n.namespace for n in self.nodes]:
+            _ip("netns", "del", namespace, check=False)
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)  # its own session: the speaker, its ExaBGP and relay, or BIRD
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=5)
