@@ -33,7 +33,10 @@ class FrrNeighbor:
 
 
 class FrrRouter:
-    def __init__(self, directory: Path, *, asn: int, address: str = "127.0.0.1", router_id: str = "10.255.0.2") -> None:
+    def __init__(
+        self, directory: Path, *, asn: int, address: str = "127.0.0.1", router_id: str = "10.255.0.2",
+        allow_martian: bool = False, port: int | None = None,
+    ) -> None:  # fmt: skip
         require_frr()
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,8 @@ class FrrRouter:
         self.asn = asn
         self.address = address
         self.router_id = router_id
-        self.port = free_port(address)
+        self.port = port if port is not None else free_port(address)
+        self.allow_martian = allow_martian  # accept 127/8 next hops (loopback tests), as FRR allows
         self.neighbors: list[FrrNeighbor] = []
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +62,8 @@ class FrrRouter:
             " no bgp ebgp-requires-policy",
             " no bgp network import-check",
         ]
+        if self.allow_martian:
+            lines.append(" bgp allow-martian-nexthop")
         for neighbor in self.neighbors:
             lines += [
                 f" neighbor {neighbor.address} remote-as {neighbor.asn}",

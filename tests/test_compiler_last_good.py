@@ -267,6 +267,15 @@ def test_a_new_peer_for_an_existing_session_is_rejected_and_the_existing_peer_st
     assert "BGPPeer b" in message(after, "BGPPeer", "a", "spec.peerAddress")
 
 
+def test_a_new_peer_differing_only_in_port_is_rejected_and_the_peer_in_force_stays() -> None:
+    before = compile_(peer("b", "10.0.0.1"))
+
+    after = compile_(peer("a", "10.0.0.1", peerPort=1790), peer("b", "10.0.0.1"), after=before)
+
+    assert list(after.config.peers) == ["b"]
+    assert problems(after) == {("BGPPeer", "a", "spec.peerAddress")}
+
+
 def test_a_broken_password_secret_keeps_the_peer_with_its_last_password() -> None:
     the_peer = peer("r", passwordSecret={"name": "s"})
     before = compile_(the_peer, secret("s", password="hunter2"))

@@ -384,3 +384,24 @@ def test_local_asn_is_the_as_the_router_sees_on_the_session_and_in_the_path(
         assert routes[host("198.51.100.0/32")].as_path == (64999,)
     finally:
         run.stop()
+
+
+def test_local_asn_is_what_frr_sees_too(short_tmp: Path) -> None:
+    """The same on FRR, whose `local-as X no-prepend replace-as` is what MetalLB's FRR modes render."""
+    from frr import FrrRouter
+
+    router = FrrRouter(short_tmp / "frr", asn=64501, allow_martian=True, port=free_peer_port())
+    router.add_neighbor(SPEAKER, 64999).start()
+    manifests = short_tmp / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(POOL)
+    (manifests / "peer.yaml").write_text(peer(router.port) + "  localASN: 64999\n")
+    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
+    (manifests / "web.yaml").write_text(service("web"))
+    run = Run(manifests, short_tmp / "run", short_tmp / "state.json")
+    try:
+        routes = wait_until(lambda: router.routes().get("198.51.100.0/32"), timeout=20, what="web's /32 at FRR")
+        assert [path["path"] for path in routes] == ["64999"]
+    finally:
+        run.stop()
+        router.stop()
