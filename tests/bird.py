@@ -46,6 +46,16 @@ def require_bird() -> None:
     pytest.skip(message)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
+    """SIGTERM a router the test started, then SIGKILL if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def free_port(address: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -187,14 +197,8 @@ class BirdRouter:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=3)
+        if process is not None:
+            stop_process(process)
 
     @property
     def pid(self) -> int | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bird import free_port, wait_until
+from bird import free_port, stop_process, wait_until
 
 BGPD = "/usr/lib/frr/bgpd"
 
@@ -95,14 +95,8 @@ class FrrRouter:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        if process is not None:
+            stop_process(process, timeout=5)
 
     def _vtysh(self, command: str, *, check: bool = True) -> Any:
         result = subprocess.run(

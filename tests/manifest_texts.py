@@ -7,8 +7,15 @@ the bench measures the same as what the tests check.
 from __future__ import annotations
 
 
-def service_manifest(name: str, *, local: bool = False, endpoint_node: str = "node-a") -> str:
+def service_manifest(
+    name: str, *, local: bool = False, endpoint_node: str = "node-a", endpoint_nodes: tuple[str, ...] = ()
+) -> str:
+    """`endpoint_nodes`: one ready endpoint on each (default: one on `endpoint_node`)."""
     policy = "Local" if local else "Cluster"
+    endpoints = "".join(
+        f"- addresses: [10.0.0.{i + 1}]\n  conditions: {{ready: true}}\n  nodeName: {node}\n"
+        for i, node in enumerate(endpoint_nodes or (endpoint_node,))
+    )
     return f"""apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
@@ -26,7 +33,4 @@ metadata:
   labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 endpoints:
-- addresses: [10.0.0.1]
-  conditions: {{ready: true}}
-  nodeName: {endpoint_node}
-"""
+{endpoints}"""

@@ -372,13 +372,7 @@ def test_local_asn_is_the_as_the_router_sees_on_the_session_and_in_the_path(
     with X and sees X alone in the AS path, never myASN."""
     router = bird_factory(asn=64501, port=free_peer_port())
     router.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64999)).start()
-    manifests = short_tmp / "manifests"
-    manifests.mkdir()
-    (manifests / "pool.yaml").write_text(POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port) + "  localASN: 64999\n")
-    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
-    (manifests / "web.yaml").write_text(service("web"))
-    run = Run(manifests, short_tmp / "run", short_tmp / "state.json")
+    run = _run_with_local_asn(short_tmp, router.port, 64999)
     try:
         routes = router.wait_routes(lambda r: host("198.51.100.0/32") in r, what="web's /32")
         assert routes[host("198.51.100.0/32")].as_path == (64999,)
@@ -392,16 +386,22 @@ def test_local_asn_is_what_frr_sees_too(short_tmp: Path) -> None:
 
     router = FrrRouter(short_tmp / "frr", asn=64501, allow_martian=True, port=free_peer_port())
     router.add_neighbor(SPEAKER, 64999).start()
-    manifests = short_tmp / "manifests"
-    manifests.mkdir()
-    (manifests / "pool.yaml").write_text(POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port) + "  localASN: 64999\n")
-    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
-    (manifests / "web.yaml").write_text(service("web"))
-    run = Run(manifests, short_tmp / "run", short_tmp / "state.json")
+    run = _run_with_local_asn(short_tmp, router.port, 64999)
     try:
         routes = wait_until(lambda: router.routes().get("198.51.100.0/32"), timeout=20, what="web's /32 at FRR")
         assert [path["path"] for path in routes] == ["64999"]
     finally:
         run.stop()
         router.stop()
+
+
+def _run_with_local_asn(directory: Path, router_port: int, local_asn: int) -> Run:
+    """`run` on a pool, one web service and a peer (myASN 64500) that presents `local_asn`."""
+    manifests = directory / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(POOL)
+    (manifests / "peer.yaml").write_text(peer(router_port) + f"  localASN: {local_asn}\n")
+    (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
+    (manifests / "web.yaml").write_text(service("web"))
+    return Run(manifests, directory / "run", directory / "state.json")
+

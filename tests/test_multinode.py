@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from bird import wait_until
+from manifest_texts import service_manifest
 from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
@@ -46,27 +47,7 @@ status:
 
 
 def service(name: str, policy: str, endpoint_nodes: list[str]) -> str:
-    endpoints = "".join(
-        f"- addresses: [10.244.0.{i + 1}]\n  conditions: {{ready: true}}\n  nodeName: {n}\n" for i, n in enumerate(endpoint_nodes)
-    )
-    return f"""apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector: {{app: {name}}}
-  ports: [{{port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints:
-{endpoints}"""
+    return service_manifest(name, local=policy == "Local", endpoint_nodes=tuple(endpoint_nodes))
 
 
 POOL = """apiVersion: metallb.io/v1beta1
