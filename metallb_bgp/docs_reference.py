@@ -123,7 +123,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
         "spec.peerAddress": "The router's IP address. Required (unnumbered peering over `interface` is not supported).",
         "spec.sourceAddress": (
             "The local address of the session, of the same family as `peerAddress`. It must exist on every "
-            "node that opens the session (use `nodeSelectors`). Unset: the kernel chooses."
+            "node that opens the session (use `nodeSelectors`). Unset: each node uses the address its "
+            "kernel routes the peer from (found when the speaker configures ExaBGP, and written into its "
+            "configuration, so a reload never leaves the session without one)."
         ),
         "spec.peerPort": f"The router's TCP port, 1 to {compiler.MAX_PEER_PORT} (MetalLB's limit).",
         "spec.holdTime": (
