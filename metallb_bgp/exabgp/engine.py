@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import random
 import re
 import signal
 import socket
@@ -59,6 +58,7 @@ import structlog
 
 from metallb_bgp.config import Peer
 from metallb_bgp.exabgp import commands, relay
+from metallb_bgp.exabgp.backoff import Backoff
 from metallb_bgp.exabgp.channel import Channel, ChannelClosed
 from metallb_bgp.exabgp.events import (
     Line,
@@ -177,8 +177,8 @@ class ExaBGPEngine:
         self._synced = asyncio.Condition()
         self._generation = 0
         self._synced_generation = 0
-        self._retries = 0  # consecutive sync passes with refused commands
-        self._resets: dict[str, int] = {}  # peer -> sessions the router reset in a row
+        self._retries = Backoff(tuning.retry_backoff_initial, tuning.retry_backoff_max)  # passes with refusals
+        self._resets: dict[str, Backoff] = {}  # per peer: sessions the router reset in a row
         self._held: dict[str, tuple[float, str]] = {}  # peer -> (monotonic time it may connect again, why)
         self._refreshes: set[asyncio.Task[None]] = set()
         self._on_notified = on_notification
@@ -442,7 +442,7 @@ class ExaBGPEngine:
 
     async def _supervise(self, first_channel: asyncio.Future[Channel]) -> None:
         loop = asyncio.get_running_loop()
-        backoff = self._tuning.restart_backoff_initial
+        backoff = Backoff(self._tuning.restart_backoff_initial, self._tuning.restart_backoff_max, jitter=0.0)
         waiter = first_channel
         while not self._stopping.is_set():  # one turn per child; ends with stop()
             started = loop.time()
@@ -456,11 +456,11 @@ class ExaBGPEngine:
             if self._stopping.is_set():
                 return
             if loop.time() - started >= self._tuning.stable_after:
-                backoff = self._tuning.restart_backoff_initial
-            self._log.warning("exabgp_child_restart_scheduled", delay_seconds=backoff)
+                backoff.reset()
+            delay = backoff.next()
+            self._log.warning("exabgp_child_restart_scheduled", delay_seconds=delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, self._tuning.restart_backoff_max)
+                await asyncio.wait_for(self._stopping.wait(), delay)
             waiter = loop.create_future()
 
     async def _run_child(self, waiter: asyncio.Future[Channel]) -> None:
@@ -634,13 +634,14 @@ class ExaBGPEngine:
         delay doubles with each reset (with jitter, up to `reset_backoff_max`); a session that stayed
         established for `reset_stable_after` before the reset starts the count again.
         """
+        backoff = self._resets.setdefault(
+            name, Backoff(self._tuning.reset_backoff_initial, self._tuning.reset_backoff_max)
+        )  # fmt: skip
         stable = state is not None and state.state is SessionState.ESTABLISHED
         if stable and time.time() - state.since >= self._tuning.reset_stable_after:  # type: ignore[union-attr]
-            self._resets.pop(name, None)
-        count = self._resets[name] = self._resets.get(name, 0) + 1
-        delay = min(self._tuning.reset_backoff_initial * 2 ** (count - 1), self._tuning.reset_backoff_max)
-        delay *= random.uniform(0.75, 1.0)
-        reason = f"held back {delay:.1f} s after the router reset the session ({text}; reset {count} in a row)"
+            backoff.reset()
+        delay = backoff.next()
+        reason = f"held back {delay:.1f} s after the router reset the session ({text}; reset {backoff.failures} in a row)"
         self._held[name] = (time.monotonic() + delay, reason)
         loop = asyncio.get_running_loop()
         loop.call_soon(self._refresh_peers)
@@ -763,11 +764,9 @@ class ExaBGPEngine:
                 if self._touched is not None:
                     self._touched.add(key)
         if not failed:
-            self._retries = 0
+            self._retries.reset()
             return
-        self._retries += 1
-        delay = min(self._tuning.retry_backoff_initial * 2 ** (self._retries - 1), self._tuning.retry_backoff_max)
-        delay *= random.uniform(0.75, 1.0)
+        delay = self._retries.next()
         per_peer: dict[str, int] = {}
         for command in refused:
             for peer, _prefix in command.keys:
@@ -778,7 +777,7 @@ class ExaBGPEngine:
                 self._on_refused(peer, count)
         self._log.warning(
             "routes_not_acknowledged", commands=failed, routes=per_peer, retry_in_seconds=round(delay, 3),
-            attempt=self._retries, action="kept as not sent; sent again after the delay",
+            attempt=self._retries.failures, action="kept as not sent; sent again after the delay",
         )  # fmt: skip
         if self._retry is not None:
             self._retry.cancel()
