@@ -70,7 +70,6 @@ from metallb_bgp.api.metallb import (
     BGPPeer,
     Community,
     IPAddressPool,
-    L2Advertisement,
     BGPPeerSpecV1beta2,
     MetalLBObject,
     ServiceAllocationSpec,

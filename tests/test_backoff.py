@@ -8,7 +8,7 @@ from metallb_bgp.exabgp.backoff import Backoff
 def test_waits_double_up_to_the_cap_each_within_its_jitter() -> None:
     backoff = Backoff(initial=1.0, maximum=8.0, jitter=0.25)
     waits = [backoff.next() for _ in range(6)]
-    for wait, ceiling in zip(waits, [1, 2, 4, 8, 8, 8]):
+    for wait, ceiling in zip(waits, [1, 2, 4, 8, 8, 8], strict=True):
         assert 0.75 * ceiling <= wait <= ceiling
     assert backoff.failures == 6
 
