@@ -667,15 +667,13 @@ def _is_ours(service: Service, load_balancer_class: str | None) -> bool:
 
 
 def _status_ips(service: Service) -> tuple[IPAddress, ...] | str:
-    """The IPs in status.loadBalancer.ingress, or why they cannot be read."""
-    ips = []
-    for ingress in service.status.load_balancer.ingress:
-        if ingress.ip:
-            try:
-                ips.append(parse_ip(ingress.ip.strip()))
-            except ValueError:
-                return f"status.loadBalancer.ingress holds {ingress.ip!r}, which is not an IP address"
-    return tuple(ips)
+    """The IPs in status.loadBalancer.ingress (`Service.status_ips`, the one reading), or, when entries
+    are there and none of them reads, why the previous assignment is dropped."""
+    ips = service.status_ips()
+    unreadable = [ingress.ip for ingress in service.status.load_balancer.ingress if ingress.ip]
+    if not ips and unreadable:
+        return f"status.loadBalancer.ingress holds {_shown(unreadable[0])}, which is not an IP address"
+    return ips
 
 
 

@@ -32,7 +32,6 @@ Not here: routes (the speaker), the watch machinery (`sources.kubernetes`).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import signal
 import socket
@@ -52,7 +51,7 @@ from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from metallb_bgp import metrics
 from metallb_bgp.allocator import Allocation, AllocationState, PoolTally, PoolUsage, allocate, pool_usage
-from metallb_bgp.api.core import Service
+from metallb_bgp.api.core import Service, status_addresses
 from metallb_bgp.compiler import CompileResult, LastGood, compile_config
 from metallb_bgp.config import Config
 from metallb_bgp.embedded import ProblemLog
@@ -448,12 +447,9 @@ def merge_overlay(
 
 
 def readable_ips(view: ServiceView) -> tuple[IPAddress, ...] | None:
-    """A view's status IPs as `allocate(existing=...)` takes them; None if there are none or one is unreadable."""
-    try:
-        ips = tuple(ipaddress.ip_address(ip) for ip in view.ips)
-    except ValueError:
-        return None
-    return ips or None
+    """A view's status IPs as `allocate(existing=...)` takes them (`status_addresses`, the one reading:
+    unreadable entries skipped); None if none reads."""
+    return status_addresses(view.ips) or None
 
 
 def existing_assignments(views: Mapping[ServiceKey, ServiceView]) -> dict[ServiceKey, tuple[IPAddress, ...]]:

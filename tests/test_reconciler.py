@@ -423,3 +423,30 @@ def test_a_relative_folder_sees_the_watchers_absolute_paths(tmp_path: Path, monk
     Path("manifests/web.yaml").unlink()
     folder.reload({tmp_path / "manifests" / "web.yaml"})
     assert folder.snapshot().services == ()
+
+
+@pytest.mark.parametrize("status", [["not-an-ip", "198.51.100.7"], ["198.51.100.7", "fe80::1%eth0"], ["198.51.100.7"]])
+def test_plan_run_and_the_controller_read_a_status_with_an_unreadable_entry_alike(status: list[str]) -> None:
+    """One reading of status IPs (`api.core.status_addresses`): the good entry is kept by all three."""
+    from metallb_bgp.api.loader import parse_object
+    from metallb_bgp.controller import ServiceView, readable_ips
+    from metallb_bgp.kube_writer import ingress_ips
+    from metallb_bgp.plan import make_plan
+    from metallb_bgp.snapshot import ClusterSnapshot
+
+    docs = [
+        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p", "namespace": "metallb-system"},
+         "spec": {"addresses": ["198.51.100.0/28"]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+         "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in status]}}},
+    ]  # fmt: skip
+    snapshot = ClusterSnapshot.from_objects([parse_object(doc).obj for doc in docs])
+    web = ServiceKey("default", "web")
+
+    planned = make_plan(snapshot, node_name="n").allocation.assignments[web].ips
+    run = IncrementalPlanner(node_name="n").update(ClusterChange.whole(snapshot)).allocation.assignments[web].ips
+    view = ServiceView(ref=None, resource_version="1", ips=ingress_ips(docs[1]["status"]["loadBalancer"]["ingress"]), pool=None)  # type: ignore[arg-type]
+
+    assert [str(ip) for ip in planned] == [str(ip) for ip in run] == ["198.51.100.7"]
+    assert readable_ips(view) == planned

@@ -12,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 from ipaddress import IPv4Address, IPv6Address
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt
@@ -67,13 +68,21 @@ class Service(KubeObject):
 
     def status_ips(self) -> tuple[IPv4Address | IPv6Address, ...]:
         """The IPs in status.loadBalancer.ingress that parse (hostnames and garbage are skipped)."""
-        found = []
-        for ingress in self.status.load_balancer.ingress:
-            try:
-                found.append(_address(ingress.ip))
-            except ValueError:
-                continue
-        return tuple(found)
+        return status_addresses(ingress.ip for ingress in self.status.load_balancer.ingress)
+
+
+def status_addresses(texts: Iterable[str]) -> tuple[IPv4Address | IPv6Address, ...]:
+    """The one reading of a Service's status IPs, for every caller (`plan`, `run`, the controller):
+    the entries that parse, in order; hostnames, garbage and zones are skipped, as MetalLB's
+    `net.ParseIP` loop skips them. So a status holding one unreadable entry beside a good IP keeps
+    the good one everywhere."""
+    found = []
+    for text in texts:
+        try:
+            found.append(_address(text.strip()))
+        except ValueError:
+            continue
+    return tuple(found)
 
 
 def _address(text: str) -> IPv4Address | IPv6Address:
