@@ -39,6 +39,7 @@ frr-deps:
 	  else echo "error: FRR is missing; install it with: sudo apt-get install frr"; exit 1; fi; }
 
 test: $(STAMP) system-deps frr-deps tools
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps

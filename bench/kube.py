@@ -383,10 +383,10 @@ def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
     import tempfile
 
     from bench.cluster import BenchCluster
-    from metallb_bgp.controller import ControllerPlanner, compute_pass
-    from metallb_bgp.kube_writer import POOL_ANNOTATION
+    from metallb_bgp.daemons.controller import ControllerPlanner, compute_pass
+    from metallb_bgp.kube.writer import POOL_ANNOTATION
     from metallb_bgp.sources.manifests import ManifestFolder
-    from metallb_bgp.speaker import speaker_plan
+    from metallb_bgp.daemons.speaker import speaker_plan
 
     with tempfile.TemporaryDirectory(prefix="mlb-plan-") as folder:
         cluster = BenchCluster(Path(folder), local_every=local_every)

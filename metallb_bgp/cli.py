@@ -114,7 +114,7 @@ def _logging_flags(parser: argparse.ArgumentParser) -> None:
 def _serve_metrics(args: argparse.Namespace) -> bool:
     if not args.metrics_address:
         return True
-    from metallb_bgp import metrics
+    from metallb_bgp.observe import metrics
 
     try:
         metrics.serve(args.metrics_address)
@@ -140,7 +140,7 @@ def _load(paths: Sequence[Path], namespace: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from metallb_bgp.plan import check
+    from metallb_bgp.core.plan import check
 
     folder = _folder(args.paths, args.namespace)
     problems = check(folder.snapshot(), load_balancer_class=args.load_balancer_class)
@@ -153,8 +153,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from metallb_bgp.plan import make_plan
-    from metallb_bgp.report import dumps, plan_json, plan_text
+    from metallb_bgp.core.plan import make_plan
+    from metallb_bgp.observe.report import dumps, plan_json, plan_text
 
     plan = make_plan(
         _load(args.paths, args.namespace), node_name=args.node, load_balancer_class=args.load_balancer_class
@@ -167,9 +167,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from metallb_bgp import logs
-    from metallb_bgp.embedded import RunOptions, run
-    from metallb_bgp.state_file import StateFileError
+    from metallb_bgp.daemons.run import RunOptions, run
+    from metallb_bgp.observe import logs
+    from metallb_bgp.sources.state_file import StateFileError
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _kube_client(args: argparse.Namespace) -> ApiClient:
-    from metallb_bgp.kube_writer import api_client_from
+    from metallb_bgp.kube.writer import api_client_from
 
     if args.kubeconfig is not None and not args.kubeconfig.exists():
         raise SystemExit(f"error: no such kubeconfig: {args.kubeconfig}")
@@ -211,8 +211,13 @@ def _kube_client(args: argparse.Namespace) -> ApiClient:
 def cmd_controller(args: argparse.Namespace) -> int:
     import asyncio
 
-    from metallb_bgp import logs
-    from metallb_bgp.controller import ControllerOptions, LeaseTimings, default_identity, run_controller
+    from metallb_bgp.daemons.controller import (
+        ControllerOptions,
+        LeaseTimings,
+        default_identity,
+        run_controller,
+    )
+    from metallb_bgp.observe import logs
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):
@@ -237,9 +242,9 @@ def cmd_speaker(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from metallb_bgp import logs
+    from metallb_bgp.daemons.speaker import SpeakerOptions, run_speaker
     from metallb_bgp.exabgp import EngineTuning
-    from metallb_bgp.speaker import SpeakerOptions, run_speaker
+    from metallb_bgp.observe import logs
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):

@@ -30,7 +30,7 @@ from typing import Literal, TypeVar
 
 import pytest
 
-from metallb_bgp.net import IPAddress, IPNetwork
+from metallb_bgp.core.net import IPAddress, IPNetwork
 
 BIRD = "bird"
 BIRDC = "birdc"

@@ -29,7 +29,7 @@ from kubernetes import client
 from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path; makes the fixture visible)
 from metallb_bgp import __version__
 from metallb_bgp.cli import _parser
-from metallb_bgp.metrics import parse_address
+from metallb_bgp.observe.metrics import parse_address
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / ".tools" / "helm"

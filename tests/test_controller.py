@@ -16,18 +16,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from bird import eventually
+from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
 from kubernetes import client
 from pydantic import BaseModel
 
-from bird import eventually
-from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
-from metallb_bgp.allocator import PoolUsage
 from metallb_bgp.api.loader import parse_object
-from metallb_bgp.compiler import compile_config
-from metallb_bgp.controller import (
+from metallb_bgp.api.problems import ObjectError, Severity
+from metallb_bgp.core.allocator import PoolUsage, allocate
+from metallb_bgp.core.compiler import compile_config
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.snapshot import ClusterSnapshot
+from metallb_bgp.daemons.controller import (
     Controller,
     ControllerOptions,
-    EventLedger,
     LeaseElector,
     LeaseTimings,
     ServiceView,
@@ -37,8 +39,8 @@ from metallb_bgp.controller import (
     plan_writes,
     snapshot_views,
 )
-from metallb_bgp.errors import ObjectError, Severity
-from metallb_bgp.kube_writer import (
+from metallb_bgp.kube.events import EventLedger
+from metallb_bgp.kube.writer import (
     POOL_ANNOTATION,
     EventPacer,
     EventSpec,
@@ -53,9 +55,6 @@ from metallb_bgp.kube_writer import (
     pool_status_patch,
     service_status_patch,
 )
-from metallb_bgp.allocator import allocate
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.snapshot import ClusterSnapshot
 
 GROUP = "metallb.io"
 NS = "metallb-system"
@@ -708,7 +707,7 @@ def test_concurrent_writes_stop_as_soon_as_the_writer_may_no_longer_write(fake_k
 
 
 def test_a_woken_loop_waits_a_millisecond_from_idle_and_as_long_as_its_last_pass_in_a_burst() -> None:
-    from metallb_bgp.kube_writer import MAX_COALESCING, coalescing_pause
+    from metallb_bgp.kube.writer import MAX_COALESCING, coalescing_pause
 
     assert coalescing_pause(0.001, 0.2, backlog=False) == 0.001  # one change after a quiet spell
     assert coalescing_pause(0.001, 0.2, backlog=True) == 0.2  # events came during a 200 ms pass
@@ -717,7 +716,7 @@ def test_a_woken_loop_waits_a_millisecond_from_idle_and_as_long_as_its_last_pass
 
 
 def test_wakeup_knows_a_burst_from_a_wake_from_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    from metallb_bgp import kube_writer
+    from metallb_bgp.kube import writer as kube_writer
 
     seen: list[tuple[float, bool]] = []
     real = kube_writer.coalescing_pause

@@ -30,7 +30,7 @@ from test_allocator import POOL_MENU, UNIVERSE
 from test_reconciler import assert_same_allocation
 
 from metallb_bgp.api.loader import parse_object
-from metallb_bgp.controller import (
+from metallb_bgp.daemons.controller import (
     OVERLAY_MAX_AGE,
     AnnotationChange,
     ControllerPass,
@@ -40,9 +40,9 @@ from metallb_bgp.controller import (
     compute_pass,
     written_view,
 )
-from metallb_bgp.kube_writer import POOL_ANNOTATION, WriteOutcome, WriteResult
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.kube.writer import POOL_ANNOTATION, WriteOutcome, WriteResult
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.snapshot import ClusterSnapshot
 
 EXAMPLES = int(os.environ.get("CONTROLLER_PLANNER_EXAMPLES", "500"))  # raise it for a long soak
 NS = "metallb-system"

@@ -1,7 +1,7 @@
 """The metallb.io CRDs the chart ships: generated from the pydantic models, structural, and in agreement
 with the models about what is valid.
 
-The committed YAML must equal what `python -m metallb_bgp.crds --write` generates. User manifests
+The committed YAML must equal what `python -m metallb_bgp.gen.crds --write` generates. User manifests
 (examples/ and MetalLB's documented ones in tests/data/metallb/) must pass the CRD schemas as the API
 server applies them with kubectl's default strict field validation (unknown fields rejected), and
 known-bad objects must fail both the schemas and the models.
@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel, Field
 
 from fakekube import FakeKube
-from metallb_bgp import crds
+from metallb_bgp.gen import crds
 from metallb_bgp.api.loader import _YAMLLoader, parse_object  # _YAMLLoader: YAML as kubectl reads it (1234:1)
 
 try:
@@ -100,7 +100,7 @@ def walk_schema(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dic
 
 def test_the_committed_crds_are_what_the_models_generate() -> None:
     stale = crds.stale_files(crds.CHART_CRDS_DIR, crds.generated_files())
-    assert not stale, f"out of date: {stale}; regenerate with: python -m metallb_bgp.crds --write"
+    assert not stale, f"out of date: {stale}; regenerate with: python -m metallb_bgp.gen.crds --write"
 
 
 def test_every_metallb_kind_the_daemons_read_or_write_has_a_crd() -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from bird import BirdRouter, Speaker, eventually
 
-from metallb_bgp.config import DynamicASN, Peer
+from metallb_bgp.core.config import DynamicASN, Peer
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine, SessionState
-from metallb_bgp.net import IPNetwork
-from metallb_bgp.routes import RouteAttributes, RouteKey, RouteTable
+from metallb_bgp.core.net import IPNetwork
+from metallb_bgp.core.routes import RouteAttributes, RouteKey, RouteTable
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(60)]
 

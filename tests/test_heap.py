@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from metallb_bgp.heap import Heap
+from metallb_bgp.daemons.heap import Heap
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from manifest_texts import service_manifest
 from test_embedded import ADVERTISEMENT, POOL, SPEAKER, Run, free_peer_port, peer
 
 from metallb_bgp.cli import main
-from metallb_bgp.embedded import EmbeddedRunner, RunOptions
+from metallb_bgp.daemons.run import EmbeddedRunner, RunOptions
 
 CASES = corpus()
 SECRET = """apiVersion: v1
@@ -175,7 +175,8 @@ def _fail_on_poison(original: Callable[..., Any], pick: Callable[..., str]) -> C
 
 
 def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
-    from metallb_bgp import allocator, reconciler
+    from metallb_bgp.core import allocator
+    from metallb_bgp.core import reconciler
     from metallb_bgp.api import loader
     from metallb_bgp.sources import manifests
 

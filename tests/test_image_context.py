@@ -38,6 +38,6 @@ def test_the_docker_build_context_builds_the_package_with_everything_the_image_r
         names = set(archive.namelist())
         metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"metallb_bgp/cli.py", "metallb_bgp/exabgp/relay.py", "metallb_bgp/speaker.py"} <= names
+    assert {"metallb_bgp/cli.py", "metallb_bgp/exabgp/relay.py", "metallb_bgp/daemons/speaker.py"} <= names
     assert "metallb-bgp = metallb_bgp.cli:main" in entry_points
     assert "Requires-Dist: exabgp==5.0.15" in metadata

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
-from metallb_bgp.config import Advertisement, Community, Config, Peer, Pool
-from metallb_bgp.net import IPAddress, IPNetwork, covering_prefix
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.routes import (
+from metallb_bgp.core.config import Advertisement, Community, Config, Peer, Pool
+from metallb_bgp.core.net import IPAddress, IPNetwork, covering_prefix
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.routes import (
     EXCLUDE_LABEL,
     PoolIndex,
     RouteAttributes,
@@ -29,7 +29,7 @@ from metallb_bgp.routes import (
     prefix_of,
     service_routes,
 )
-from metallb_bgp.selectors import LabelSelector, Operator, Requirement
+from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
 
 # --- building a cluster ----------------------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ from kubernetes import client
 
 from bird import eventually
 from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
-from metallb_bgp.config import Peer
+from metallb_bgp.core.config import Peer
 from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.routes import SkipReason
-from metallb_bgp.speaker import (
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.routes import SkipReason
+from metallb_bgp.daemons.speaker import (
     Speaker,
     SpeakerOptions,
     SpeakerPlanner,
@@ -233,7 +233,7 @@ def test_exabgp_starts_with_the_nodes_peers_while_the_services_are_still_listed(
 def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change() -> None:
     import dataclasses
 
-    from metallb_bgp.speaker import SpeakerPlanner
+    from metallb_bgp.daemons.speaker import SpeakerPlanner
 
     def same(got, want) -> None:
         assert dict(got.table.routes) == dict(want.table.routes)
@@ -285,7 +285,7 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from metallb_bgp.snapshot import replaced_objects  # noqa: E402
+from metallb_bgp.core.snapshot import replaced_objects  # noqa: E402
 
 
 class Obj:
@@ -359,8 +359,8 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
 
 
 def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_event(fake_kube: FakeKube, short_tmp: Path) -> None:
-    from metallb_bgp.kube_writer import EventSpec, KubeWriter, ObjectRef
-    from metallb_bgp.speaker import _Publisher
+    from metallb_bgp.kube.writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.daemons.speaker import _Publisher
 
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
@@ -385,8 +385,8 @@ def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_eve
 def test_node_assigned_events_are_paced_and_none_is_lost(fake_kube: FakeKube, short_tmp: Path) -> None:
     """kubelet's rule for Events (a burst, then a rate): a burst of 8 at 20 a second lets 40 through in
     about 1.6 s, never faster, while the ConfigurationState is written at once."""
-    from metallb_bgp.kube_writer import EventSpec, KubeWriter, ObjectRef
-    from metallb_bgp.speaker import _Publisher
+    from metallb_bgp.kube.writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.daemons.speaker import _Publisher
 
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from ipaddress import IPv4Address, IPv6Address
 from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt

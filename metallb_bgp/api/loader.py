@@ -26,7 +26,7 @@ from metallb_bgp.api.metallb import (
     IPAddressPool,
     L2Advertisement,
 )
-from metallb_bgp.errors import ObjectError, Severity, printable
+from metallb_bgp.api.problems import ObjectError, Severity, printable
 
 # PyYAML's C loader parses large manifest folders several times faster than the pure-Python one.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -15,12 +15,19 @@ import dataclasses
 import functools
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metallb_bgp.api import names
-from metallb_bgp.selectors import LabelSelector, Operator, Requirement
+from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
 
 
 class Strict(BaseModel):

@@ -21,9 +21,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.routes import (
+    RouteAttributes,
+    RouteBatch,
+    RouteDiff,
+    RouteKey,
+    RouteTable,
+    diff,
+    group_routes,
+)
 from metallb_bgp.exabgp.render import Neighbor
-from metallb_bgp.net import IPAddress
-from metallb_bgp.routes import RouteAttributes, RouteBatch, RouteDiff, RouteKey, RouteTable, diff, group_routes
 
 Action = Literal["announce", "withdraw"]
 Routes = Mapping[RouteKey, RouteAttributes]

@@ -56,7 +56,16 @@ from typing import Any
 
 import structlog
 
-from metallb_bgp.config import Peer
+from metallb_bgp.api.problems import printable
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.routes import (
+    RouteAttributes,
+    RouteDiff,
+    RouteKey,
+    RouteTable,
+    group_routes,
+)
 from metallb_bgp.exabgp import commands, relay
 from metallb_bgp.exabgp.backoff import Backoff
 from metallb_bgp.exabgp.channel import Channel, ChannelClosed
@@ -70,11 +79,13 @@ from metallb_bgp.exabgp.events import (
     ShutdownEvent,
     parse_line,
 )
-from metallb_bgp.exabgp.process import ExaBGPChild, exabgp_environment, find_exabgp, validate_config
+from metallb_bgp.exabgp.process import (
+    ExaBGPChild,
+    exabgp_environment,
+    find_exabgp,
+    validate_config,
+)
 from metallb_bgp.exabgp.render import Neighbor, RenderedConfig, ignored_settings, render
-from metallb_bgp.errors import printable
-from metallb_bgp.net import IPAddress
-from metallb_bgp.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, group_routes
 
 CONFIG_FILE = "exabgp.conf"
 CANDIDATE_FILE = "exabgp.conf.new"

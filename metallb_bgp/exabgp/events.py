@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from metallb_bgp.net import IPAddress
+from metallb_bgp.core.net import IPAddress
 
 RELAY_HELLO = "#relay"
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from metallb_bgp.config import MAX_MD5_PASSWORD_BYTES, DynamicASN, Peer
-from metallb_bgp.net import IPAddress
+from metallb_bgp.core.config import MAX_MD5_PASSWORD_BYTES, DynamicASN, Peer
+from metallb_bgp.core.net import IPAddress
 
 PROCESS_NAME = "metallb"
 GRACEFUL_RESTART_TIME = 120  # seconds; FRR's default restart time, which MetalLB uses

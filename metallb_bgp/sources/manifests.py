@@ -30,12 +30,12 @@ import watchfiles
 from pydantic import BaseModel
 
 from metallb_bgp.api.core import EndpointSlice, Service
-from metallb_bgp.api.meta import replace
 from metallb_bgp.api.loader import KINDS, LIMITS, load_yaml
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.reconciler import ClusterChange, SliceGroup, slice_group
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+from metallb_bgp.api.meta import replace
+from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.reconciler import ClusterChange, SliceGroup, slice_group
+from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

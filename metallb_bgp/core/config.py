@@ -1,6 +1,6 @@
 """The compiled, validated configuration: what the allocator and the speaker reason about.
 
-These are plain frozen values produced by `metallb_bgp.compiler.compile_config` from the user's
+These are plain frozen values produced by `metallb_bgp.core.compiler.compile_config` from the user's
 objects (pydantic models in `metallb_bgp.api`). Every reference here is already resolved and valid:
 advertisement pool selectors have become pool names, community aliases have become values, a peer's
 password has been read from its Secret. Code that consumes a `Config` never re-validates.
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from metallb_bgp.net import IPAddress, IPNetwork
-from metallb_bgp.selectors import LabelSelector
+from metallb_bgp.api.selectors import LabelSelector
+from metallb_bgp.core.net import IPAddress, IPNetwork
 
 MAX_MD5_PASSWORD_BYTES = 80  # RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from metallb_bgp.allocator import Allocation, AllocationState
 from metallb_bgp.api.core import EndpointSlice, Node, Service
-from metallb_bgp.compiler import CompileResult, compile_config
-from metallb_bgp.config import Peer
-from metallb_bgp.net import IPAddress
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.plan import Plan
-from metallb_bgp.routes import (
+from metallb_bgp.core.allocator import Allocation, AllocationState
+from metallb_bgp.core.compiler import CompileResult, compile_config
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.plan import Plan
+from metallb_bgp.core.routes import (
     SERVICE_NAME_LABEL,
     NodeContext,
     RouteKey,
@@ -42,7 +42,7 @@ from metallb_bgp.routes import (
     node_peers,
     service_routes,
 )
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.core.snapshot import ClusterSnapshot
 
 SliceGroup = tuple[str, str]  # (namespace, service name): the EndpointSlices of one service
 

@@ -60,24 +60,24 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
-from metallb_bgp import config as cfg
 from metallb_bgp.api.core import Node, Secret
 from metallb_bgp.api.meta import LabelSelectorSpec, to_document
-from metallb_bgp.api.names import label_key_problem, label_value_problem
 from metallb_bgp.api.metallb import (
     BFDProfile,
     BGPAdvertisement,
     BGPPeer,
+    BGPPeerSpecV1beta2,
     Community,
     IPAddressPool,
-    BGPPeerSpecV1beta2,
     MetalLBObject,
     ServiceAllocationSpec,
 )
-from metallb_bgp.errors import ObjectError, Severity, printable
-from metallb_bgp.net import IPAddress, IPNetwork, parse_ip
-from metallb_bgp.selectors import LabelSelector, Operator, any_matches
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.api.names import label_key_problem, label_value_problem
+from metallb_bgp.api.problems import ObjectError, Severity, printable
+from metallb_bgp.api.selectors import LabelSelector, Operator, any_matches
+from metallb_bgp.core import config as cfg
+from metallb_bgp.core.net import IPAddress, IPNetwork, parse_ip
+from metallb_bgp.core.snapshot import ClusterSnapshot
 
 BASIC_AUTH = "kubernetes.io/basic-auth"
 DEFAULT_HOLD_TIME = 90

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from metallb_bgp.allocator import Allocation, allocate
-from metallb_bgp.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.config import Peer
-from metallb_bgp.errors import ObjectError, Severity
-from metallb_bgp.net import IPAddress
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.routes import RouteTable, desired_routes, node_peers
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.api.problems import ObjectError, Severity
+from metallb_bgp.core.allocator import Allocation, allocate
+from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.routes import RouteTable, desired_routes, node_peers
+from metallb_bgp.core.snapshot import ClusterSnapshot
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from metallb_bgp.api.metallb import (
     IPAddressPool,
     L2Advertisement,
 )
-from metallb_bgp.errors import ObjectError
+from metallb_bgp.api.problems import ObjectError
 
 DEFAULT_NAMESPACE = "metallb-system"
 

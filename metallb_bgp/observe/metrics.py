@@ -18,12 +18,19 @@ import threading
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-from metallb_bgp.allocator import PoolUsage
-from metallb_bgp.config import Peer
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.routes import RouteTable, tally
+from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.allocator import PoolUsage
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.routes import RouteTable, tally
 
 SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 established, 0 not)", ["peer"])
 ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total", "Prefixes currently announced to the peer", ["peer"])

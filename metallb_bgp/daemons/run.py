@@ -34,28 +34,33 @@ import asyncio
 import signal
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import structlog
 
-from metallb_bgp import metrics
-from metallb_bgp.api.core import Node
-from metallb_bgp.compiler import compile_config
-from metallb_bgp.config import Peer
-from metallb_bgp.errors import ObjectError, printable
-from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, SessionState
-from metallb_bgp.heap import Heap
-from metallb_bgp.net import IPAddress
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.plan import Plan
-from metallb_bgp.reconciler import ClusterChange, IncrementalPlanner
-from metallb_bgp.routes import node_peers
-from metallb_bgp.snapshot import ClusterSnapshot
+from metallb_bgp.api.problems import printable
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.plan import Plan
+from metallb_bgp.core.reconciler import ClusterChange, IncrementalPlanner
+from metallb_bgp.daemons.heap import Heap
+from metallb_bgp.daemons.runtime import (
+    NextHops,
+    ProblemLog,
+    engine_for,
+    find_node,
+    first_peers,
+)
+from metallb_bgp.exabgp import (
+    ExaBGPConfigError,
+    ExaBGPEngine,
+    SessionState,
+)
+from metallb_bgp.observe import metrics
 from metallb_bgp.sources.manifests import ManifestFolder
-from metallb_bgp.state_file import StateFile, load_state
+from metallb_bgp.sources.state_file import StateFile, load_state
 
 log = structlog.get_logger("metallb_bgp.run")
 
@@ -70,101 +75,6 @@ class RunOptions:
     namespace: str = "metallb-system"
     load_balancer_class: str | None = None
     watch_step_ms: int = 1  # the watcher reports a change 1-2 steps after it; each step wakes a thread
-
-
-def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAddress, ...]]:
-    """IPs already written in the manifests' Service status (as `kubectl get -o yaml` shows them)."""
-    found: dict[ServiceKey, tuple[IPAddress, ...]] = {}
-    for service in snapshot.services:
-        if ips := service.status_ips():
-            found[ServiceKey(service.namespace, service.name)] = ips
-    return found
-
-
-def first_peers(change: ClusterChange, node_name: str) -> tuple[Peer, ...]:
-    """The node's peers in the first (whole) change, to start ExaBGP with before the first plan; the
-    same as that plan's (same snapshot, no earlier last-good versions), else the first reconcile's
-    `set_peers` puts it right."""
-    assert change.config is not None, "the first change is whole"
-    return node_peers(compile_config(change.config).config, find_node(change.config, node_name))
-
-
-def find_node(snapshot: ClusterSnapshot, node_name: str) -> Node | None:
-    return next((n for n in snapshot.nodes if n.name == node_name), None)
-
-
-class NextHops:
-    """This node's own addresses, as the next hops of the other family's routes on dual-stack sessions
-    (`dualStackAddressFamily`): the Node's InternalIP of that family, else its ExternalIP, from its
-    status. Followed as the Node changes (`ExaBGPEngine.set_next_hops`); a dual-stack peer without one
-    is warned about when that starts (its session then carries only its own family)."""
-
-    def __init__(self, node_name: str) -> None:
-        self.node_name = node_name
-        self._missing: frozenset[tuple[str, int]] = frozenset()
-
-    def update(self, node: Node | None, peers: tuple[Peer, ...]) -> tuple[IPv4Address | None, IPv6Address | None]:
-        hops = {version: node.address_of(version) if node is not None else None for version in (4, 6)}
-        dual_stack = ((peer.name, 10 - peer.address.version) for peer in peers if peer.dual_stack and not peer.disable_mp)
-        missing = frozenset((name, other) for name, other in dual_stack if hops[other] is None)  # other: 4 <-> 6
-        for name, other in sorted(missing - self._missing):
-            log.warning(
-                "dual_stack_next_hop_missing", peer=name, node=self.node_name,
-                message=f"BGPPeer {name}: dualStackAddressFamily, but Node {self.node_name} has no IPv{other} "
-                        f"address in status.addresses: IPv{other} routes are not sent on this session",
-            )  # fmt: skip
-        self._missing = missing
-        return hops[4], hops[6]  # type: ignore[return-value]
-
-
-def engine_for(
-    workdir: Path, peers: tuple[Peer, ...], hops: tuple[IPv4Address | None, IPv6Address | None], *,
-    router_id: IPv4Address | None, tuning: EngineTuning = EngineTuning(),
-) -> ExaBGPEngine:
-    """The ExaBGP engine for this node's first peers, with the next hops `NextHops` found."""
-    return ExaBGPEngine(
-        workdir=workdir,
-        router_id=choose_router_id(peers, router_id),
-        local_addresses=tuple(p.source_address for p in peers if p.source_address is not None),
-        ipv4_next_hop=hops[0],
-        ipv6_next_hop=hops[1],
-        tuning=tuning,
-        on_refused=metrics.record_refused,
-        on_notification=metrics.record_notification,
-    )
-
-
-def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> IPv4Address:
-    """--router-id, else a peer's routerID, else an IPv4 sourceAddress, else 127.0.0.1 (demo only)."""
-    if explicit is not None:
-        return explicit
-    for candidate in [p.router_id for p in peers] + [p.source_address for p in peers]:
-        if isinstance(candidate, IPv4Address):
-            return candidate
-    return IPv4Address("127.0.0.1")
-
-
-class ProblemLog:
-    """Logs each problem when it appears and when it is resolved, not on every reconcile.
-
-    `locate` (a manifests folder's `file_of`) names the file that defines the object, when there is one.
-    """
-
-    def __init__(self, locate: Callable[[ObjectError], Path | None] | None = None) -> None:
-        self.current: frozenset[ObjectError] = frozenset()
-        self.locate = locate
-
-    def update(self, problems: tuple[ObjectError, ...]) -> None:
-        new = frozenset(problems)
-        for problem in sorted(new - self.current):
-            where = self.locate(problem) if self.locate is not None else None
-            (log.error if problem.is_error else log.warning)(
-                "config_problem", object=problem.object_ref, field=printable(problem.field),
-                message=printable(problem.message), **({"file": str(where)} if where is not None else {}),
-            )  # fmt: skip
-        for problem in sorted(self.current - new):
-            log.info("config_problem_resolved", object=problem.object_ref, field=problem.field)
-        self.current = new
 
 
 class EmbeddedRunner:

@@ -3,19 +3,19 @@
 Why generate: a hand-written field table drifts from the models the daemons read objects with (a field
 is added, a bound or default changes, and the docs keep the old story). So names, types, bounds,
 defaults and required-ness come from the pydantic models in `metallb_bgp.api` (the chart's values from
-`values.schema.json` and `values.yaml`, the metrics from `metallb_bgp.metrics`); only the prose about
+`values.schema.json` and `values.yaml`, the metrics from `metallb_bgp.observe.metrics`); only the prose about
 CRD fields is written here, in `DESCRIPTIONS`, keyed by field path. A model field without a
 description, or a description for a field that no longer exists, stops the generator with the field
 named, so the tables can never silently lose a row.
 Facts that live in code (default hold time, graceful-restart time, what ExaBGP ignores) are quoted
-from the constants in `metallb_bgp.compiler` and `metallb_bgp.exabgp.render`.
+from the constants in `metallb_bgp.core.compiler` and `metallb_bgp.exabgp.render`.
 
 What it does not do: write whole documents. Each generated table sits between two markers in a
 hand-written Markdown file,
 
     <!-- BEGIN GENERATED: crd-reference -->  ...  <!-- END GENERATED: crd-reference -->
 
-and only the text between them is replaced. Regenerate with `python -m metallb_bgp.docs_reference
+and only the text between them is replaced. Regenerate with `python -m metallb_bgp.gen.docs_reference
 --write`; `--check` exits 1 when a committed file differs (tests/test_docs.py fails likewise).
 """
 
@@ -40,7 +40,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import BeforeValidator
 
-from metallb_bgp import compiler, metrics
 from metallb_bgp.api.duration import parse_duration
 from metallb_bgp.api.meta import LabelSelectorSpec
 from metallb_bgp.api.metallb import (
@@ -55,8 +54,7 @@ from metallb_bgp.api.metallb import (
     L2Advertisement,
     MetalLBObject,
 )
-from metallb_bgp.crds import KINDS as CRD_KINDS
-from metallb_bgp.crds import ConfigurationState
+from metallb_bgp.core import compiler
 from metallb_bgp.exabgp.render import (
     EBGP_MULTIHOP_TTL,
     EBGP_SINGLE_HOP_TTL,
@@ -64,11 +62,14 @@ from metallb_bgp.exabgp.render import (
     MAX_MD5_PASSWORD_BYTES,
     UNSUPPORTED,
 )
+from metallb_bgp.gen.crds import KINDS as CRD_KINDS
+from metallb_bgp.gen.crds import ConfigurationState
+from metallb_bgp.observe import metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS_DIR = ROOT / "docs"
 CHART_DIR = ROOT / "charts" / "metallb-bgp"
-COMMAND = "python -m metallb_bgp.docs_reference --write"
+COMMAND = "python -m metallb_bgp.gen.docs_reference --write"
 _MARKER = re.compile(
     r"<!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+)[^>]*-->\n(?P<body>.*?)<!-- END GENERATED: (?P=name) -->",
     re.DOTALL,
@@ -680,7 +681,7 @@ def stale_files(docs_dir: Path = DOCS_DIR) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metallb_bgp.docs_reference", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m metallb_bgp.gen.docs_reference", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", action="store_true", help="rewrite the generated regions of docs/*.md")
     action.add_argument("--check", action="store_true", help="exit 1 if a generated region is out of date")

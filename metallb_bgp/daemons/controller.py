@@ -32,7 +32,6 @@ Not here: routes (the speaker), the watch machinery (`sources.kubernetes`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import socket
 import threading
@@ -49,15 +48,32 @@ from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-from metallb_bgp import metrics
-from metallb_bgp.allocator import Allocation, AllocationState, PoolTally, PoolUsage, allocate, pool_usage
 from metallb_bgp.api.core import Service, status_addresses
-from metallb_bgp.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.config import Config
-from metallb_bgp.embedded import ProblemLog
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.heap import Heap
-from metallb_bgp.kube_writer import (
+from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.allocator import (
+    Allocation,
+    AllocationState,
+    PoolTally,
+    PoolUsage,
+    allocate,
+    pool_usage,
+)
+from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
+from metallb_bgp.core.config import Config
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.reconciler import config_part
+from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
+from metallb_bgp.daemons.heap import Heap
+from metallb_bgp.daemons.runtime import (
+    ClusterSource,
+    ProblemLog,
+    SourceFactory,
+    kubernetes_source,
+    wait_for_sync,
+)
+from metallb_bgp.kube.events import EventLedger
+from metallb_bgp.kube.writer import (
     COMPONENT_LABEL,
     EVENT_BURST,
     EVENT_QPS,
@@ -68,9 +84,8 @@ from metallb_bgp.kube_writer import (
     EventSpec,
     KubeWriter,
     ObjectRef,
-    WriteOutcome,
-    WriteResult,
     Wakeup,
+    WriteResult,
     concurrently,
     configuration_state_status,
     ingress_ips,
@@ -79,12 +94,9 @@ from metallb_bgp.kube_writer import (
     pool_status_patch,
     service_status_patch,
 )
-from metallb_bgp.net import IPAddress
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.reconciler import config_part
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
+from metallb_bgp.observe import metrics
 
-log = structlog.get_logger("metallb_bgp.controller")
+log = structlog.get_logger("metallb_bgp.daemons.controller")
 
 COMPONENT = "metallb-controller"
 CONFIGURATION_STATE_NAME = "controller"
@@ -98,42 +110,6 @@ METALLB_KINDS = {
     "L2Advertisement": "metallb.io/v1beta1",
 }
 OVERLAY_MAX_AGE = 30.0  # seconds a write of ours may stay unseen in the watch cache before we stop assuming it
-
-
-# --- the source the loop reads ------------------------------------------------------------------------
-
-
-class ClusterSource(Protocol):
-    """What the daemons need of `sources.kubernetes.KubernetesSource` (see its contract)."""
-
-    def start(self) -> None: ...
-
-    @property
-    def synced(self) -> bool: ...
-
-    def wait_synced(self, timeout: float | None = None, *, config_only: bool = False) -> bool: ...
-
-    def snapshot(self) -> ClusterSnapshot: ...
-
-    def stop(self) -> None: ...
-
-
-SourceFactory = Callable[[ApiClient, str, Callable[[], None]], ClusterSource]
-
-
-def kubernetes_source(api_client: ApiClient, namespace: str, on_change: Callable[[], None]) -> ClusterSource:
-    from metallb_bgp.sources.kubernetes import KubernetesSource
-
-    return KubernetesSource(api_client, namespace=namespace, on_change=on_change)
-
-
-async def wait_for_sync(source: ClusterSource, stop: asyncio.Event, *, poll: float = 0.2, config_only: bool = False) -> bool:
-    """Block (without blocking the loop) until the source's first lists are in (`config_only`: all but
-    Services and EndpointSlices); False if stopped first."""
-    while not stop.is_set():
-        if await asyncio.to_thread(source.wait_synced, poll, config_only=config_only):
-            return True
-    return False
 
 
 # --- leader election ------------------------------------------------------------------------------------
@@ -918,47 +894,6 @@ class ControllerPlanner:
             problem_events=self._config_events | self._warning_events | refused,
             state=self._state_body,
         )
-
-
-class EventLedger:
-    """Which Events are due: problem events once while the problem lasts, transition events once.
-
-    A failed emission stays due and is tried again on a later reconcile, up to `max_attempts`.
-    """
-
-    def __init__(self, *, max_attempts: int = 5) -> None:
-        self.max_attempts = max_attempts
-        self.emitted: set[EventSpec] = set()  # problem events already emitted, still current
-        self.current: frozenset[EventSpec] = frozenset()
-        self.once: dict[EventSpec, int] = {}  # transition events not yet emitted -> attempts
-        self.attempts: dict[EventSpec, int] = {}
-
-    def set_problems(self, current: frozenset[EventSpec]) -> None:
-        self.current = current
-        self.emitted &= current  # a resolved problem is emitted again if it comes back
-        self.attempts = {spec: n for spec, n in self.attempts.items() if spec in current}
-
-    def add_once(self, specs: Iterable[EventSpec]) -> None:
-        for spec in specs:
-            self.once.setdefault(spec, 0)
-
-    def due(self, limit: int | None = None) -> list[EventSpec]:
-        """The Events to write now, at most `limit`: transition events in the order they came (a cold
-        start holds thousands, paced out a batch at a time: no sort per batch), then current problems."""
-        return list(itertools.islice(itertools.chain(self.once, sorted(self.current - self.emitted)), limit))
-
-    def pending(self) -> int:
-        return len(self.once) + len(self.current - self.emitted)
-
-    def record(self, spec: EventSpec, result: WriteResult) -> None:
-        if spec in self.once:
-            self.once[spec] += 1
-            if result.ok or result.outcome is WriteOutcome.NOT_FOUND or self.once[spec] >= self.max_attempts:
-                del self.once[spec]
-            return
-        self.attempts[spec] = self.attempts.get(spec, 0) + 1
-        if result.ok or result.outcome is WriteOutcome.NOT_FOUND or self.attempts[spec] >= self.max_attempts:
-            self.emitted.add(spec)
 
 
 # --- the daemon ------------------------------------------------------------------------------------------

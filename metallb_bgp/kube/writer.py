@@ -38,10 +38,10 @@ from kubernetes import client, config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.rest import ApiException
 
-from metallb_bgp.allocator import PoolUsage
-from metallb_bgp.core_v1 import MERGE_PATCH, CoreV1
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.net import IPAddress
+from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.allocator import PoolUsage
+from metallb_bgp.core.net import IPAddress
+from metallb_bgp.kube.core_v1 import MERGE_PATCH, CoreV1
 
 log = structlog.get_logger("metallb_bgp.kube")
 

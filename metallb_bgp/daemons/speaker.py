@@ -32,15 +32,44 @@ import structlog
 from kubernetes.client import ApiClient
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
-from metallb_bgp.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.config import Peer
-from metallb_bgp.controller import ClusterSource, EventLedger, SourceFactory, kubernetes_source, wait_for_sync
-from metallb_bgp.embedded import NextHops, ProblemLog, engine_for, find_node, status_assignments
-from metallb_bgp.errors import ObjectError
-from metallb_bgp.heap import Heap
-from metallb_bgp import metrics
-from metallb_bgp.exabgp import EngineTuning, ExaBGPConfigError, ExaBGPEngine, PeerState, SessionState
-from metallb_bgp.kube_writer import (
+from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.reconciler import config_part, slice_group
+from metallb_bgp.core.routes import (
+    NodeContext,
+    RouteKey,
+    RouteTable,
+    RouteTableState,
+    desired_routes,
+    is_ours,
+    node_context,
+    node_peers,
+    service_routes,
+)
+from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
+from metallb_bgp.daemons.heap import Heap
+from metallb_bgp.daemons.runtime import (
+    ClusterSource,
+    NextHops,
+    ProblemLog,
+    SourceFactory,
+    engine_for,
+    find_node,
+    kubernetes_source,
+    status_assignments,
+    wait_for_sync,
+)
+from metallb_bgp.exabgp import (
+    EngineTuning,
+    ExaBGPConfigError,
+    ExaBGPEngine,
+    PeerState,
+    SessionState,
+)
+from metallb_bgp.kube.events import EventLedger
+from metallb_bgp.kube.writer import (
     COMPONENT_LABEL,
     EVENT_BURST,
     EVENT_QPS,
@@ -55,22 +84,9 @@ from metallb_bgp.kube_writer import (
     concurrently,
     configuration_state_status,
 )
-from metallb_bgp.objects import ServiceKey
-from metallb_bgp.reconciler import config_part, slice_group
-from metallb_bgp.routes import (
-    NodeContext,
-    RouteKey,
-    RouteTable,
-    RouteTableState,
-    desired_routes,
-    is_ours,
-    node_context,
-    node_peers,
-    service_routes,
-)
-from metallb_bgp.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, ObjectsSeen
+from metallb_bgp.observe import metrics
 
-log = structlog.get_logger("metallb_bgp.speaker")
+log = structlog.get_logger("metallb_bgp.daemons.speaker")
 
 COMPONENT = "metallb-speaker"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metallb_bgp.errors import printable
-from metallb_bgp.plan import Plan
-from metallb_bgp.routes import RouteAttributes
+from metallb_bgp.api.problems import printable
+from metallb_bgp.core.plan import Plan
+from metallb_bgp.core.routes import RouteAttributes
 
 
 def attributes_text(attrs: RouteAttributes) -> str:

@@ -1,0 +1,1 @@
+"""The three loops (`run`, `controller`, `speaker`) and what they share (`runtime`); no daemon imports another."""

@@ -1,0 +1,1 @@
+"""Build-time generators (CRD schemas, the docs' reference tables): nothing at run time imports them."""

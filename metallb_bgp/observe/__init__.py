@@ -1,0 +1,1 @@
+"""What the daemons tell people: Prometheus metrics and health endpoints, structured logs, `plan`'s report."""
