@@ -104,7 +104,7 @@ def slice_group(endpoint_slice: EndpointSlice) -> SliceGroup | None:
 
 
 def status_ips(definitions: Iterable[Service]) -> tuple[IPAddress, ...] | None:
-    """`embedded.status_assignments` for one key: the last definition with readable status IPs."""
+    """`daemons.runtime.status_assignments` for one key: the last definition with readable status IPs."""
     found: tuple[IPAddress, ...] | None = None
     for service in definitions:
         if ips := service.status_ips():

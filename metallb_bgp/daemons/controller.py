@@ -12,7 +12,7 @@ How it stays correct:
   `compute_pass`, kept up to date by `ControllerPlanner` at the cost of what changed (one Service:
   ~3 ms at 10,000 services instead of ~1 s), and held to it by a property test.
 - A pass's independent requests (status patches, then annotations, then Events) go out several at a
-  time (`kube_writer.concurrently`): a cold start writes 10,000 statuses, and one after the other
+  time (`kube.writer.concurrently`): a cold start writes 10,000 statuses, and one after the other
   that was 35 s of waiting on round trips.
 - Assignments live in Service status, so they survive restarts and leader changes: `allocate` keeps
   every valid current assignment. Our own writes reach the watch cache a few milliseconds later, so
@@ -911,10 +911,10 @@ class ControllerOptions:
     identity: str = field(default_factory=default_identity)
     timings: LeaseTimings = LeaseTimings()
     leader_election: bool = True
-    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
+    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube.writer.Wakeup)
     retry_initial: float = 0.5
     retry_max: float = 30.0
-    event_qps: float = EVENT_QPS  # Events written (kube_writer.EventPacer)
+    event_qps: float = EVENT_QPS  # Events written (kube.writer.EventPacer)
     event_burst: int = EVENT_BURST
 
 

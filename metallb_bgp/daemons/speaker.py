@@ -314,10 +314,10 @@ class SpeakerOptions:
     namespace: str = DEFAULT_NAMESPACE
     router_id: IPv4Address | None = None
     load_balancer_class: str | None = None
-    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube_writer.Wakeup)
+    coalesce_seconds: float = 0.001  # after an idle wait; a burst waits as long as a pass takes (kube.writer.Wakeup)
     status_interval: float = 2.0  # how often session states are checked for the ConfigurationState
     tuning: EngineTuning = field(default_factory=EngineTuning)
-    event_qps: float = EVENT_QPS  # Events written (kube_writer.EventPacer)
+    event_qps: float = EVENT_QPS  # Events written (kube.writer.EventPacer)
     event_burst: int = EVENT_BURST
 
     @property

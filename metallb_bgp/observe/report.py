@@ -81,7 +81,7 @@ def attributes_text_from_json(route: dict[str, Any]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    """Aligned columns; every cell printable (`errors.printable`), so no value can forge a row."""
+    """Aligned columns; every cell printable (`api.problems.printable`), so no value can forge a row."""
     if not rows:
         return f"{header[0]}: none"
     rows = [[printable(str(cell)) for cell in row] for row in rows]
