@@ -40,6 +40,7 @@ frr-deps:
 
 test: $(STAMP) system-deps frr-deps tools
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check metallb_bgp
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps

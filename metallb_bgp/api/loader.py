@@ -41,7 +41,7 @@ class _YAMLLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     as a date; the Go YAML library behind kubectl keeps both as strings.
     """
 
-    yaml_implicit_resolvers = {
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML's own class attribute, as its resolver reads it
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
         for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
     }

@@ -25,6 +25,7 @@ Not here: writing status, annotations or Events (the controller), deciding who a
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import heapq
 import ipaddress
@@ -223,10 +224,8 @@ def _families_of(spec: ServiceSpec) -> _Families:
     server), the clusterIP's family, else any family, IPv4 first."""
     listed = tuple(dict.fromkeys(_VERSION_OF_FAMILY[family] for family in spec.ip_families))
     if not listed and spec.cluster_ip:
-        try:
+        with contextlib.suppress(ValueError):
             listed = (ipaddress.ip_address(spec.cluster_ip).version,)
-        except ValueError:
-            pass
     return _families(spec.ip_family_policy, listed)
 
 
@@ -364,7 +363,7 @@ class _Range:
     """One CIDR of one pool. Every address below `cursor` is known to be taken (or avoided), except the
     `holes`: addresses freed since (only a book kept across calls, `AllocationState`, frees any)."""
 
-    __slots__ = ("version", "first", "last", "cursor", "avoid_buggy", "holes")
+    __slots__ = ("avoid_buggy", "cursor", "first", "holes", "last", "version")
 
     def __init__(self, cidr: IPNetwork, avoid_buggy: bool) -> None:
         self.version = cidr.version
@@ -398,7 +397,7 @@ class _Range:
 class _Use:
     """Who holds one address. The first holder fixes the sharing key and backend for the others."""
 
-    __slots__ = ("sharing_key", "backend", "holders", "ports")
+    __slots__ = ("backend", "holders", "ports", "sharing_key")
 
     def __init__(self, claim: _Claim) -> None:
         self.sharing_key = claim.sharing_key

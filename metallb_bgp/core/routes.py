@@ -765,7 +765,7 @@ class RouteTableState:
 class _SharedPrefix:
     """Who gives one prefix (in key order) and, per peer, how many contributions carry which attributes."""
 
-    __slots__ = ("contributions", "ordered", "attributes", "peers")
+    __slots__ = ("attributes", "contributions", "ordered", "peers")
 
     def __init__(self, peers: tuple[str, ...]) -> None:
         self.contributions: dict[ServiceKey, int] = {}

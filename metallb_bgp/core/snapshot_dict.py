@@ -105,7 +105,7 @@ class SnapshotDict(Generic[K, V]):
 class DictSnapshot(Mapping[K, V]):
     """One state of a `SnapshotDict`: a read-only Mapping equal to the plain dict it stands for."""
 
-    __slots__ = ("_live", "_undo", "_next", "_data", "_len", "__weakref__")
+    __slots__ = ("__weakref__", "_data", "_len", "_live", "_next", "_undo")
 
     def __init__(self, live: dict[K, V]) -> None:
         self._live = live

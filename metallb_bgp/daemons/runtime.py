@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 log = structlog.get_logger("metallb_bgp.run")
+DEFAULT_TUNING = EngineTuning()
 
 
 # --- the source the loop reads ------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class NextHops:
 
 def engine_for(
     workdir: Path, peers: tuple[Peer, ...], hops: tuple[IPv4Address | None, IPv6Address | None], *,
-    router_id: IPv4Address | None, tuning: EngineTuning = EngineTuning(),
+    router_id: IPv4Address | None, tuning: EngineTuning = DEFAULT_TUNING,
 ) -> ExaBGPEngine:
     """The ExaBGP engine for this node's first peers, with the next hops `NextHops` found."""
     return ExaBGPEngine(

@@ -19,12 +19,13 @@ What the speaker writes, off the route path (a background publisher; a slow API 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -274,7 +275,7 @@ def node_assigned_events(
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def peer_entries(
@@ -350,10 +351,8 @@ class _Publisher:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.retry_delay)
-            except TimeoutError:
-                pass
             self.wake.clear()
             pending, state, known = self.ledger.pending(), self.state, self.written
             if not pending and (state is None or state == known):

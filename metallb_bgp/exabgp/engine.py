@@ -459,7 +459,7 @@ class ExaBGPEngine:
             started = loop.time()
             try:
                 await self._run_child(waiter)
-            except Exception as exc:  # the supervisor must outlive any one child, whatever went wrong
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any one child, whatever went wrong
                 self._log.error("exabgp_child_failed", error=str(exc), exc_info=not isinstance(exc, ExaBGPError))
                 if not waiter.done():
                     waiter.set_exception(ExaBGPError(str(exc)))
@@ -697,7 +697,7 @@ class ExaBGPEngine:
             except ChannelClosed:
                 self._touched = self._last_pass = None  # the next pass compares the whole table
                 continue
-            except Exception:  # a bug here must not end route sync: restart from a clean state
+            except Exception:  # noqa: BLE001 - a bug here must not end route sync: restart from a clean state
                 self._log.exception("route_sync_failed")
                 channel.close()
                 continue
@@ -737,7 +737,7 @@ class ExaBGPEngine:
         futures = [await channel.submit(line) for line in lines]
         replies = [await channel.wait(f) for f in futures]
         failed = sum(1 for reply in replies if not reply.ok)
-        refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :]) if not reply.ok]
+        refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :], strict=True) if not reply.ok]
         for peer in plan.end_of_rib:
             for line in commands.end_of_rib_commands(neighbors[peer]):
                 reply = await channel.barrier(line)

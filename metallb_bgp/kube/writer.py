@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -218,7 +218,7 @@ def configuration_state_object(name: str, namespace: str, labels: Mapping[str, s
 
 
 def timestamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def event_body(spec: EventSpec, *, component: str, instance: str, host: str = "", now: datetime | None = None) -> Body:
@@ -566,7 +566,7 @@ class Wakeup:
         backlog = self.event.is_set()  # set while the caller's last pass ran
         busy = 0.0 if self._returned is None else self.loop.time() - self._returned
         waiters = {asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())}
-        done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -617,5 +617,5 @@ class KubernetesSource:
     def _notify(self) -> None:
         try:
             self._on_change()
-        except Exception:  # noqa: BLE001 - a broken callback must not kill a watch thread
+        except Exception:
             log.exception("kube_on_change_failed")
