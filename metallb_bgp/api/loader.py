@@ -389,11 +389,11 @@ def parse_object(doc: Any, *, source: str = "") -> Parsed:
     if not isinstance(doc, dict):
         return Parsed(None, (ObjectError("Document", "", source, "", "is not a mapping (an object with apiVersion and kind)"),))
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    raw_metadata = doc.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     name = _text(metadata.get("name")) or (f"<unnamed in {source}>" if source else "")
     namespace = _text(metadata.get("namespace"))
-    model = KINDS.get((api_version, kind)) if isinstance(api_version, str) and isinstance(kind, str) else None
-    if model is None:
+    if not isinstance(api_version, str) or not isinstance(kind, str) or (model := KINDS.get((api_version, kind))) is None:
         return Parsed(None, _not_read(api_version, kind, namespace, name, source))
     try:
         obj = model.model_validate(doc)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.routes import (
@@ -34,6 +34,7 @@ from metallb_bgp.core.routes import (
 from metallb_bgp.exabgp.render import Neighbor
 
 Action = Literal["announce", "withdraw"]
+T = TypeVar("T")
 Routes = Mapping[RouteKey, RouteAttributes]
 
 
@@ -175,7 +176,7 @@ def batch_commands(
         attributes = attribute_text(batch.attributes, next_hop=next_hop, with_local_pref=with_local_pref)
         for chunk in _chunks(batch.prefixes, prefixes_per_command):
             nlri = " ".join(str(prefix) for prefix in chunk)
-            keys = tuple((peer, prefix) for peer in group for prefix in chunk)  # type: ignore[misc]
+            keys = tuple((peer, prefix) for peer in group for prefix in chunk)
             yield Command(f"{selectors} {action} attributes {attributes} nlri {nlri}", action, keys, batch.attributes)
 
 
@@ -224,7 +225,7 @@ def _peer_groups(
     return sorted(groups.items())
 
 
-def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     step = max(1, size)
     for start in range(0, len(items), step):
         yield items[start : start + step]

@@ -442,11 +442,15 @@ class _Index:
 
     def definitions(self, key: ServiceKey) -> tuple[Service, ...]:
         service = self.in_force(("Service", key.namespace, key.name))
-        return (service,) if service is not None else ()  # type: ignore[return-value]
+        return (service,) if isinstance(service, Service) else ()
 
     def slices(self, group: SliceGroup) -> tuple[EndpointSlice, ...]:
-        members = self.groups.get(group, ())
-        return tuple(sorted((self.in_force(key) for key in members), key=lambda s: s.metadata.name))  # type: ignore[union-attr,return-value]
+        found: list[EndpointSlice] = []
+        for key in self.groups.get(group, ()):
+            obj = self.in_force(key)
+            if isinstance(obj, EndpointSlice):
+                found.append(obj)
+        return tuple(sorted(found, key=lambda s: s.metadata.name))
 
     def load_errors(self) -> list[ObjectError]:
         errors = [error for path in sorted(self.errors) for error in self.errors[path]]
@@ -477,7 +481,7 @@ class _Index:
 
     def change(self, touched: _Touched, namespace: str) -> ClusterChange:
         services = {key: now for key in touched.services if (now := self.definitions(key)) != touched.before_services[key]}
-        slices = {group: now for group in touched.slice_groups if (now := self.slices(group)) != touched.before_slices[group]}
+        slices = {group: found for group in touched.slice_groups if (found := self.slices(group)) != touched.before_slices[group]}
         return ClusterChange(
             services=services,
             endpoint_slices=slices,
