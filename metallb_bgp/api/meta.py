@@ -115,7 +115,7 @@ class ObjectMeta:
     @classmethod
     def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
         for key in annotations:
-            _checked(names.label_key_problem(key).replace("label key", "annotation key"))
+            _checked(names.label_key_problem(key, "annotation key"))
         size = sum(len(k) + len(v) for k, v in annotations.items())
         if size > ANNOTATIONS_BYTES:
             raise ValueError(f"{size} characters of annotations: more than {ANNOTATIONS_BYTES} (the API server's limit)")

@@ -48,13 +48,13 @@ def dns1035_problem(name: str) -> str:
     return f"{_shown(name)} is not {DNS1035_SHAPE}"
 
 
-def label_key_problem(key: str) -> str:
+def label_key_problem(key: str, what: str = "label key") -> str:
     """'' if `key` is a qualified name (label and annotation keys: an optional DNS-subdomain prefix and '/')."""
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return f"invalid label key {_shown(key)}: the prefix must be a DNS subdomain"
+        return f"invalid {what} {_shown(key)}: the prefix must be a DNS subdomain"
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return f"invalid label key {_shown(key)}: {LABEL_SHAPE}"
+        return f"invalid {what} {_shown(key)}: {LABEL_SHAPE}"
     return ""
 
 

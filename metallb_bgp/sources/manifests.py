@@ -354,9 +354,10 @@ class _Index:
         self._note_before(keys, new, touched)
         for key in keys:
             self._set_owner(key, path, defines=key in new)
-        self.files[path] = new
         if view is None:
-            del self.files[path]
+            self.files.pop(path, None)
+        else:
+            self.files[path] = new
         self._set_errors(path, errors)
         if any(key[0] not in _ROUTED for key in new):
             self.config_files.add(path)
