@@ -188,6 +188,7 @@ class ExaBGPEngine:
         self._synced = asyncio.Condition()
         self._generation = 0
         self._synced_generation = 0
+        self._sources: dict[IPAddress, IPAddress | None] = {}  # peer address -> the kernel's source for it
         self._retries = Backoff(tuning.retry_backoff_initial, tuning.retry_backoff_max)  # passes with refusals
         self._resets: dict[str, Backoff] = {}  # per peer: sessions the router reset in a row
         self._held: dict[str, tuple[float, str]] = {}  # peer -> (monotonic time it may connect again, why)
@@ -372,7 +373,7 @@ class ExaBGPEngine:
         sources = {
             peer.name: source
             for peer in peers
-            if peer.source_address is None and not peer.vrf and (source := route_source(peer.address)) is not None
+            if peer.source_address is None and not peer.vrf and (source := self._route_source(peer.address)) is not None
         }  # fmt: skip
         now = time.monotonic()
         held = {name: reason for name, (until, reason) in self._held.items() if until > now}
@@ -384,6 +385,13 @@ class ExaBGPEngine:
             return rendered
         names = {peer.name for peer in peers}
         return replace(rendered, rejected={**rendered.rejected, **{n: r for n, r in held.items() if n in names}})
+
+    def _route_source(self, address: IPAddress) -> IPAddress | None:
+        """`route_source`, looked up once per peer address: `set_peers` runs on every reconcile, and a
+        working session is not moved to another local address because a route changed under it."""
+        if address not in self._sources:
+            self._sources[address] = route_source(address)
+        return self._sources[address]
 
     async def _validate(self, rendered: RenderedConfig) -> None:
         if _only_removes(self._rendered, rendered):
