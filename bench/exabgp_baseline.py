@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bird import BirdRouter, Speaker
 
 from metallb_bgp.core.config import Peer
-from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 from metallb_bgp.core.routes import RouteAttributes, RouteTable
+from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 
 SPEAKER = "127.0.0.2"
 _COUNT = re.compile(r"Total: (\d+) of \d+ routes")

@@ -31,8 +31,8 @@ import yaml
 
 from bench.cluster import NODE, OTHER_NODE, BenchCluster, service_ip, service_manifest, service_name, write_atomically
 from metallb_bgp.api import loader
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.reconciler import IncrementalPlanner
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.sources.manifests import ManifestFolder
 from metallb_bgp.sources.state_file import StateFile, save_state
 

@@ -32,7 +32,7 @@ import yaml
 from bench import procfs
 from bench.bird_control import BirdControl
 from bench.cluster import NODE, OTHER_NODE, config_manifests, service_ip, service_manifest, service_name
-from bench.scenarios import ROOT, Latencies, POLL_INTERVAL, start_router, stop_process, wait_for
+from bench.scenarios import POLL_INTERVAL, ROOT, Latencies, start_router, stop_process, wait_for
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -383,10 +383,10 @@ def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
     import tempfile
 
     from bench.cluster import BenchCluster
-    from metallb_bgp.daemons.controller import ControllerPlanner, compute_pass
-    from metallb_bgp.kube.writer import POOL_ANNOTATION
+    from metallb_bgp.core.plan.controller import ControllerPlanner, compute_pass
+    from metallb_bgp.core.plan.speaker import speaker_plan
+    from metallb_bgp.core.writes import POOL_ANNOTATION
     from metallb_bgp.sources.manifests import ManifestFolder
-    from metallb_bgp.daemons.speaker import speaker_plan
 
     with tempfile.TemporaryDirectory(prefix="mlb-plan-") as folder:
         cluster = BenchCluster(Path(folder), local_every=local_every)

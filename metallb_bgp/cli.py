@@ -140,7 +140,7 @@ def _load(paths: Sequence[Path], namespace: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from metallb_bgp.core.plan import check
+    from metallb_bgp.core.plan.pipeline import check
 
     folder = _folder(args.paths, args.namespace)
     problems = check(folder.snapshot(), load_balancer_class=args.load_balancer_class)
@@ -153,7 +153,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from metallb_bgp.core.plan import make_plan
+    from metallb_bgp.core.plan.pipeline import make_plan
     from metallb_bgp.observe.report import dumps, plan_json, plan_text
 
     plan = make_plan(
@@ -211,12 +211,8 @@ def _kube_client(args: argparse.Namespace) -> ApiClient:
 def cmd_controller(args: argparse.Namespace) -> int:
     import asyncio
 
-    from metallb_bgp.daemons.controller import (
-        ControllerOptions,
-        LeaseTimings,
-        default_identity,
-        run_controller,
-    )
+    from metallb_bgp.daemons.controller import ControllerOptions, default_identity, run_controller
+    from metallb_bgp.kube.leader import LeaseTimings
     from metallb_bgp.observe import logs
 
     logs.configure(level=args.log_level, fmt=args.log_format)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
-
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.core.allocator import INT64_MAX, Allocation, Assignment, PoolUsage, allocate, pool_usage
 from metallb_bgp.api.core import Namespace, Service
 from metallb_bgp.api.meta import replace
-from metallb_bgp.core.config import Config, Pool, ServiceAllocation
 from metallb_bgp.api.problems import Severity
-from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
 from metallb_bgp.api.selectors import LabelSelector
+from metallb_bgp.core.allocator import INT64_MAX, Allocation, Assignment, PoolUsage, allocate, pool_usage
+from metallb_bgp.core.config import Config, Pool, ServiceAllocation
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.net import IPAddress
 
 # --- builders ------------------------------------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import yaml
+from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path; makes the fixture visible)
 from kubernetes import client
 
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path; makes the fixture visible)
 from metallb_bgp import __version__
 from metallb_bgp.cli import _parser
 from metallb_bgp.observe.metrics import parse_address

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.core import compiler
 from metallb_bgp.api.loader import parse_object
+from metallb_bgp.api.problems import ObjectError, Severity
+from metallb_bgp.core import compiler
 from metallb_bgp.core.compiler import KEEPING_LAST_VALID, CompileResult, LastGood, compile_config
 from metallb_bgp.core.config import Community
-from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
 NS = "metallb-system"

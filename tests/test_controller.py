@@ -25,36 +25,25 @@ from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator import PoolUsage, allocate
 from metallb_bgp.core.compiler import compile_config
-from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.plan.controller import ServiceView, Written, allocated_message, merge_overlay, plan_writes, snapshot_views
 from metallb_bgp.core.snapshot import ClusterSnapshot
-from metallb_bgp.daemons.controller import (
-    Controller,
-    ControllerOptions,
-    LeaseElector,
-    LeaseTimings,
-    ServiceView,
-    Written,
-    allocated_message,
-    merge_overlay,
-    plan_writes,
-    snapshot_views,
-)
-from metallb_bgp.kube.events import EventLedger
-from metallb_bgp.kube.writer import (
+from metallb_bgp.core.writes import (
     POOL_ANNOTATION,
-    EventPacer,
     EventSpec,
-    KubeWriter,
     ObjectRef,
     WriteOutcome,
     WriteResult,
-    concurrently,
     configuration_state_status,
     event_body,
     pool_annotation_patch,
     pool_status_patch,
     service_status_patch,
 )
+from metallb_bgp.daemons.controller import Controller, ControllerOptions
+from metallb_bgp.kube.events import EventLedger
+from metallb_bgp.kube.leader import LeaseElector, LeaseTimings
+from metallb_bgp.kube.writer import EventPacer, KubeWriter, concurrently
 
 GROUP = "metallb.io"
 NS = "metallb-system"

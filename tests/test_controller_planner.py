@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from test_allocator import POOL_MENU, UNIVERSE
-from test_reconciler import assert_same_allocation
+from test_incremental_planner import assert_same_allocation
 
 from metallb_bgp.api.loader import parse_object
-from metallb_bgp.daemons.controller import (
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.plan.controller import (
     OVERLAY_MAX_AGE,
     AnnotationChange,
     ControllerPass,
@@ -40,9 +41,8 @@ from metallb_bgp.daemons.controller import (
     compute_pass,
     written_view,
 )
-from metallb_bgp.kube.writer import POOL_ANNOTATION, WriteOutcome, WriteResult
-from metallb_bgp.core.objects import ServiceKey
 from metallb_bgp.core.snapshot import ClusterSnapshot
+from metallb_bgp.core.writes import POOL_ANNOTATION, WriteOutcome, WriteResult
 
 EXAMPLES = int(os.environ.get("CONTROLLER_PLANNER_EXAMPLES", "500"))  # raise it for a long soak
 NS = "metallb-system"

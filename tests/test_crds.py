@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
+from fakekube import FakeKube
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel, Field
 
-from fakekube import FakeKube
-from metallb_bgp.gen import crds
 from metallb_bgp.api.loader import _YAMLLoader, parse_object  # _YAMLLoader: YAML as kubectl reads it (1234:1)
+from metallb_bgp.gen import crds
 
 try:
     import jsonschema

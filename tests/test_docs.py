@@ -34,13 +34,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metallb_bgp.core import compiler
-
-from metallb_bgp.gen import docs_reference
 from metallb_bgp.api.loader import load_yaml
-from metallb_bgp.gen.crds import ConfigurationState
-from metallb_bgp.core.plan import make_plan
+from metallb_bgp.core import compiler
+from metallb_bgp.core.plan.pipeline import make_plan
 from metallb_bgp.core.snapshot import ClusterSnapshot
+from metallb_bgp.gen import docs_reference
+from metallb_bgp.gen.crds import ConfigurationState
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -17,9 +17,9 @@ import pytest
 from bird import BirdRouter, Speaker, eventually
 
 from metallb_bgp.core.config import DynamicASN, Peer
-from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine, SessionState
 from metallb_bgp.core.net import IPNetwork
 from metallb_bgp.core.routes import RouteAttributes, RouteKey, RouteTable
+from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine, SessionState
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(60)]
 

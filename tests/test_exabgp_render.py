@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metallb_bgp.core.config import DynamicASN, Peer
+from metallb_bgp.core.net import IPNetwork
+from metallb_bgp.core.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, apply_diff, diff, group_routes
 from metallb_bgp.exabgp import commands
 from metallb_bgp.exabgp.events import (
     Ack,
@@ -31,8 +33,6 @@ from metallb_bgp.exabgp.events import (
 )
 from metallb_bgp.exabgp.process import redact
 from metallb_bgp.exabgp.render import Neighbor, render, render_config
-from metallb_bgp.core.net import IPNetwork
-from metallb_bgp.core.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, apply_diff, diff, group_routes
 
 GOLDEN = Path(__file__).parent / "golden" / "exabgp"
 EXABGP = Path(sys.executable).parent / "exabgp"

@@ -9,8 +9,8 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.exabgp import commands
 from metallb_bgp.core.routes import RouteAttributes
+from metallb_bgp.exabgp import commands
 
 PEERS = ("a", "b", "c")
 PREFIXES = [ipaddress.ip_network(f"192.0.2.{i}/32") for i in range(6)] + [ipaddress.ip_network("2001:db8::1/128")]

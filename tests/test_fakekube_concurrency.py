@@ -14,10 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 
 T = TypeVar("T")
 

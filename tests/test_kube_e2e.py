@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
 from bird import BirdRouter, Speaker, wait_until
 from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from kubernetes import client
 from test_embedded import free_peer_port
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]

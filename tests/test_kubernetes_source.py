@@ -13,12 +13,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from structlog.testing import capture_logs
 
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.snapshot import ClusterSnapshot, ObjectsSeen, Replacements, replaced_objects
 from metallb_bgp.sources.kubernetes import KubernetesSource, Resource, ResourceCache, backoff_delay, parse_item

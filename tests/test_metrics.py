@@ -9,12 +9,12 @@ import urllib.request
 import pytest
 from prometheus_client import REGISTRY
 
-from metallb_bgp.observe import metrics
+from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator import PoolUsage
 from metallb_bgp.core.config import Peer
-from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core.objects import ServiceKey
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.routes import RouteAttributes, RouteTable, Skip, SkipReason
+from metallb_bgp.observe import metrics
 
 PEERS = (
     Peer(name="a", my_asn=64500, peer_asn=64501, address=ipaddress.ip_address("10.0.0.1")),

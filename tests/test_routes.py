@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
+from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
 from metallb_bgp.core.config import Advertisement, Community, Config, Peer, Pool
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork, covering_prefix
-from metallb_bgp.core.objects import ServiceKey
 from metallb_bgp.core.routes import (
     EXCLUDE_LABEL,
     PoolIndex,
@@ -29,7 +30,6 @@ from metallb_bgp.core.routes import (
     prefix_of,
     service_routes,
 )
-from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
 
 # --- building a cluster ----------------------------------------------------------------------------------
 

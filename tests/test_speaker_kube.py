@@ -16,25 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
 from bird import eventually
 from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
-from metallb_bgp.core.config import Peer
-from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.routes import SkipReason
-from metallb_bgp.daemons.speaker import (
-    Speaker,
-    SpeakerOptions,
-    SpeakerPlanner,
-    announced_services,
-    node_assigned_events,
-    peer_entries,
-    speaker_plan,
-    speaker_state,
-)
+from kubernetes import client
 from test_controller import GROUP, NS, advertisement, pool, service, snap
+
+from metallb_bgp.core.config import Peer
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.plan.speaker import SpeakerPlanner, announced_services, node_assigned_events, speaker_plan
+from metallb_bgp.core.routes import SkipReason
+from metallb_bgp.daemons.speaker import Speaker, SpeakerOptions, peer_entries, speaker_state
+from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
 
 PEER = {"apiVersion": f"{GROUP}/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
         "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.1", "peerPort": 9,
@@ -233,7 +225,7 @@ def test_exabgp_starts_with_the_nodes_peers_while_the_services_are_still_listed(
 def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change() -> None:
     import dataclasses
 
-    from metallb_bgp.daemons.speaker import SpeakerPlanner
+    from metallb_bgp.core.plan.speaker import SpeakerPlanner
 
     def same(got, want) -> None:
         assert dict(got.table.routes) == dict(want.table.routes)
@@ -359,8 +351,9 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
 
 
 def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_event(fake_kube: FakeKube, short_tmp: Path) -> None:
-    from metallb_bgp.kube.writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.core.writes import EventSpec, ObjectRef
     from metallb_bgp.daemons.speaker import _Publisher
+    from metallb_bgp.kube.writer import KubeWriter
 
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
@@ -385,8 +378,9 @@ def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_eve
 def test_node_assigned_events_are_paced_and_none_is_lost(fake_kube: FakeKube, short_tmp: Path) -> None:
     """kubelet's rule for Events (a burst, then a rate): a burst of 8 at 20 a second lets 40 through in
     about 1.6 s, never faster, while the ConfigurationState is written at once."""
-    from metallb_bgp.kube.writer import EventSpec, KubeWriter, ObjectRef
+    from metallb_bgp.core.writes import EventSpec, ObjectRef
     from metallb_bgp.daemons.speaker import _Publisher
+    from metallb_bgp.kube.writer import KubeWriter
 
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)

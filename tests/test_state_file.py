@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
 from metallb_bgp.sources.state_file import StateFile, load_state, save_state
 
 KEYS = [ServiceKey(ns, name) for ns in ("default", "a-b", "a", "z.y") for name in ("web", "web-2", "a", "x.y")]

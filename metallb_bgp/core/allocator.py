@@ -36,9 +36,9 @@ from metallb_bgp.api.core import Namespace, Service, ServiceSpec
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.api.selectors import any_matches
 from metallb_bgp.core.config import Config, Pool
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork, parse_ip
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.snapshot_dict import SnapshotDict
+from metallb_bgp.core.persistent import SnapshotDict
 
 ANNOTATION_PREFIX = "metallb.io/"
 DEPRECATED_ANNOTATION_PREFIX = "metallb.universe.tf/"

@@ -51,9 +51,9 @@ from ipaddress import IPv4Network, IPv6Network
 from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.api.selectors import LabelSelector, any_matches
 from metallb_bgp.core.config import Advertisement, Community, Config, Peer
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.snapshot_dict import SnapshotDict
+from metallb_bgp.core.persistent import SnapshotDict
 
 
 @dataclass(frozen=True, order=True)

@@ -23,6 +23,8 @@ from metallb_bgp.api.metallb import (
     L2Advertisement,
 )
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.net import IPAddress
 
 DEFAULT_NAMESPACE = "metallb-system"
 
@@ -126,3 +128,14 @@ class ObjectsSeen(Generic[T]):
         if hint is not None and hint.since is since and (entry := hint.kinds.get(self.kind)) is not None and entry[0] is new:
             return entry[1], entry[2]
         return replaced_objects(old, new)
+
+
+def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAddress, ...]]:
+    """IPs already written in the manifests' Service status (as `kubectl get -o yaml` shows them)."""
+    found: dict[ServiceKey, tuple[IPAddress, ...]] = {}
+    for service in snapshot.services:
+        if ips := service.status_ips():
+            found[ServiceKey(service.namespace, service.name)] = ips
+    return found
+
+

@@ -8,7 +8,7 @@ which sends only the difference, and persists new IP assignments. Problems are l
 appear and once when they clear, not on every reconcile.
 
 After the initial sync the objects loaded so far are moved out of the garbage collector's sight
-(`heap.Heap`, which also freezes what a later full collection leaves alive): they live as long as the
+(`gc.GcPolicy`, which also freezes what a later full collection leaves alive): they live as long as the
 process, and scanning tens of thousands of them on every collection would otherwise be most of a small
 change's cost.
 
@@ -41,18 +41,12 @@ from pathlib import Path
 import structlog
 
 from metallb_bgp.api.problems import printable
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.plan import Plan
-from metallb_bgp.core.reconciler import ClusterChange, IncrementalPlanner
-from metallb_bgp.daemons.heap import Heap
-from metallb_bgp.daemons.runtime import (
-    NextHops,
-    ProblemLog,
-    engine_for,
-    find_node,
-    first_peers,
-)
+from metallb_bgp.core.plan.incremental import ClusterChange, IncrementalPlanner
+from metallb_bgp.core.plan.pipeline import Plan
+from metallb_bgp.daemons.gc import GcPolicy
+from metallb_bgp.daemons.runtime import NextHops, ProblemLog, engine_for, find_node, first_peers
 from metallb_bgp.exabgp import (
     ExaBGPConfigError,
     ExaBGPEngine,
@@ -88,7 +82,7 @@ class EmbeddedRunner:
         self.problems = ProblemLog(self.folder.file_of)
         self.next_hops = NextHops(options.node_name)
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
-        self.heap = Heap()
+        self.heap = GcPolicy()
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written

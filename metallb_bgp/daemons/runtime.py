@@ -19,9 +19,7 @@ from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError, printable
 from metallb_bgp.core.compiler import compile_config
 from metallb_bgp.core.config import Peer
-from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.reconciler import ClusterChange
+from metallb_bgp.core.plan.incremental import ClusterChange
 from metallb_bgp.core.routes import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
@@ -68,15 +66,6 @@ async def wait_for_sync(source: ClusterSource, stop: asyncio.Event, *, poll: flo
         if await asyncio.to_thread(source.wait_synced, poll, config_only=config_only):
             return True
     return False
-
-
-def status_assignments(snapshot: ClusterSnapshot) -> dict[ServiceKey, tuple[IPAddress, ...]]:
-    """IPs already written in the manifests' Service status (as `kubectl get -o yaml` shows them)."""
-    found: dict[ServiceKey, tuple[IPAddress, ...]] = {}
-    for service in snapshot.services:
-        if ips := service.status_ips():
-            found[ServiceKey(service.namespace, service.name)] = ips
-    return found
 
 
 def first_peers(change: ClusterChange, node_name: str) -> tuple[Peer, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from metallb_bgp.kube.writer import EventSpec, WriteOutcome, WriteResult
+from metallb_bgp.core.writes import EventSpec, WriteOutcome, WriteResult
 
 
 class EventLedger:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from metallb_bgp.api.problems import printable
-from metallb_bgp.core.plan import Plan
+from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.core.routes import RouteAttributes
 
 

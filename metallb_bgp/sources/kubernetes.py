@@ -51,7 +51,7 @@ from metallb_bgp.api.loader import Parsed, parse_object
 from metallb_bgp.api.metallb import GROUP, BGPPeer
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, Replacements
-from metallb_bgp.kube.core_v1 import CoreV1
+from metallb_bgp.kube.client import CoreV1
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
 
 Assignments = Mapping[ServiceKey, tuple[IPAddress, ...]]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from metallb_bgp.daemons.heap import Heap
+from metallb_bgp.daemons.gc import GcPolicy
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def test_held_until_released_then_what_lives_is_frozen() -> None:
 
 
 async def held_until_released() -> None:
-    heap = Heap()
+    heap = GcPolicy()
     heap.hold()
     assert not gc.isenabled()
     frozen = gc.get_freeze_count()
@@ -40,7 +40,7 @@ def test_the_hold_ends_by_itself_after_its_limit() -> None:
 
 
 async def ends_by_itself() -> None:
-    heap = Heap()
+    heap = GcPolicy()
     heap.hold(limit=0.05)
     assert not gc.isenabled()
     await asyncio.sleep(0.2)
@@ -56,14 +56,14 @@ def test_a_collector_someone_else_turned_off_stays_off() -> None:
 
 async def stays_off() -> None:
     gc.disable()
-    heap = Heap()
+    heap = GcPolicy()
     heap.hold()
     heap.release(freeze=False)
     assert not gc.isenabled()
 
 
 def test_what_a_full_collection_leaves_alive_is_frozen_after_the_next_reconcile() -> None:
-    heap = Heap()
+    heap = GcPolicy()
     frozen = gc.get_freeze_count()
     heap.settle()  # no full collection since: nothing to do
     assert gc.get_freeze_count() == frozen

@@ -7,7 +7,7 @@ import gc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.core.snapshot_dict import SnapshotDict
+from metallb_bgp.core.persistent import SnapshotDict
 
 operations = st.lists(
     st.one_of(

@@ -21,17 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_allocator import NAMESPACES, POOL_MENU, V4, configs, service, services, sharing_services
 
-from metallb_bgp.core.allocator import Allocation, AllocationState, allocate
 from metallb_bgp.api.core import Service
-from metallb_bgp.api.meta import to_document
 from metallb_bgp.api.loader import parse_object
-from metallb_bgp.daemons.runtime import status_assignments
+from metallb_bgp.api.meta import to_document
+from metallb_bgp.core.allocator import Allocation, AllocationState, allocate
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.plan import Plan, make_plan
-from metallb_bgp.core.reconciler import ClusterChange, IncrementalPlanner, config_part
+from metallb_bgp.core.plan.incremental import ClusterChange, IncrementalPlanner, config_part
+from metallb_bgp.core.plan.pipeline import Plan, make_plan
 from metallb_bgp.core.routes import RouteAttributes, RouteTable, RouteTableState, ServiceRoutes, Skip, SkipReason, combine, tally
-from metallb_bgp.core.snapshot import ClusterSnapshot
+from metallb_bgp.core.snapshot import ClusterSnapshot, status_assignments
 from metallb_bgp.sources.manifests import ManifestFolder
 
 EXAMPLES = int(os.environ.get("RECONCILER_EXAMPLES", "150"))  # raise it for a long soak
@@ -429,10 +428,10 @@ def test_a_relative_folder_sees_the_watchers_absolute_paths(tmp_path: Path, monk
 def test_plan_run_and_the_controller_read_a_status_with_an_unreadable_entry_alike(status: list[str]) -> None:
     """One reading of status IPs (`api.core.status_addresses`): the good entry is kept by all three."""
     from metallb_bgp.api.loader import parse_object
-    from metallb_bgp.daemons.controller import ServiceView, readable_ips
-    from metallb_bgp.kube.writer import ingress_ips
-    from metallb_bgp.core.plan import make_plan
+    from metallb_bgp.core.plan.controller import ServiceView, readable_ips
+    from metallb_bgp.core.plan.pipeline import make_plan
     from metallb_bgp.core.snapshot import ClusterSnapshot
+    from metallb_bgp.core.writes import ingress_ips
 
     docs = [
         {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p", "namespace": "metallb-system"},

@@ -33,7 +33,7 @@ def _full_collections() -> int:
     return int(gc.get_stats()[-1]["collections"])
 
 
-class Heap:
+class GcPolicy:
     def __init__(self) -> None:
         self._held = False
         self._limit: asyncio.TimerHandle | None = None

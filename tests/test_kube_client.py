@@ -11,12 +11,12 @@ import json
 from typing import Any
 
 import pytest
+from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
-from metallb_bgp.kube.core_v1 import CoreV1
+from metallb_bgp.kube.client import CoreV1
 
 
 def _service(name: str) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.core.allocator import Allocation, AllocationState
 from metallb_bgp.core.compiler import CompileResult, compile_config
 from metallb_bgp.core.config import Peer
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.objects import ServiceKey
-from metallb_bgp.core.plan import Plan
+from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.core.routes import (
     SERVICE_NAME_LABEL,
     NodeContext,
