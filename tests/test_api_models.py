@@ -14,8 +14,8 @@ from metallb_bgp.api.duration import parse_duration
 from metallb_bgp.api.loader import load_yaml, parse_object
 from metallb_bgp.api.metallb import BGPPeer
 from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core.compiler import compile_config
-from metallb_bgp.core.config import Community
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Community
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
 DATA = Path(__file__).parent / "data" / "metallb"

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
-from metallb_bgp.core.compiler import CompileResult, compile_config, parse_community, parse_pool_addresses
-from metallb_bgp.core.config import Community
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Community
+from metallb_bgp.core.config.parse import parse_community, parse_pool_addresses
+from metallb_bgp.core.config.result import CompileResult
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
 NS = "metallb-system"

@@ -6,6 +6,7 @@ what the second Config keeps and which object the errors name.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from hypothesis import strategies as st
 
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core import compiler
-from metallb_bgp.core.compiler import KEEPING_LAST_VALID, CompileResult, LastGood, compile_config
-from metallb_bgp.core.config import Community
+from metallb_bgp.core.config import last_good, report
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.last_good import KEEPING_LAST_VALID
+from metallb_bgp.core.config.model import Community
+from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
 NS = "metallb-system"
@@ -312,7 +315,7 @@ def test_a_bug_in_keeping_last_valid_versions_falls_back_to_the_plain_rules(monk
     def broken(self: Any) -> CompileResult:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(compiler._History, "resolve", broken)
+    monkeypatch.setattr(last_good.History, "resolve", broken)
     after = compile_(pool("a", "10.0.0.0/24"), pool("b", "10.1.0.0/24"), after=before)
 
     assert list(after.config.pools) == ["a", "b"]
@@ -430,3 +433,54 @@ def test_an_unchanged_object_that_was_good_stays_in_the_config_whatever_else_is_
             if kind == "IPAddressPool":
                 assert result.config.pools[name].cidrs == previous.config.pools[name].cidrs
         previous_state, previous = state, result
+
+
+# --- which object is blamed is read from structured references, not from message text ---------------
+
+
+def _identities(result: CompileResult) -> set[tuple[str, str, str, str, Severity, tuple[tuple[str, str, str], ...]]]:
+    return {(e.kind, e.namespace, e.name, e.field, e.severity, e.refs) for e in result.errors}
+
+
+def _history_results(states: list[dict[Key, dict[str, Any]]]) -> list[CompileResult]:
+    results = [compile_config(snapshot_of(states[0]))]
+    for state in states[1:]:
+        results.append(compile_config(snapshot_of(state), last_good=results[-1].last_good))
+    return results
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(histories())
+def test_rewording_every_rule_message_changes_no_decision(states: list[dict[Key, dict[str, Any]]]) -> None:
+    """Every message the rules write is replaced by its reverse, which names no object a reader could
+    parse: the same objects are held back, the same Config results, the same objects are blamed."""
+    plain = _history_results(states)
+    original_add = report.Report.add
+
+    def reworded_add(self: report.Report, obj: Any, issue: report.Issue) -> None:
+        original_add(self, obj, replace(issue, message=issue.message[::-1]))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report.Report, "add", reworded_add)
+        reworded = _history_results(states)
+    for ours, theirs in zip(plain, reworded, strict=True):
+        assert theirs.config == ours.config
+        assert set(theirs.last_good) == set(ours.last_good)
+        assert _identities(theirs) == _identities(ours)
+
+
+def test_an_object_named_only_in_the_text_is_not_blamed_and_one_named_in_refs_is() -> None:
+    """The search reads `refs`: a reference to pool b in the text alone says nothing about b."""
+    victim = ("BGPAdvertisement", NS, "a1")
+    said = ObjectError(*victim, "spec.aggregationLength", "16 is shorter than the /8 prefix in IPAddressPool b")
+    meant = ObjectError(*victim, "spec.aggregationLength", "reworded", Severity.ERROR, (("IPAddressPool", NS, "c"),))
+    assert not last_good._names(said, ("IPAddressPool", NS, "b"))
+    assert last_good._names(meant, ("IPAddressPool", NS, "c"))
+
+
+def test_a_pool_edit_blamed_for_breaking_an_advertisement_names_it_in_refs() -> None:
+    first = compile_(pool("p", "10.0.0.0/24"), advertisement("a1", ipAddressPools=["p"], aggregationLength=24))
+    second = compile_(pool("p", "10.0.0.0/28"), advertisement("a1", ipAddressPools=["p"], aggregationLength=24), after=first)
+    blamed = [e for e in second.errors if (e.kind, e.name) == ("IPAddressPool", "p") and e.is_error]
+    assert blamed and blamed[0].refs == (("BGPAdvertisement", NS, "a1"),)
+    assert cidrs(second, "p") == ["10.0.0.0/24"]

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator import PoolUsage, allocate
-from metallb_bgp.core.compiler import compile_config
+from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.controller import ServiceView, Written, allocated_message, merge_overlay, plan_writes, snapshot_views
 from metallb_bgp.core.snapshot import ClusterSnapshot

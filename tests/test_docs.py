@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from metallb_bgp.api.loader import load_yaml
-from metallb_bgp.core import compiler
+from metallb_bgp.core.config import last_good, rules
 from metallb_bgp.core.plan.pipeline import make_plan
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.gen import docs_reference
@@ -342,7 +342,7 @@ def test_helm_values_table_comes_from_the_chart_when_present() -> None:
 
 def test_troubleshooting_quotes_the_compilers_own_words() -> None:
     text = (DOCS / "troubleshooting.md").read_text()
-    for quoted in (compiler.L2_IGNORED, getattr(compiler, "KEEPING_LAST_VALID", "")):
+    for quoted in (rules.L2_IGNORED, last_good.KEEPING_LAST_VALID):
         assert quoted in text
 
 

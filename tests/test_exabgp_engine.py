@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from bird import BirdRouter, Speaker, eventually
 
-from metallb_bgp.core.config import DynamicASN, Peer
+from metallb_bgp.core.config.model import DynamicASN, Peer
 from metallb_bgp.core.net import IPNetwork
 from metallb_bgp.core.routes import RouteAttributes, RouteKey, RouteTable
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine, SessionState

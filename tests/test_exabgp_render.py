@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.core.config import DynamicASN, Peer
+from metallb_bgp.core.config.model import DynamicASN, Peer
 from metallb_bgp.core.net import IPNetwork
 from metallb_bgp.core.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, apply_diff, diff, group_routes
 from metallb_bgp.exabgp import commands

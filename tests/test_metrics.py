@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator import PoolUsage
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.routes import RouteAttributes, RouteTable, Skip, SkipReason
 from metallb_bgp.observe import metrics

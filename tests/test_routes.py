@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
-from metallb_bgp.core.config import Advertisement, Community, Config, Peer, Pool
+from metallb_bgp.core.config.model import Advertisement, Community, Config, Peer, Pool
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork, covering_prefix
 from metallb_bgp.core.routes import (

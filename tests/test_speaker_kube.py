@@ -21,7 +21,7 @@ from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ 
 from kubernetes import client
 from test_controller import GROUP, NS, advertisement, pool, service, snap
 
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.speaker import SpeakerPlanner, announced_services, node_assigned_events, speaker_plan
 from metallb_bgp.core.routes import SkipReason

@@ -2,7 +2,7 @@
 
 Field names, optionality and defaults follow MetalLB's Go types (api/v1beta1, api/v1beta2). Shape
 checks live here (types, unknown fields, enums); every rule that needs more than one field or more than
-one object lives in `metallb_bgp.core.compiler`, so all rules are reported the same way.
+one object lives in `metallb_bgp.core.config`, so all rules are reported the same way.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 A bad object must never stop the good ones from working, so validation does not raise: it returns
 `ObjectError`s that name the object and the field, and the caller leaves that object out. The same
 values reach the CLI, logs, Kubernetes status and Events, so their text form is fixed here once:
-`Kind namespace/name: field: message`.
+`Kind namespace/name: field: message`. The objects a message names are also kept as values (`refs`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators and bidirectional overrides:
@@ -42,6 +42,9 @@ class ObjectError:
     field: str
     message: str
     severity: Severity = Severity.ERROR
+    # (kind, namespace, name) of each other object the message names: what code reads instead of the
+    # text, so a message can be reworded freely. Not part of equality: the text already says it.
+    refs: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
 
     @property
     def object_ref(self) -> str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from metallb_bgp.api.core import Namespace, Service, ServiceSpec
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.api.selectors import any_matches
-from metallb_bgp.core.config import Config, Pool
+from metallb_bgp.core.config.model import Config, Pool
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork, parse_ip
 from metallb_bgp.core.persistent import SnapshotDict

@@ -50,7 +50,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.api.selectors import LabelSelector, any_matches
-from metallb_bgp.core.config import Advertisement, Community, Config, Peer
+from metallb_bgp.core.config.model import Advertisement, Community, Config, Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork
 from metallb_bgp.core.persistent import SnapshotDict

@@ -17,8 +17,8 @@ import structlog
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError, printable
-from metallb_bgp.core.compiler import compile_config
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.incremental import ClusterChange
 from metallb_bgp.core.routes import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot

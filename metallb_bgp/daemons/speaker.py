@@ -33,8 +33,8 @@ from kubernetes.client import ApiClient
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError
-from metallb_bgp.core.compiler import compile_config
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.incremental import config_part
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes import (

@@ -57,7 +57,7 @@ from typing import Any
 import structlog
 
 from metallb_bgp.api.problems import printable
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.routes import (
     RouteAttributes,

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from metallb_bgp.core.config import MAX_MD5_PASSWORD_BYTES, DynamicASN, Peer
+from metallb_bgp.core.config.model import MAX_MD5_PASSWORD_BYTES, DynamicASN, Peer
 from metallb_bgp.core.net import IPAddress
 
 PROCESS_NAME = "metallb"

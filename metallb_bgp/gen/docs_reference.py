@@ -8,7 +8,7 @@ CRD fields is written here, in `DESCRIPTIONS`, keyed by field path. A model fiel
 description, or a description for a field that no longer exists, stops the generator with the field
 named, so the tables can never silently lose a row.
 Facts that live in code (default hold time, graceful-restart time, what ExaBGP ignores) are quoted
-from the constants in `metallb_bgp.core.compiler` and `metallb_bgp.exabgp.render`.
+from the constants in `metallb_bgp.core.config` and `metallb_bgp.exabgp.render`.
 
 What it does not do: write whole documents. Each generated table sits between two markers in a
 hand-written Markdown file,
@@ -54,7 +54,7 @@ from metallb_bgp.api.metallb import (
     L2Advertisement,
     MetalLBObject,
 )
-from metallb_bgp.core import compiler
+from metallb_bgp.core.config import peers
 from metallb_bgp.exabgp.render import (
     EBGP_MULTIHOP_TTL,
     EBGP_SINGLE_HOP_TTL,
@@ -82,8 +82,8 @@ class DocsGenerationError(ValueError):
 
 # --- the prose ------------------------------------------------------------------------------------------
 
-_HOLD = compiler.DEFAULT_HOLD_TIME
-_MAX_SECONDS = compiler.MAX_BGP_SECONDS
+_HOLD = peers.DEFAULT_HOLD_TIME
+_MAX_SECONDS = peers.MAX_BGP_SECONDS
 _SELECTOR_NOTE = "See [LabelSelector](#labelselector); several selectors: any one matching is enough."
 
 DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
@@ -128,9 +128,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             "kernel routes the peer from (found when the speaker configures ExaBGP, and written into its "
             "configuration, so a reload never leaves the session without one)."
         ),
-        "spec.peerPort": f"The router's TCP port, 1 to {compiler.MAX_PEER_PORT} (MetalLB's limit).",
+        "spec.peerPort": f"The router's TCP port, 1 to {peers.MAX_PEER_PORT} (MetalLB's limit).",
         "spec.holdTime": (
-            f"BGP hold time. Unset: {_HOLD}s. 0 (no keepalives) or from {compiler.MIN_HOLD_TIME}s to "
+            f"BGP hold time. Unset: {_HOLD}s. 0 (no keepalives) or from {peers.MIN_HOLD_TIME}s to "
             f"{_MAX_SECONDS}s; whole seconds (a fraction is truncated, with a warning)."
         ),
         "spec.keepaliveTime": (

@@ -27,8 +27,9 @@ from metallb_bgp.core.allocator import (
     allocate,
     pool_usage,
 )
-from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.core.config import Config
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Config
+from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import config_part

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.core.allocator import Allocation, AllocationState
-from metallb_bgp.core.compiler import CompileResult, compile_config
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Peer
+from metallb_bgp.core.config.result import CompileResult
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.pipeline import Plan

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator import Allocation, allocate
-from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Peer
+from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.routes import RouteTable, desired_routes, node_peers

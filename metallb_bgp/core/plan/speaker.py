@@ -13,8 +13,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
 from metallb_bgp.api.core import EndpointSlice, Node, Service
-from metallb_bgp.core.compiler import CompileResult, LastGood, compile_config
-from metallb_bgp.core.config import Peer
+from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.config.model import Peer
+from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.incremental import config_part, slice_group
 from metallb_bgp.core.routes import (

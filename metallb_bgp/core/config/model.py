@@ -1,6 +1,6 @@
 """The compiled, validated configuration: what the allocator and the speaker reason about.
 
-These are plain frozen values produced by `metallb_bgp.core.compiler.compile_config` from the user's
+These are plain frozen values produced by `metallb_bgp.core.config.compile.compile_config` from the user's
 objects (pydantic models in `metallb_bgp.api`). Every reference here is already resolved and valid:
 advertisement pool selectors have become pool names, community aliases have become values, a peer's
 password has been read from its Secret. Code that consumes a `Config` never re-validates.
