@@ -383,6 +383,7 @@ def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
     import tempfile
 
     from bench.cluster import BenchCluster
+    from metallb_bgp.core.change import SnapshotChanges
     from metallb_bgp.core.plan.controller import ControllerPlanner, compute_pass
     from metallb_bgp.core.plan.speaker import speaker_plan
     from metallb_bgp.core.writes import POOL_ANNOTATION
@@ -406,17 +407,18 @@ def plan_cost(count: int, local_every: int, repeats: int = 5) -> dict[str, Any]:
     new = next(s for s in with_new.services if s.name == service_name(count))
     snapshot = replace(with_new, services=tuple(s for s in with_new.services if s is not new))
     planner = ControllerPlanner()
-    planner.update(snapshot, {}, now=0.0)
+    changes = SnapshotChanges()
+    planner.update(changes.take(snapshot), {}, now=0.0)
 
     def controller_compute() -> int:
         writes = compute_pass(snapshot, {}, now=0.0).writes
         return len(writes.status) + len(writes.annotations)
 
     def controller_create() -> int:
-        return len(planner.update(with_new, {}, now=0.0).writes.status)
+        return len(planner.update(changes.take(with_new), {}, now=0.0).writes.status)
 
     def controller_delete() -> int:
-        return len(planner.update(snapshot, {}, now=0.0).writes.status)
+        return len(planner.update(changes.take(snapshot), {}, now=0.0).writes.status)
 
     def speaker() -> int:
         return len(speaker_plan(snapshot, node_name=NODE).table.routes)

@@ -30,6 +30,7 @@ from test_allocator import POOL_MENU, UNIVERSE
 from test_incremental_planner import assert_same_allocation
 
 from metallb_bgp.api.loader import parse_object
+from metallb_bgp.core.change import SnapshotChanges
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.controller import (
     OVERLAY_MAX_AGE,
@@ -348,17 +349,18 @@ def test_the_incremental_controller_plans_the_writes_a_full_computation_plans_af
     for key, owned in initial:
         cluster.edit(key, owned)
     planner = ControllerPlanner()
+    changes = SnapshotChanges()
     overlay: dict[ServiceKey, Written] = {}
     now = 1000.0
     want = compute_pass(cluster.snapshot(), overlay, now=now)
-    got = planner.update(cluster.snapshot(), overlay, now=now)
+    got = planner.update(changes.take(cluster.snapshot()), overlay, now=now)
     assert_same_pass(got, want)
     assert planner.stats.full
     for action in actions:
         overlay, now = step(cluster, action, got, dict(got.overlay) if action[0] != "leadership" else {}, now)
         snapshot = cluster.snapshot()
         want = compute_pass(snapshot, overlay, now=now, last_good=want.compiled.last_good)
-        got = planner.update(snapshot, overlay, now=now)
+        got = planner.update(changes.take(snapshot), overlay, now=now)
         assert_same_pass(got, want)
 
 
@@ -368,15 +370,16 @@ def test_one_new_service_is_decided_and_planned_alone() -> None:
         cluster.edit(ServiceKey("a", f"s{i:02d}"), {"annotations": {}, "spec": {"type": "LoadBalancer",
                                                                                "ports": [{"port": 80}]}})
     planner = ControllerPlanner()
-    first = planner.update(cluster.snapshot(), {}, now=0.0)
+    changes = SnapshotChanges()
+    first = planner.update(changes.take(cluster.snapshot()), {}, now=0.0)
     overlay = dict(first.overlay)
     apply(cluster, first, overlay, [True], 0.0)
     for key in list(cluster.server):
         cluster.show(key)
-    settled = planner.update(cluster.snapshot(), overlay, now=0.0)
+    settled = planner.update(changes.take(cluster.snapshot()), overlay, now=0.0)
     assert not settled.writes.status and not settled.writes.annotations
     cluster.edit(ServiceKey("a", "zz"), {"annotations": {}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
-    got = planner.update(cluster.snapshot(), dict(settled.overlay), now=0.0)
+    got = planner.update(changes.take(cluster.snapshot()), dict(settled.overlay), now=0.0)
     assert [change.service for change in got.writes.status] == [ServiceKey("a", "zz")]
     stats = planner.stats
     assert (stats.recompiled, stats.full, stats.allocated, stats.planned) == (False, False, 1, 1)

@@ -177,7 +177,7 @@ def _fail_on_poison(original: Callable[..., Any], pick: Callable[..., str]) -> C
 def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
     from metallb_bgp.api import loader
     from metallb_bgp.core import allocator
-    from metallb_bgp.core.plan.pipeline import incremental
+    from metallb_bgp.core.plan import incremental, tracking
     from metallb_bgp.sources import manifests
 
     def text_of(text: str, **_kw: Any) -> str:
@@ -190,7 +190,7 @@ def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
         "yaml": (loader, "yaml_documents", text_of),
         "parse": (loader, "parse_object", doc_of),
         "index": (manifests._Index, "replace", lambda _self, path, *_a: str(path)),
-        "compile": (incremental, "compile_config", lambda snapshot, **_kw: json.dumps([p.name for p in snapshot.pools])),
+        "compile": (tracking, "compile_config", lambda snapshot, **_kw: json.dumps([p.name for p in snapshot.pools])),
         "allocate": (allocator.AllocationState, "update", lambda _self, _services, changed, _previous: str(sorted(changed))),
         "routes": (incremental, "service_routes", lambda _context, service, *_a: service.name),
     }

@@ -25,9 +25,10 @@ from metallb_bgp.api.core import Service
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.meta import to_document
 from metallb_bgp.core.allocator import Allocation, AllocationState, allocate
+from metallb_bgp.core.change import ClusterChange, config_part
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.plan.incremental import ClusterChange, IncrementalPlanner, config_part
+from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan, make_plan
 from metallb_bgp.core.routes import RouteAttributes, RouteTable, RouteTableState, ServiceRoutes, Skip, SkipReason, combine, tally
 from metallb_bgp.core.snapshot import ClusterSnapshot, status_assignments

@@ -21,6 +21,7 @@ from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ 
 from kubernetes import client
 from test_controller import GROUP, NS, advertisement, pool, service, snap
 
+from metallb_bgp.core.change import SnapshotChanges
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.speaker import SpeakerPlanner, announced_services, node_assigned_events, speaker_plan
@@ -85,9 +86,10 @@ def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -
     assert event.message == 'announcing from node "n1" with protocol "bgp"'
     assert node_assigned_events(frozenset(), services, "n1") == []
     planner = SpeakerPlanner(node_name="n1")  # the speaker passes what its planner newly announced
-    planner.update(cluster)
+    changes = SnapshotChanges()
+    planner.update(changes.take(cluster))
     assert planner.newly_announced == announced
-    planner.update(dataclasses.replace(cluster, pools=snap({**pool(), "status": {"assignedIPv4": 1}}).pools))
+    planner.update(changes.take(dataclasses.replace(cluster, pools=snap({**pool(), "status": {"assignedIPv4": 1}}).pools)))
     assert planner.newly_announced == set()  # a counters-only pool change: nothing new, no second event
 
 
@@ -237,13 +239,14 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
                 *[service(f"s{i}", ips=(f"198.51.100.{i}",)) for i in range(5)],
                 *[slice_for(f"s{i}", "n1") for i in range(5)])
     planner = SpeakerPlanner(node_name="n1")
-    same(planner.update(base), speaker_plan(base, node_name="n1"))
+    changes = SnapshotChanges()
+    same(planner.update(changes.take(base)), speaker_plan(base, node_name="n1"))
     assert planner.routes_touched is None  # the first plan is whole
 
     # as the Kubernetes source does: unchanged objects are the very same objects
     moved = snap(slice_for("s2", "n2")).endpoint_slices[0]
     step = dataclasses.replace(base, endpoint_slices=tuple(moved if s.name == "s2-1" else s for s in base.endpoint_slices))
-    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == set()  # ETP Cluster: an endpoint elsewhere still serves
 
     local = snap(service("s3", ips=("198.51.100.3",), externalTrafficPolicy="Local")).services[0]
@@ -251,24 +254,24 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
                                endpoint_slices=tuple(moved if s.name == "s3-1" else s for s in step.endpoint_slices))
     step = dataclasses.replace(step, endpoint_slices=tuple(
         snap(slice_for("s3", "n2")).endpoint_slices[0] if s.name == "s3-1" else s for s in step.endpoint_slices))
-    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == {("router", net("198.51.100.3/32"))}  # withdrawn: no local endpoint
 
     step = dataclasses.replace(step, services=tuple(s for s in step.services if s.name != "s0"))
-    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == {("router", net("198.51.100.0/32"))}
 
     counted = snap({**pool(), "status": {"assignedIPv4": 4, "availableIPv4": 4}}).pools  # the controller's counters
     step = dataclasses.replace(step, pools=counted)
-    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == set()  # a new pool object, the same Config: nothing re-routed
 
     grown = dataclasses.replace(step, pools=snap(pool("pool", "198.51.100.0/28")).pools)  # a new Config: whole plan
-    same(planner.update(grown), speaker_plan(grown, node_name="n1"))
+    same(planner.update(changes.take(grown)), speaker_plan(grown, node_name="n1"))
     assert planner.routes_touched is None
 
     step = dataclasses.replace(step, nodes=snap(node("n1", **{EXCLUDE: ""})).nodes)  # not a service: whole plan
-    same(planner.update(step), speaker_plan(step, node_name="n1"))
+    same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched is None and not planner.plan.table.routes
 
 
@@ -321,6 +324,7 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
     services = {n: snap(service(n, ips=(f"198.51.100.{i}",))).services[0] for i, n in enumerate(SERVICES)}
     slices = {n: snap(slice_for(n, "n1")).endpoint_slices[0] for n in SERVICES}
     planner = SpeakerPlanner(node_name="n1")
+    changes = SnapshotChanges()
     rng = random.Random(len(steps))
     extra: dict[str, Any] = {}  # second definitions of a key
     for kind, name, where, local in [("start", "", "", False), *steps]:
@@ -342,7 +346,7 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
             rng.shuffle(ordered_slices)
         cluster = dataclasses.replace(config, services=tuple(ordered_services), endpoint_slices=tuple(ordered_slices))
         announced_before = set(planner.announced)
-        got, want = planner.update(cluster), speaker_plan(cluster, node_name="n1")
+        got, want = planner.update(changes.take(cluster)), speaker_plan(cluster, node_name="n1")
         assert set(planner.announced) == announced_services(want.table)
         assert planner.newly_announced == announced_services(want.table) - announced_before
         assert dict(got.table.routes) == dict(want.table.routes)

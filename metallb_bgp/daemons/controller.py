@@ -43,9 +43,10 @@ import structlog
 from kubernetes.client import ApiClient
 
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.controller import AnnotationChange, ControllerPlanner, ControllerWrites, StatusChange, Written, written_view
-from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
+from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
 from metallb_bgp.core.writes import Body, EventSpec, WriteResult
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import ClusterSource, ProblemLog, SourceFactory, kubernetes_source, wait_for_sync
@@ -180,7 +181,7 @@ class Controller:
             self.retry_delay = None
             return
         started = time.monotonic()
-        writes = self.compute(self.source.snapshot())
+        writes = self.compute(self.source.changes())
         due = self.ledger.due(limit=self.pacer.burst)  # more cannot go in one pass
         applied = await asyncio.to_thread(self._apply, writes, due)
         self._absorb(writes, applied)
@@ -205,8 +206,8 @@ class Controller:
             seconds=round(time.monotonic() - started, 4),
         )
 
-    def compute(self, snapshot: ClusterSnapshot) -> ControllerWrites:
-        computed = self.planner.update(snapshot, self.overlay, now=time.monotonic())
+    def compute(self, change: ClusterChange) -> ControllerWrites:
+        computed = self.planner.update(change, self.overlay, now=time.monotonic())
         self.overlay = computed.overlay
         errors, warnings = computed.compiled.errors, computed.allocation.warnings
         if (errors, warnings) != self._problems_seen:  # tuples kept as long as nothing changed: cheap

@@ -41,9 +41,10 @@ from pathlib import Path
 import structlog
 
 from metallb_bgp.api.problems import printable
+from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.plan.incremental import ClusterChange, IncrementalPlanner
+from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import NextHops, ProblemLog, engine_for, find_node, first_peers

@@ -17,9 +17,9 @@ import structlog
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError, printable
+from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.plan.incremental import ClusterChange
 from metallb_bgp.core.routes import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
@@ -46,6 +46,8 @@ class ClusterSource(Protocol):
     def wait_synced(self, timeout: float | None = None, *, config_only: bool = False) -> bool: ...
 
     def snapshot(self) -> ClusterSnapshot: ...
+
+    def changes(self) -> ClusterChange: ...
 
     def stop(self) -> None: ...
 

@@ -33,9 +33,9 @@ from kubernetes.client import ApiClient
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.change import config_part
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.plan.incremental import config_part
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes import (
     node_peers,
@@ -245,11 +245,10 @@ class Speaker:
     async def reconcile(self) -> None:
         assert self.source is not None
         started = time.monotonic()
-        snapshot = self.source.snapshot()
-        plan = self.planner.update(snapshot)
+        plan = self.planner.update(self.source.changes())
         self.problems.update(plan.compiled.errors)
         if self.engine is None:
-            await self._start_engine(plan.peers, find_node(snapshot, self.options.node_name))
+            await self._start_engine(plan.peers, self.planner.node)
         else:
             await self._set_peers(plan.peers)
             if self.planner.routes_touched is None:  # a whole plan: the Node (its addresses) may have changed

@@ -50,6 +50,7 @@ from pydantic import BaseModel
 from metallb_bgp.api.loader import Parsed, parse_object
 from metallb_bgp.api.metallb import GROUP, BGPPeer
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.change import ClusterChange, SnapshotChanges
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot, Replacements
 from metallb_bgp.kube.client import CoreV1
 
@@ -524,6 +525,7 @@ class KubernetesSource:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._wanted_secrets: frozenset[str] = frozenset()
+        self._changes = SnapshotChanges()
         self._last_token: object = None  # the last snapshot's, which the next one's `replacements` refer to
         options = WatchOptions(timeout_seconds=int(watch_timeout_seconds), page_size=page_size,
                                backoff_base=backoff_base, backoff_cap=backoff_cap)
@@ -598,6 +600,11 @@ class KubernetesSource:
                                        replacements=replacements)  # fmt: skip
             self._last_token = snapshot.token
         return snapshot
+
+    def changes(self) -> ClusterChange:
+        """What changed since the last call (the first: everything), as the manifests source reports it.
+        Call it from one consumer only: each call takes a snapshot and moves the starting point."""
+        return self._changes.take(self.snapshot())
 
     # --- plumbing ---------------------------------------------------------------------------------------
 

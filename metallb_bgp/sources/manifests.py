@@ -33,8 +33,8 @@ from metallb_bgp.api.core import EndpointSlice, Service
 from metallb_bgp.api.loader import KINDS, LIMITS, load_yaml
 from metallb_bgp.api.meta import replace
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.change import ClusterChange, SliceGroup, slice_group
 from metallb_bgp.core.keys import ServiceKey
-from metallb_bgp.core.plan.incremental import ClusterChange, SliceGroup, slice_group
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE, ClusterSnapshot
 
 SUFFIXES = (".yaml", ".yml", ".json")

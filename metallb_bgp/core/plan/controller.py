@@ -27,13 +27,14 @@ from metallb_bgp.core.allocator import (
     allocate,
     pool_usage,
 )
+from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Config
 from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.plan.incremental import config_part
-from metallb_bgp.core.snapshot import ClusterSnapshot, ObjectsSeen
+from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
+from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.core.writes import (
     POOL_ANNOTATION,
     Body,
@@ -384,9 +385,8 @@ class ControllerPlanner:
 
     Why: recomputing everything costs ~1 s per pass at 10,000 services, so one new Service waited that
     long (twice, counting the pass our own write triggers) before its IP was written. What changes
-    between two passes is found by identity, as the speaker's planner does: `KubernetesSource.snapshot()`
-    hands back the very same objects (and the same tuple for a kind nothing happened to), and the
-    overlay entries are the controller's own `Written` values.
+    between two passes comes as a `ClusterChange` (`KubernetesSource.changes()`), as for the other two
+    planners, and the overlay entries are the controller's own `Written` values.
 
     - Configuration (every kind but Services and EndpointSlices) is recompiled only when it changed,
       with the previous `last_good`; a new Config or new namespace labels start the allocation over.
@@ -407,16 +407,14 @@ class ControllerPlanner:
     def __init__(self, *, load_balancer_class: str | None = None) -> None:
         self.load_balancer_class = load_balancer_class
         self.stats = PassStats()
-        self._config_part: ClusterSnapshot | None = None
-        self._compiled: CompileResult | None = None
-        self._namespace_labels: dict[str, Mapping[str, str]] = {}
+        self._config = ConfigTracker()
         self._config_events: frozenset[EventSpec] = frozenset()  # InvalidConfiguration and the like
         self._state_body: Body = {}
         self._allocation_state: AllocationState | None = None
         self._allocation = Allocation()
         self._tally = PoolTally(Config())  # pool_usage, kept: replaced with the allocation state
-        self._services_seen: ObjectsSeen[Service] = ObjectsSeen("services")
-        self._services: dict[ServiceKey, Service] = {}
+        self._index = ServiceIndex()
+        self._services = self._index.services
         self._cached: dict[ServiceKey, ServiceView] = {}  # each service's view as the cache shows it
         self._views: dict[ServiceKey, ServiceView] = {}  # ... with our unseen writes overlaid
         self._overlaid: set[ServiceKey] = set()  # the services whose view is one of our writes
@@ -427,19 +425,20 @@ class ControllerPlanner:
         self._warned: frozenset[ServiceKey] = frozenset()
         self._warning_events: frozenset[EventSpec] = frozenset()
 
-    def update(self, snapshot: ClusterSnapshot, overlay: Mapping[ServiceKey, Written], *, now: float) -> ControllerPass:
-        """`compute_pass(snapshot, overlay, now=now, last_good=<the previous pass's>)`, incrementally."""
-        recompiled, restart = self._take_config(snapshot)
-        compiled = self._compiled
+    def update(self, change: ClusterChange, overlay: Mapping[ServiceKey, Written], *, now: float) -> ControllerPass:
+        """`compute_pass(<the cluster>, overlay, now=now, last_good=<the previous pass's>)`, incrementally;
+        the first change must be whole."""
+        recompiled, restart = self._take_config(change.config)
+        compiled = self._config.compiled
         assert compiled is not None
-        changed = self._take_services(snapshot)
+        changed = self._take_services(change)
         kept, view_changed, ips_changed = self._merge(changed, overlay, now=now)
 
         state, before = self._allocation_state, self._allocation
         restart = restart or state is None
         if state is None or restart:
             state = self._allocation_state = AllocationState(
-                compiled.config, self._namespace_labels, load_balancer_class=self.load_balancer_class
+                compiled.config, self._config.namespace_labels, load_balancer_class=self.load_balancer_class
             )
             allocation = state.allocate_all(self._services, self._existing.get)
         else:
@@ -466,60 +465,24 @@ class ControllerPlanner:
         self._warn(allocation.warnings, view_changed)
         usage = self._tally.usage()
         self.stats = PassStats(recompiled=recompiled, full=restart, allocated=state.decided, planned=planned)
-        return ControllerPass(compiled, allocation, usage, kept, self._writes(snapshot, usage))
+        return ControllerPass(compiled, allocation, usage, kept, self._writes(usage))
 
     # ---------------------------------------------------------------- inputs
 
-    def _take_config(self, snapshot: ClusterSnapshot) -> tuple[bool, bool]:
+    def _take_config(self, config: ClusterSnapshot | None) -> tuple[bool, bool]:
         """(recompiled, the allocation must start over)."""
-        config = config_part(snapshot)
-        previous = self._compiled
-        if previous is not None and config == self._config_part:  # field tuples compare by identity first
-            return False, False
-        self._config_part = config
-        compiled = compile_config(config, last_good=previous.last_good if previous is not None else None)
-        config_changed = previous is None or compiled.config != previous.config
-        if previous is not None and not config_changed:  # keep the very same Config
-            compiled = replace(compiled, config=previous.config)
-        self._compiled = compiled
-        labels = {namespace.name: namespace.metadata.labels for namespace in snapshot.namespaces}
-        labels_changed = labels != self._namespace_labels
-        self._namespace_labels = labels
-        self._config_events = frozenset(problem_events(config, compiled.errors))
-        self._state_body = configuration_state_status(compiled.errors)
-        return True, config_changed or labels_changed
+        taken = self._config.take(config)
+        if taken.recompiled:
+            assert self._config.snapshot is not None and self._config.compiled is not None
+            self._config_events = frozenset(problem_events(self._config.snapshot, self._config.compiled.errors))
+            self._state_body = configuration_state_status(self._config.compiled.errors)
+        return taken.recompiled, taken.config_changed or taken.labels_changed
 
-    def _take_services(self, snapshot: ClusterSnapshot) -> set[ServiceKey]:
-        """The keys whose Service is another object than last pass's (or appeared, or went).
-
-        The source hands back the same tuple when no Service changed, and otherwise mostly the same
-        objects: `ObjectsSeen` finds the few that differ without building a key for each of 10,000, and
-        the index is updated in place.
-        """
-        if (replaced := self._services_seen.take(snapshot)) is None:
-            return set()
-        went, came = replaced
-        services, current = snapshot.services, self._services
-        keys = {ServiceKey(service.namespace, service.name) for service in (*went, *came)}
-        previous = {key: current.get(key) for key in keys}
-        for service in went:
-            key = ServiceKey(service.namespace, service.name)
-            if current.get(key) is service:
-                del current[key]
-        for service in came:
-            current[ServiceKey(service.namespace, service.name)] = service
-        if len(current) == len(services):
-            changed = {key for key in keys if previous[key] is not current.get(key)}
-        else:  # one key defined twice (not from the Kubernetes source): the last definition counts
-            before = {**current, **{key: service for key, service in previous.items() if service is not None}}
-            for key in (key for key, service in previous.items() if service is None):
-                before.pop(key, None)
-            current = {ServiceKey(service.namespace, service.name): service for service in services}
-            changed = {key for key, service in current.items() if before.get(key) is not service}
-            changed |= before.keys() - current.keys()
-            self._services = current
+    def _take_services(self, change: ClusterChange) -> set[ServiceKey]:
+        """The keys whose Service changed (or appeared, or went), with their cached views brought along."""
+        changed, _slices = self._index.take(change)
         for key in changed:
-            service = current.get(key)
+            service = self._services.get(key)
             if service is None:
                 del self._cached[key]
             else:
@@ -595,7 +558,9 @@ class ControllerPlanner:
         self._warned = frozenset(ServiceKey(w.namespace, w.name) for w in warnings if w.kind == "Service")
         self._warning_events = frozenset(warning_events(self._views, warnings))
 
-    def _writes(self, snapshot: ClusterSnapshot, usage: Mapping[str, PoolUsage]) -> ControllerWrites:
+    def _writes(self, usage: Mapping[str, PoolUsage]) -> ControllerWrites:
+        snapshot = self._config.snapshot
+        assert snapshot is not None
         status, annotations, refused = gathered(self._planned[key] for key in sorted(self._planned))
         return ControllerWrites(
             status=tuple(status),

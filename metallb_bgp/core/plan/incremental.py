@@ -22,86 +22,25 @@ sequences of changes. The planner is not thread-safe and does no I/O: one reconc
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-from metallb_bgp.api.core import EndpointSlice, Node, Service
+from metallb_bgp.api.core import Service
 from metallb_bgp.core.allocator import Allocation, AllocationState
-from metallb_bgp.core.config.compile import compile_config
+from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.config.result import CompileResult
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.pipeline import Plan
+from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
 from metallb_bgp.core.routes import (
-    SERVICE_NAME_LABEL,
     NodeContext,
     RouteKey,
     RouteTableState,
-    index_endpoint_slices,
     is_ours,
     node_context,
     node_peers,
     service_routes,
 )
-from metallb_bgp.core.snapshot import ClusterSnapshot
-
-SliceGroup = tuple[str, str]  # (namespace, service name): the EndpointSlices of one service
-
-
-@dataclass(frozen=True)
-class ClusterChange:
-    """What changed in the cluster, as a source saw it.
-
-    `services` maps each changed service key to every definition of it, in snapshot order (a manifests
-    folder may define one twice; the last one counts, as in the snapshot), `()` when it is gone.
-    `endpoint_slices` maps each changed (namespace, service name) to all of its EndpointSlices now.
-    `config` is the rest of the cluster (every kind but Services and EndpointSlices, and the load
-    errors), whole, whenever any of it changed; None when none of it did.
-    """
-
-    services: Mapping[ServiceKey, tuple[Service, ...]] = field(default_factory=dict)
-    endpoint_slices: Mapping[SliceGroup, tuple[EndpointSlice, ...]] = field(default_factory=dict)
-    config: ClusterSnapshot | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.services and not self.endpoint_slices and self.config is None
-
-    @classmethod
-    def whole(cls, snapshot: ClusterSnapshot) -> ClusterChange:
-        """Everything in `snapshot`, as the first change (or to start over)."""
-        services: dict[ServiceKey, list[Service]] = {}
-        for service in snapshot.services:
-            services.setdefault(ServiceKey(service.namespace, service.name), []).append(service)
-        slices = index_endpoint_slices(snapshot.endpoint_slices)
-        return cls(
-            services={key: tuple(defs) for key, defs in services.items()},
-            endpoint_slices={group: tuple(found) for group, found in slices.items()},
-            config=config_part(snapshot),
-        )
-
-
-def config_part(snapshot: ClusterSnapshot) -> ClusterSnapshot:
-    """The snapshot without Services and EndpointSlices: what compile, namespaces and nodes come from."""
-    return ClusterSnapshot(
-        pools=snapshot.pools,
-        peers=snapshot.peers,
-        advertisements=snapshot.advertisements,
-        communities=snapshot.communities,
-        bfd_profiles=snapshot.bfd_profiles,
-        l2_advertisements=snapshot.l2_advertisements,
-        nodes=snapshot.nodes,
-        namespaces=snapshot.namespaces,
-        secrets=snapshot.secrets,
-        namespace=snapshot.namespace,
-        load_errors=snapshot.load_errors,
-    )
-
-
-def slice_group(endpoint_slice: EndpointSlice) -> SliceGroup | None:
-    """The (namespace, service name) an EndpointSlice belongs to, as `routes` reads it."""
-    name = endpoint_slice.metadata.labels.get(SERVICE_NAME_LABEL)
-    return (endpoint_slice.metadata.namespace, name) if name else None
 
 
 def status_ips(definitions: Iterable[Service]) -> tuple[IPAddress, ...] | None:
@@ -137,13 +76,9 @@ class IncrementalPlanner:
         self.node_name = node_name
         self.load_balancer_class = load_balancer_class
         self._remembered: dict[ServiceKey, tuple[IPAddress, ...]] = dict(remembered or {})
-        self._definitions: dict[ServiceKey, tuple[Service, ...]] = {}
-        self._services: dict[ServiceKey, Service] = {}  # the definition that counts (the last)
-        self._slices: dict[SliceGroup, tuple[EndpointSlice, ...]] = {}
-        self._config_snapshot: ClusterSnapshot | None = None
-        self._compiled: CompileResult | None = None
-        self._namespace_labels: dict[str, Mapping[str, str]] = {}
-        self._node: Node | None = None
+        self._index = ServiceIndex()
+        self._services = self._index.services  # the definition that counts (the last), by key
+        self._config = ConfigTracker(node_name=node_name)
         self._peers: tuple[Peer, ...] = ()
         self._allocation_state: AllocationState | None = None
         self._context: NodeContext | None = None
@@ -162,19 +97,20 @@ class IncrementalPlanner:
     def update(self, change: ClusterChange) -> Plan:
         """The plan after `change` (the first one must be whole): equal to `make_plan` on the cluster
         as it now is, with `existing` = status IPs overridden by the previous plan's assignments."""
-        recompiled = restart_allocation = restart_routes = False
-        if change.config is not None:
-            recompiled, restart_allocation, restart_routes = self._take_config(change.config)
-        if self._compiled is None:
-            raise ValueError("the first change must carry the configuration (ClusterChange.whole)")
-        config = self._compiled.config
-        changed_services = self._take_services(change.services)
-        changed_slices = self._take_slices(change.endpoint_slices)
+        taken = self._config.take(change.config)
+        compiled = self._config.compiled
+        assert compiled is not None
+        restart_allocation = taken.config_changed or taken.labels_changed
+        restart_routes = taken.config_changed or taken.node_changed
+        if taken.config_changed or taken.node_changed:
+            self._peers = node_peers(compiled.config, self._config.node)
+        config = compiled.config
+        changed_services, changed_slices = self._index.take(change)
 
         state = self._allocation_state
         if state is None or restart_allocation:
             state = self._allocation_state = AllocationState(
-                config, self._namespace_labels, load_balancer_class=self.load_balancer_class
+                config, self._config.namespace_labels, load_balancer_class=self.load_balancer_class
             )
             allocation = state.allocate_all(self._services, self._previous)
             moved = self._remember(allocation, None)
@@ -184,7 +120,7 @@ class IncrementalPlanner:
         self.assignments_changed = moved
 
         if self._context is None or restart_routes:
-            self._context = node_context(config, self.node_name, self._node)
+            self._context = node_context(config, self.node_name, self._config.node)
             self._routes = RouteTableState()
             todo: Iterable[ServiceKey] = self._services.keys()
         else:
@@ -193,72 +129,20 @@ class IncrementalPlanner:
         touched = self._routes.take_touched()
         self.routes_touched = None if restart_routes or self.plan is None else frozenset(touched)
 
-        self.plan = Plan(compiled=self._compiled, allocation=allocation, peers=self._peers, table=self._routes.table())
+        self.plan = Plan(compiled=compiled, allocation=allocation, peers=self._peers, table=self._routes.table())
         self.stats = UpdateStats(
-            recompiled=recompiled,
+            recompiled=taken.recompiled,
             allocated=state.decided,
             routed=routed,
             full=restart_allocation or restart_routes,
         )
         return self.plan
 
-    # ---------------------------------------------------------------- inputs
-
-    def _take_config(self, snapshot: ClusterSnapshot) -> tuple[bool, bool, bool]:
-        """(recompiled, allocation must start over, routes must start over)."""
-        if snapshot == self._config_snapshot:
-            return False, False, False
-        self._config_snapshot = snapshot
-        previous = self._compiled
-        compiled = compile_config(snapshot, last_good=previous.last_good if previous is not None else None)
-        config_changed = previous is None or compiled.config != previous.config
-        if not config_changed:  # keep the very same Config: the node context's memo stays valid
-            assert previous is not None
-            compiled = replace(compiled, config=previous.config)
-        self._compiled = compiled
-        labels = {namespace.name: namespace.metadata.labels for namespace in snapshot.namespaces}
-        labels_changed = labels != self._namespace_labels
-        self._namespace_labels = labels
-        node = {node.name: node for node in snapshot.nodes}.get(self.node_name)
-        node_changed = node != self._node
-        self._node = node
-        if config_changed or node_changed or previous is None:
-            self._peers = node_peers(compiled.config, node)
-        return True, config_changed or labels_changed, config_changed or node_changed
-
-    def _take_services(self, services: Mapping[ServiceKey, tuple[Service, ...]]) -> set[ServiceKey]:
-        changed: set[ServiceKey] = set()
-        for key, definitions in services.items():
-            if definitions:
-                if self._definitions.get(key) == definitions:
-                    continue
-                self._definitions[key] = definitions
-                self._services[key] = definitions[-1]
-            elif key in self._definitions:
-                del self._definitions[key]
-                del self._services[key]
-            else:
-                continue
-            changed.add(key)
-        return changed
-
-    def _take_slices(self, groups: Mapping[SliceGroup, tuple[EndpointSlice, ...]]) -> set[SliceGroup]:
-        changed: set[SliceGroup] = set()
-        for group, found in groups.items():
-            if self._slices.get(group, ()) == found:
-                continue
-            if found:
-                self._slices[group] = found
-            else:
-                del self._slices[group]
-            changed.add(group)
-        return changed
-
     def _previous(self, key: ServiceKey) -> tuple[IPAddress, ...] | None:
         """`existing` as `metallb-bgp run` builds it: status IPs, overridden by the last assignments."""
         if key in self._remembered:
             return self._remembered[key]
-        return status_ips(self._definitions.get(key, ()))
+        return status_ips(self._index.definitions.get(key, ()))
 
     def _remember(self, allocation: Allocation, changed: Iterable[ServiceKey] | None) -> frozenset[ServiceKey]:
         """Make the allocation the next `existing`; returns the keys whose IPs changed. `changed` is
@@ -296,9 +180,8 @@ class IncrementalPlanner:
             if service is None or not is_ours(service, assigned=bool(ips), load_balancer_class=self.load_balancer_class):
                 routes.set(key, None)
                 continue
-            slices = self._slices.get((key.namespace, key.name), ())
-            routes.set(key, service_routes(context, service, ips, slices))
+            routes.set(key, service_routes(context, service, ips, self._index.slices_of(key)))
         return count
 
 
-__all__ = ["ClusterChange", "IncrementalPlanner", "UpdateStats", "config_part", "slice_group", "status_ips"]
+__all__ = ["IncrementalPlanner", "UpdateStats", "status_ips"]
