@@ -23,7 +23,7 @@ import structlog
 
 from bench.cluster import COMMUNITY, ROUTER_ADDRESS, ROUTER_ASN, SPEAKER_ADDRESS, SPEAKER_ASN, service_ip
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.routes import RouteAttributes, RouteTable
+from metallb_bgp.core.routes.table import RouteAttributes, RouteTable
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 
 

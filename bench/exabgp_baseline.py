@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bird import BirdRouter, Speaker
 
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.routes import RouteAttributes, RouteTable
+from metallb_bgp.core.routes.table import RouteAttributes, RouteTable
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 
 SPEAKER = "127.0.0.2"

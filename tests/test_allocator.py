@@ -14,7 +14,10 @@ from metallb_bgp.api.core import Namespace, Service
 from metallb_bgp.api.meta import replace
 from metallb_bgp.api.problems import Severity
 from metallb_bgp.api.selectors import LabelSelector
-from metallb_bgp.core.allocator import INT64_MAX, Allocation, Assignment, PoolUsage, allocate, pool_usage
+from metallb_bgp.core.allocator.allocate import allocate
+from metallb_bgp.core.allocator.intent import INT64_MAX
+from metallb_bgp.core.allocator.results import Allocation, Assignment, PoolUsage
+from metallb_bgp.core.allocator.usage import pool_usage
 from metallb_bgp.core.config.model import Config, Pool, ServiceAllocation
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core.allocator import PoolUsage, allocate
+from metallb_bgp.core.allocator.allocate import allocate
+from metallb_bgp.core.allocator.results import PoolUsage
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.controller import ServiceView, Written, allocated_message, merge_overlay, plan_writes, snapshot_views

@@ -18,7 +18,7 @@ from bird import BirdRouter, Speaker, eventually
 
 from metallb_bgp.core.config.model import DynamicASN, Peer
 from metallb_bgp.core.net import IPNetwork
-from metallb_bgp.core.routes import RouteAttributes, RouteKey, RouteTable
+from metallb_bgp.core.routes.table import RouteAttributes, RouteKey, RouteTable
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine, SessionState
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(60)]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from metallb_bgp.core.config.model import DynamicASN, Peer
 from metallb_bgp.core.net import IPNetwork
-from metallb_bgp.core.routes import RouteAttributes, RouteDiff, RouteKey, RouteTable, apply_diff, diff, group_routes
+from metallb_bgp.core.routes.table import RouteAttributes, RouteDiff, RouteKey, RouteTable, apply_diff, diff, group_routes
 from metallb_bgp.exabgp import commands
 from metallb_bgp.exabgp.events import (
     Ack,

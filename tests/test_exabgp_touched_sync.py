@@ -9,7 +9,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metallb_bgp.core.routes import RouteAttributes
+from metallb_bgp.core.routes.table import RouteAttributes
 from metallb_bgp.exabgp import commands
 
 PEERS = ("a", "b", "c")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from metallb_bgp.api.loader import load_yaml, parse_object
 from metallb_bgp.api.problems import printable
 from metallb_bgp.core.plan.pipeline import check, make_plan
-from metallb_bgp.core.routes import RouteTable, diff
+from metallb_bgp.core.routes.table import RouteTable, diff
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp.commands import route_commands
 from metallb_bgp.exabgp.render import render

@@ -176,7 +176,7 @@ def _fail_on_poison(original: Callable[..., Any], pick: Callable[..., str]) -> C
 
 def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
     from metallb_bgp.api import loader
-    from metallb_bgp.core import allocator
+    from metallb_bgp.core.allocator import incremental as allocator
     from metallb_bgp.core.plan import incremental, tracking
     from metallb_bgp.sources import manifests
 

@@ -24,13 +24,16 @@ from test_allocator import NAMESPACES, POOL_MENU, V4, configs, service, services
 from metallb_bgp.api.core import Service
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.meta import to_document
-from metallb_bgp.core.allocator import Allocation, AllocationState, allocate
+from metallb_bgp.core.allocator.allocate import allocate
+from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.change import ClusterChange, config_part
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan, make_plan
-from metallb_bgp.core.routes import RouteAttributes, RouteTable, RouteTableState, ServiceRoutes, Skip, SkipReason, combine, tally
+from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.table import RouteAttributes, RouteTable, ServiceRoutes, Skip, SkipReason, combine, tally
 from metallb_bgp.core.snapshot import ClusterSnapshot, status_assignments
 from metallb_bgp.sources.manifests import ManifestFolder
 

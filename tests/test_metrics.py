@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core.allocator import PoolUsage
+from metallb_bgp.core.allocator.results import PoolUsage
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
-from metallb_bgp.core.routes import RouteAttributes, RouteTable, Skip, SkipReason
+from metallb_bgp.core.routes.table import RouteAttributes, RouteTable, Skip, SkipReason
 from metallb_bgp.observe import metrics
 
 PEERS = (

@@ -14,22 +14,10 @@ from metallb_bgp.api.selectors import LabelSelector, Operator, Requirement
 from metallb_bgp.core.config.model import Advertisement, Community, Config, Peer, Pool
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress, IPNetwork, covering_prefix
-from metallb_bgp.core.routes import (
-    EXCLUDE_LABEL,
-    PoolIndex,
-    RouteAttributes,
-    RouteTable,
-    SkipReason,
-    apply_diff,
-    combine,
-    desired_routes,
-    diff,
-    index_endpoint_slices,
-    node_context,
-    node_peers,
-    prefix_of,
-    service_routes,
-)
+from metallb_bgp.core.routes.desired import desired_routes, index_endpoint_slices
+from metallb_bgp.core.routes.node import EXCLUDE_LABEL, PoolIndex, node_context, node_peers
+from metallb_bgp.core.routes.service import prefix_of, service_routes
+from metallb_bgp.core.routes.table import RouteAttributes, RouteTable, SkipReason, apply_diff, combine, diff
 
 # --- building a cluster ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from metallb_bgp.core.change import SnapshotChanges
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.speaker import SpeakerPlanner, announced_services, node_assigned_events, speaker_plan
-from metallb_bgp.core.routes import SkipReason
+from metallb_bgp.core.routes.table import SkipReason
 from metallb_bgp.daemons.speaker import Speaker, SpeakerOptions, peer_entries, speaker_state
 from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from metallb_bgp.api.core import EndpointSlice, Service
 from metallb_bgp.core.keys import ServiceKey
-from metallb_bgp.core.routes import SERVICE_NAME_LABEL, index_endpoint_slices
+from metallb_bgp.core.routes.desired import index_endpoint_slices
+from metallb_bgp.core.routes.node import SERVICE_NAME_LABEL
 from metallb_bgp.core.snapshot import ClusterSnapshot, ObjectsSeen
 
 SliceGroup = tuple[str, str]  # (namespace, service name): the EndpointSlices of one service

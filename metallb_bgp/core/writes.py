@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from metallb_bgp.api.problems import ObjectError
-from metallb_bgp.core.allocator import PoolUsage
+from metallb_bgp.core.allocator.results import PoolUsage
 from metallb_bgp.core.net import IPAddress
 
 GROUP = "metallb.io"

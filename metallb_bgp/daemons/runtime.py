@@ -20,7 +20,7 @@ from metallb_bgp.api.problems import ObjectError, printable
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.routes import node_peers
+from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 from metallb_bgp.observe import metrics

@@ -37,9 +37,7 @@ from metallb_bgp.core.change import config_part
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
-from metallb_bgp.core.routes import (
-    node_peers,
-)
+from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
 from metallb_bgp.core.writes import Body, EventSpec, configuration_state_status
 from metallb_bgp.daemons.gc import GcPolicy

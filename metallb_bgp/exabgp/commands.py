@@ -22,15 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.routes import (
-    RouteAttributes,
-    RouteBatch,
-    RouteDiff,
-    RouteKey,
-    RouteTable,
-    diff,
-    group_routes,
-)
+from metallb_bgp.core.routes.table import RouteAttributes, RouteBatch, RouteDiff, RouteKey, RouteTable, diff, group_routes
 from metallb_bgp.exabgp.render import Neighbor
 
 Action = Literal["announce", "withdraw"]

@@ -59,13 +59,7 @@ import structlog
 from metallb_bgp.api.problems import printable
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.routes import (
-    RouteAttributes,
-    RouteDiff,
-    RouteKey,
-    RouteTable,
-    group_routes,
-)
+from metallb_bgp.core.routes.table import RouteAttributes, RouteDiff, RouteKey, RouteTable, group_routes
 from metallb_bgp.exabgp import commands, relay
 from metallb_bgp.exabgp.backoff import Backoff
 from metallb_bgp.exabgp.channel import Channel, ChannelClosed

@@ -28,9 +28,9 @@ from prometheus_client import (
 )
 
 from metallb_bgp.api.problems import ObjectError
-from metallb_bgp.core.allocator import PoolUsage
+from metallb_bgp.core.allocator.results import PoolUsage
 from metallb_bgp.core.config.model import Peer
-from metallb_bgp.core.routes import RouteTable, tally
+from metallb_bgp.core.routes.table import RouteTable, tally
 
 SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 established, 0 not)", ["peer"])
 ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total", "Prefixes currently announced to the peer", ["peer"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from metallb_bgp.api.problems import printable
 from metallb_bgp.core.plan.pipeline import Plan
-from metallb_bgp.core.routes import RouteAttributes
+from metallb_bgp.core.routes.table import RouteAttributes
 
 
 def attributes_text(attrs: RouteAttributes) -> str:

@@ -19,14 +19,10 @@ from dataclasses import dataclass, field, replace
 
 from metallb_bgp.api.core import Service, status_addresses
 from metallb_bgp.api.problems import ObjectError
-from metallb_bgp.core.allocator import (
-    Allocation,
-    AllocationState,
-    PoolTally,
-    PoolUsage,
-    allocate,
-    pool_usage,
-)
+from metallb_bgp.core.allocator.allocate import allocate
+from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.results import Allocation, PoolUsage
+from metallb_bgp.core.allocator.usage import PoolTally, pool_usage
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Config

@@ -25,22 +25,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from metallb_bgp.api.core import Service
-from metallb_bgp.core.allocator import Allocation, AllocationState
+from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
-from metallb_bgp.core.routes import (
-    NodeContext,
-    RouteKey,
-    RouteTableState,
-    is_ours,
-    node_context,
-    node_peers,
-    service_routes,
-)
+from metallb_bgp.core.routes.desired import is_ours
+from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.node import NodeContext, node_context, node_peers
+from metallb_bgp.core.routes.service import service_routes
+from metallb_bgp.core.routes.table import RouteKey
 
 
 def status_ips(definitions: Iterable[Service]) -> tuple[IPAddress, ...] | None:

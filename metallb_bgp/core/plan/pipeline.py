@@ -10,13 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from metallb_bgp.api.problems import ObjectError, Severity
-from metallb_bgp.core.allocator import Allocation, allocate
+from metallb_bgp.core.allocator.allocate import allocate
+from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
-from metallb_bgp.core.routes import RouteTable, desired_routes, node_peers
+from metallb_bgp.core.routes.desired import desired_routes
+from metallb_bgp.core.routes.node import node_peers
+from metallb_bgp.core.routes.table import RouteTable
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
 

@@ -19,17 +19,11 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
-from metallb_bgp.core.routes import (
-    NodeContext,
-    RouteKey,
-    RouteTable,
-    RouteTableState,
-    desired_routes,
-    is_ours,
-    node_context,
-    node_peers,
-    service_routes,
-)
+from metallb_bgp.core.routes.desired import desired_routes, is_ours
+from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.node import NodeContext, node_context, node_peers
+from metallb_bgp.core.routes.service import service_routes
+from metallb_bgp.core.routes.table import RouteKey, RouteTable
 from metallb_bgp.core.snapshot import ClusterSnapshot, status_assignments
 from metallb_bgp.core.writes import EventSpec, ObjectRef
 
