@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _kube_client(args: argparse.Namespace) -> ApiClient:
-    from metallb_bgp.kube.writer import api_client_from
+    from metallb_bgp.kube.client import api_client_from
 
     if args.kubeconfig is not None and not args.kubeconfig.exists():
         raise SystemExit(f"error: no such kubeconfig: {args.kubeconfig}")

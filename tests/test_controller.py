@@ -697,7 +697,7 @@ def test_concurrent_writes_stop_as_soon_as_the_writer_may_no_longer_write(fake_k
 
 
 def test_a_woken_loop_waits_a_millisecond_from_idle_and_as_long_as_its_last_pass_in_a_burst() -> None:
-    from metallb_bgp.kube.writer import MAX_COALESCING, coalescing_pause
+    from metallb_bgp.daemons.runtime import MAX_COALESCING, coalescing_pause
 
     assert coalescing_pause(0.001, 0.2, backlog=False) == 0.001  # one change after a quiet spell
     assert coalescing_pause(0.001, 0.2, backlog=True) == 0.2  # events came during a 200 ms pass
@@ -706,14 +706,14 @@ def test_a_woken_loop_waits_a_millisecond_from_idle_and_as_long_as_its_last_pass
 
 
 def test_wakeup_knows_a_burst_from_a_wake_from_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    from metallb_bgp.kube import writer as kube_writer
+    from metallb_bgp.daemons import runtime
 
     seen: list[tuple[float, bool]] = []
-    real = kube_writer.coalescing_pause
-    monkeypatch.setattr(kube_writer, "coalescing_pause", lambda c, busy, *, backlog: seen.append((busy, backlog)) or real(c, busy, backlog=backlog))
+    real = runtime.coalescing_pause
+    monkeypatch.setattr(runtime, "coalescing_pause", lambda c, busy, *, backlog: seen.append((busy, backlog)) or real(c, busy, backlog=backlog))
 
     async def scenario() -> None:
-        wake, stop = kube_writer.Wakeup(asyncio.get_running_loop()), asyncio.Event()
+        wake, stop = runtime.Wakeup(asyncio.get_running_loop()), asyncio.Event()
         waiting = asyncio.create_task(wake.wait(stop))
         await asyncio.sleep(0.01)
         wake.notify()  # from idle

@@ -32,7 +32,6 @@ Not here: routes (the speaker), the watch machinery (`sources.kubernetes`).
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import time
 import uuid
@@ -49,10 +48,18 @@ from metallb_bgp.core.plan.controller import AnnotationChange, ControllerPlanner
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
 from metallb_bgp.core.writes import Body, EventSpec, WriteResult
 from metallb_bgp.daemons.gc import GcPolicy
-from metallb_bgp.daemons.runtime import ClusterSource, ProblemLog, SourceFactory, kubernetes_source, wait_for_sync
+from metallb_bgp.daemons.runtime import (
+    ClusterSource,
+    ProblemLog,
+    SourceFactory,
+    Wakeup,
+    kubernetes_source,
+    until_signalled,
+    wait_for_sync,
+)
 from metallb_bgp.kube.events import EventLedger
 from metallb_bgp.kube.leader import AlwaysLeader, Elector, LeaseElector, LeaseTimings
-from metallb_bgp.kube.writer import COMPONENT_LABEL, EVENT_BURST, EVENT_QPS, PACED_BATCH, EventPacer, KubeWriter, Wakeup, concurrently
+from metallb_bgp.kube.writer import COMPONENT_LABEL, EVENT_BURST, EVENT_QPS, PACED_BATCH, EventPacer, KubeWriter, concurrently
 from metallb_bgp.observe import metrics
 
 log = structlog.get_logger("metallb_bgp.daemons.controller")
@@ -282,8 +289,4 @@ class Controller:
 
 
 async def run_controller(api_client: ApiClient, options: ControllerOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await Controller(api_client, options).run(stop)
+    await until_signalled(Controller(api_client, options).run)

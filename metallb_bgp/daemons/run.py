@@ -31,7 +31,6 @@ never withdraws a route.
 from __future__ import annotations
 
 import asyncio
-import signal
 import stat
 import time
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.daemons.gc import GcPolicy
-from metallb_bgp.daemons.runtime import NextHops, ProblemLog, engine_for, find_node, first_peers
+from metallb_bgp.daemons.runtime import NextHops, ProblemLog, engine_for, find_node, first_peers, peers_to_withdraw, until_signalled
 from metallb_bgp.exabgp import (
     ExaBGPConfigError,
     ExaBGPEngine,
@@ -257,11 +256,7 @@ class EmbeddedRunner:
         return plan
 
     def _withdraw_on_stop(self) -> set[str]:
-        """Peers to withdraw from before exiting: those without graceful restart. ExaBGP closes its
-        sessions without a Cease, so they would otherwise keep our routes until their hold time runs out;
-        graceful-restart peers keep them as stale across our restart, which is the point (hitless)."""
-        plan = self.plan
-        return set() if plan is None else {p.name for p in plan.peers if not p.graceful_restart}
+        return set() if self.plan is None else peers_to_withdraw(self.plan.peers)
 
     async def _watch(self, changes: asyncio.Queue[set[Path]]) -> None:
         async for changed in self.folder.changes(step_ms=self.options.watch_step_ms):
@@ -298,10 +293,6 @@ async def _next_or_stop(changes: asyncio.Queue[set[Path]], stop: asyncio.Event) 
 
 
 async def run(options: RunOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await EmbeddedRunner(options).run(stop)
+    await until_signalled(EmbeddedRunner(options).run)
 
 

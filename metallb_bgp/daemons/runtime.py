@@ -1,5 +1,6 @@
-"""What the three daemons share: the cluster source they wait for, next hops from the Node, the ExaBGP
-engine they start, the router-ID choice and the problem log.
+"""What the three daemons share: the cluster source they wait for, wakeups from watch threads
+(`Wakeup`, coalescing a burst), signal handling (`until_signalled`), next hops from the Node, the ExaBGP
+engine they start, the router-ID choice, which peers to withdraw from on stop, and the problem log.
 
 It exists so that no daemon imports another (`run`, `controller` and `speaker` each import this
 instead), and so a reader finds the shared behaviour in one place.
@@ -8,7 +9,9 @@ instead), and so a reader finds the shared behaviour in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -154,3 +157,70 @@ class ProblemLog:
         for problem in sorted(self.current - new):
             log.info("config_problem_resolved", object=problem.object_ref, field=problem.field)
         self.current = new
+
+
+MAX_COALESCING = 0.5  # seconds: however slow a pass, a burst is not held back longer
+
+
+def coalescing_pause(coalesce: float, busy: float, *, backlog: bool) -> float:
+    """How long a woken loop lets more events gather before its pass.
+
+    Woken from idle: `coalesce` (a millisecond), so one change is not held back. Woken by events that
+    arrived while the last pass ran (a burst: a cold start's thousands of status echoes, a rollout): as
+    long as that pass took, so the loop spends at most about half its time in passes and each pass
+    takes in a larger batch, instead of one pass per event.
+    """
+    return min(max(coalesce, busy), MAX_COALESCING) if backlog else coalesce
+
+
+class Wakeup:
+    """How watch threads reach the reconcile loop: they only set an event; the loop does the work.
+
+    `notify` is safe from any thread (it is the `on_change` callback given to the source). `wait`
+    returns True when woken, False on `timeout` or `stop`; after a wake-up it lets `coalescing_pause`
+    pass, so a burst of watch events becomes few reconciles, and clears the event before returning:
+    whatever arrives after that wakes the next one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, coalesce: float = 0.001) -> None:
+        self.loop = loop
+        self.coalesce = coalesce
+        self.event = asyncio.Event()
+        self._returned: float | None = None  # loop time the last wake-up was handed to the caller
+
+    def notify(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is gone, nothing to wake
+            self.loop.call_soon_threadsafe(self.event.set)
+
+    async def wait(self, stop: asyncio.Event, timeout: float | None = None) -> bool:
+        backlog = self.event.is_set()  # set while the caller's last pass ran
+        busy = 0.0 if self._returned is None else self.loop.time() - self._returned
+        waiters = {asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())}
+        _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        woken = not stop.is_set() and self.event.is_set()
+        if woken:
+            pause = coalescing_pause(self.coalesce, busy, backlog=backlog)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self.event.clear()
+        self._returned = self.loop.time()  # what the caller does until its next wait is its pass
+        return woken
+
+
+def peers_to_withdraw(peers: Iterable[Peer]) -> set[str]:
+    """Peers to withdraw from before exiting: those without graceful restart. ExaBGP closes its sessions
+    without a Cease, so they would otherwise keep our routes until their hold time runs out;
+    graceful-restart peers keep them as stale across our restart, which is the point (hitless)."""
+    return {peer.name for peer in peers if not peer.graceful_restart}
+
+
+async def until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a daemon's `main(stop)`, with SIGINT and SIGTERM setting `stop`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await main(stop)

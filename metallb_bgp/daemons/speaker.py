@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +45,12 @@ from metallb_bgp.daemons.runtime import (
     NextHops,
     ProblemLog,
     SourceFactory,
+    Wakeup,
     engine_for,
     find_node,
     kubernetes_source,
+    peers_to_withdraw,
+    until_signalled,
     wait_for_sync,
 )
 from metallb_bgp.exabgp import (
@@ -59,17 +61,7 @@ from metallb_bgp.exabgp import (
     SessionState,
 )
 from metallb_bgp.kube.events import EventLedger
-from metallb_bgp.kube.writer import (
-    COMPONENT_LABEL,
-    EVENT_BURST,
-    EVENT_QPS,
-    NODE_LABEL,
-    PACED_BATCH,
-    EventPacer,
-    KubeWriter,
-    Wakeup,
-    concurrently,
-)
+from metallb_bgp.kube.writer import COMPONENT_LABEL, EVENT_BURST, EVENT_QPS, NODE_LABEL, PACED_BATCH, EventPacer, KubeWriter, concurrently
 from metallb_bgp.observe import metrics
 
 log = structlog.get_logger("metallb_bgp.daemons.speaker")
@@ -271,10 +263,7 @@ class Speaker:
         )
 
     def _withdraw_on_stop(self) -> set[str]:
-        """Peers to withdraw from before exiting (as `metallb-bgp run`): those without graceful restart,
-        which would otherwise keep our routes until their hold time (ExaBGP sends no Cease); graceful-restart
-        peers keep them as stale across a speaker restart."""
-        return set() if self.plan is None else {p.name for p in self.plan.peers if not p.graceful_restart}
+        return set() if self.plan is None else peers_to_withdraw(self.plan.peers)
 
     async def _start_engine_early(self, stop: asyncio.Event) -> None:
         """Start ExaBGP with this node's peers as soon as the kinds they come from have listed, while the
@@ -321,8 +310,4 @@ class Speaker:
 
 
 async def run_speaker(api_client: ApiClient, options: SpeakerOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await Speaker(api_client, options).run(stop)
+    await until_signalled(Speaker(api_client, options).run)

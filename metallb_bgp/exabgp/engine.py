@@ -33,17 +33,20 @@ queued for a peer. Unchanged neighbours keep their sessions.
 
 What this engine does not do: decide routes (that is `routes.desired_routes`), or check that the router
 accepted them (`done` means ExaBGP took the command, not that the router has the route).
+
+Why one module of ~870 lines: everything above is one state machine owned by one asyncio task set: the
+child, its channel, each session's state and hold-back, and what was acknowledged. Split across
+modules, every piece would take the engine's fields as arguments. The pure parts already live beside
+it (`render`, `commands`, `events`, `backoff`), and so do the host lookups (`host`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -73,6 +76,7 @@ from metallb_bgp.exabgp.events import (
     ShutdownEvent,
     parse_line,
 )
+from metallb_bgp.exabgp.host import process_exists, route_source, write_private
 from metallb_bgp.exabgp.process import (
     ExaBGPChild,
     exabgp_environment,
@@ -391,7 +395,7 @@ class ExaBGPEngine:
         if _only_removes(self._rendered, rendered):
             return  # the running configuration less whole neighbour blocks: valid, and ~0.5 s sooner
         candidate = self._workdir / CANDIDATE_FILE
-        _write_private(candidate, rendered.text)
+        write_private(candidate, rendered.text)
         assert self._exabgp is not None
         valid, output = await validate_config(self._exabgp, candidate, self._env)
         if not valid:
@@ -399,7 +403,7 @@ class ExaBGPEngine:
             raise ExaBGPConfigError(output)
 
     def _write_config(self, rendered: RenderedConfig) -> None:
-        _write_private(self._workdir / CONFIG_FILE, rendered.text)
+        write_private(self._workdir / CONFIG_FILE, rendered.text)
         self._log.info("exabgp_config_written", peers=sorted(rendered.neighbors), rejected=dict(rendered.rejected))
 
     def _adopt(self, rendered: RenderedConfig, peers: Sequence[Peer]) -> None:
@@ -548,7 +552,7 @@ class ExaBGPEngine:
         if pid is None:
             return
         for _ in range(20):  # up to 1 s
-            if not _process_exists(pid):
+            if not process_exists(pid):
                 return
             await asyncio.sleep(0.05)
         self._log.warning("relay_kill", pid=pid)
@@ -863,49 +867,13 @@ def _only_removes(old: RenderedConfig, new: RenderedConfig) -> bool:
     return new.text == expected
 
 
-def route_source(address: IPAddress) -> IPAddress | None:
-    """The local address the kernel would use to reach `address` (`ip route get`), or None.
-
-    A UDP socket's `connect` sends nothing: it only routes, and `getsockname` then gives the source
-    the route chose. This is what ExaBGP's `local-address auto` would pick when it connects; rendering
-    it explicitly is what keeps an unchanged neighbour's `next-hop self` working across a `reload`.
-    """
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((str(address), 9))
-            found = ipaddress.ip_address(probe.getsockname()[0])
-    except (OSError, ValueError):
-        return None
-    return None if found.is_unspecified else found
 
 
 def _hops(ipv4: IPv4Address | None, ipv6: IPv6Address | None) -> dict[int, IPAddress]:
     return {family: hop for family, hop in ((4, ipv4), (6, ipv6)) if hop is not None}
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _state_of(pid) not in ("Z", "X")  # a zombie waiting for its parent is gone for us
 
 
-def _state_of(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "X"
-    return stat.rsplit(")", 1)[-1].split()[0]
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically, readable by us only (the file may hold MD5 passwords)."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)

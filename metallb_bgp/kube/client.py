@@ -10,14 +10,18 @@ method, path, query parameters and headers, serialized, authenticated and sent b
 response). What comes back is the raw response (lists and watches, read by `sources.kubernetes`) or
 its decoded JSON (writes): never the client's model objects, which nobody here read and which cost
 ~0.1 ms of CPU per write to build.
+
+Also here: `api_client_from`, the ApiClient itself (in-cluster config or a kubeconfig file).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from kubernetes.client import ApiClient
+from kubernetes import config
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -32,6 +36,10 @@ _LIST_QUERY = {
     "limit": "limit",
     "_continue": "continue",
 }
+
+# urllib3 keeps this many connections per host: the 11 list+watch streams, the Lease and WRITE_WORKERS
+# writers, with room. Fewer and each concurrent write beyond it opens (and drops) a connection of its own.
+CONNECTION_POOL_SIZE = 32
 
 
 class CoreV1:
@@ -102,3 +110,23 @@ class CoreV1:
         if method != "GET":
             response.read()
         return response
+
+
+def api_client_from(kubeconfig: Path | None) -> ApiClient:
+    """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config / $KUBECONFIG.
+
+    The configuration also becomes the client's default, because parts of the official client
+    (`Watch`, `LeaseLock`) build their own ApiClient from it.
+    """
+    configuration = Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    # a dozen watch threads and the writers share one pool: room for all of them, no discarded connections
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTION_POOL_SIZE)
+    Configuration.set_default(configuration)
+    return ApiClient(configuration)

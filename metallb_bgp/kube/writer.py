@@ -1,38 +1,27 @@
-"""What the daemons write to the Kubernetes API, and the few requests that write it.
+"""The requests that write to the Kubernetes API: `KubeWriter`, which never raises.
 
-Two halves. The pure half computes bodies from values: a Service's `status.loadBalancer.ingress`
-patch, the `metallb.io/ip-allocated-from-pool` annotation patch, IPAddressPool status counters, an
-Event, a ConfigurationState status. Each returns None when nothing would change, so a reconcile that
-finds the cluster as it wants it sends nothing. The I/O half, `KubeWriter`, sends those bodies with the
-official client and never raises: a 409 or 404 is logged and reported to the caller, which re-reads
-the cluster (its watch cache) and tries again on a later reconcile; any other API or connection error
-is logged the same way. A daemon's loop must outlive any API outage.
+What to write is computed elsewhere, purely (`core.writes`: patches, Events, ConfigurationState
+bodies; each None when nothing would change). `KubeWriter` sends those bodies with the official
+client: a 409 or 404 is logged and reported to the caller, which re-reads the cluster (its watch cache)
+and tries again on a later reconcile; any other API or connection error is logged the same way. A
+daemon's loop must outlive any API outage. Only the leader writes: the writer asks before every request.
 
-Every patch is a JSON merge patch (`application/merge-patch+json`): lists are replaced whole, which
-is what `status.loadBalancer.ingress` needs, and custom resources accept it (they refuse strategic
-merge patches). Nothing written here ever carries a BGP password or any Secret data: bodies are built
-only from service IPs, pool names, counters, object references, `ObjectError` texts and peer states.
-
-Also here, because both daemons need them: `api_client_from` (in-cluster config or a kubeconfig file),
-`Wakeup` (watch threads wake the asyncio loop; the loop coalesces a burst) and `concurrently` (a batch
-of independent writes, `WRITE_WORKERS` in flight at a time).
+Also here: `concurrently` (a batch of independent writes, `WRITE_WORKERS` in flight at a time) and
+`EventPacer` (the API server's event rate limits, kept on our side).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from kubernetes import client, config
-from kubernetes.client import ApiClient, Configuration
+from kubernetes import client
+from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
 from metallb_bgp.core.writes import (
@@ -60,9 +49,6 @@ REQUEST_TIMEOUT = (3.0, 10.0)  # connect, read (seconds): a hung API server must
 # wait ~8x; more would mostly queue inside the API server, which serves every client of the cluster
 # from one max-requests-inflight budget (API Priority and Fairness gives each flow a share of it).
 WRITE_WORKERS = 8
-# urllib3 keeps this many connections per host: the 11 list+watch streams, the Lease and WRITE_WORKERS
-# writers, with room. Fewer and each concurrent write beyond it opens (and drops) a connection of its own.
-CONNECTION_POOL_SIZE = 32
 STATE_UNAVAILABLE_BACKOFF = 60.0  # seconds between attempts when ConfigurationState is not served
 T = TypeVar("T")
 
@@ -321,72 +307,9 @@ PACED_BATCH = 25  # Events held back by the pacer are written in batches of this
 # --- plumbing both daemons share --------------------------------------------------------------------
 
 
-def api_client_from(kubeconfig: Path | None) -> ApiClient:
-    """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config / $KUBECONFIG.
-
-    The configuration also becomes the client's default, because parts of the official client
-    (`Watch`, `LeaseLock`) build their own ApiClient from it.
-    """
-    configuration = Configuration()
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
-    # a dozen watch threads and the writers share one pool: room for all of them, no discarded connections
-    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTION_POOL_SIZE)
-    Configuration.set_default(configuration)
-    return ApiClient(configuration)
 
 
-MAX_COALESCING = 0.5  # seconds: however slow a pass, a burst is not held back longer
 
 
-def coalescing_pause(coalesce: float, busy: float, *, backlog: bool) -> float:
-    """How long a woken loop lets more events gather before its pass.
-
-    Woken from idle: `coalesce` (a millisecond), so one change is not held back. Woken by events that
-    arrived while the last pass ran (a burst: a cold start's thousands of status echoes, a rollout): as
-    long as that pass took, so the loop spends at most about half its time in passes and each pass
-    takes in a larger batch, instead of one pass per event.
-    """
-    return min(max(coalesce, busy), MAX_COALESCING) if backlog else coalesce
 
 
-class Wakeup:
-    """How watch threads reach the reconcile loop: they only set an event; the loop does the work.
-
-    `notify` is safe from any thread (it is the `on_change` callback given to the source). `wait`
-    returns True when woken, False on `timeout` or `stop`; after a wake-up it lets `coalescing_pause`
-    pass, so a burst of watch events becomes few reconciles, and clears the event before returning:
-    whatever arrives after that wakes the next one.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, coalesce: float = 0.001) -> None:
-        self.loop = loop
-        self.coalesce = coalesce
-        self.event = asyncio.Event()
-        self._returned: float | None = None  # loop time the last wake-up was handed to the caller
-
-    def notify(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is gone, nothing to wake
-            self.loop.call_soon_threadsafe(self.event.set)
-
-    async def wait(self, stop: asyncio.Event, timeout: float | None = None) -> bool:
-        backlog = self.event.is_set()  # set while the caller's last pass ran
-        busy = 0.0 if self._returned is None else self.loop.time() - self._returned
-        waiters = {asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())}
-        _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        woken = not stop.is_set() and self.event.is_set()
-        if woken:
-            pause = coalescing_pause(self.coalesce, busy, backlog=backlog)
-            if pause > 0:
-                await asyncio.sleep(pause)
-            self.event.clear()
-        self._returned = self.loop.time()  # what the caller does until its next wait is its pass
-        return woken

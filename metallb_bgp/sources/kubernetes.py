@@ -25,6 +25,9 @@ The watch streams are read here too rather than with `kubernetes.watch.Watch`, w
 ApiClient from the default Configuration and cannot hand back raw events that include ERRORs.
 
 Deliberately not here: deciding anything. `on_change()` only tells the owner that `snapshot()` moved on.
+
+Why ~620 lines in one module: the watcher, its cache and the source share one lock and one notion of
+"synced"; the pure part (`SnapshotChanges`, the models) lives in `core` and `api`.
 """
 
 from __future__ import annotations

@@ -342,7 +342,7 @@ class FakeKube:
 
     def configuration(self) -> Configuration:
         """A client configuration for this server, with as many pooled connections as the daemons give
-        themselves (metallb_bgp.kube.writer.CONNECTION_POOL_SIZE): room for their watches and concurrent
+        themselves (metallb_bgp.kube.client.CONNECTION_POOL_SIZE): room for their watches and concurrent
         writers, where the client's default (5 per CPU) would open and drop a connection per extra request."""
         configuration = Configuration(host=self.url)
         configuration.connection_pool_maxsize = CLIENT_POOL_SIZE

@@ -10,6 +10,9 @@ wrote (`Written`) until the cache shows that version (`seen`), or `OVERLAY_MAX_A
 that, a pass in between could hand the same address to a second service.
 
 No I/O: `daemons.controller` sends what this plans, through `kube.writer`.
+
+~600 lines because the reference (`compute_pass` and the pure views and writes it is made of) and its
+incremental twin (`ControllerPlanner`) are read together, as the property test holds them together.
 """
 
 from __future__ import annotations

@@ -152,6 +152,7 @@ def apply_diff(routes: Mapping[RouteKey, RouteAttributes], change: RouteDiff) ->
 # One prefix and the peers (with attributes) it goes to.
 Announcement = tuple[IPNetwork, tuple[tuple[str, RouteAttributes], ...]]
 
+
 @dataclass(frozen=True)
 class ServiceRoutes:
     """One service's contribution to a node's table: what it announces, or why it announces nothing.
@@ -203,6 +204,7 @@ def combine(contributions: Iterable[tuple[ServiceKey, ServiceRoutes]]) -> RouteT
         skipped=skipped,
     )
 
+
 def key_order(key: ServiceKey) -> tuple[str, str]:
     return (key.namespace, key.name)
 
@@ -215,6 +217,7 @@ def attributes_of(local_pref: int | None, communities: Iterable[Community]) -> R
         large_communities=_sorted_communities(c.value for c in communities if c.large),
     )
 
+
 def merge_attributes(a: RouteAttributes, b: RouteAttributes) -> RouteAttributes:
     """Two advertisements of one (peer, prefix): communities unioned, the highest local-pref kept."""
     if a == b:
@@ -225,6 +228,7 @@ def merge_attributes(a: RouteAttributes, b: RouteAttributes) -> RouteAttributes:
         communities=_sorted_communities({*a.communities, *b.communities}),
         large_communities=_sorted_communities({*a.large_communities, *b.large_communities}),
     )
+
 
 def _sorted_communities(values: Iterable[str]) -> tuple[str, ...]:
     """Unique, in numeric order ("65000:20" before "65000:100"); text that is not numeric sorts last."""
