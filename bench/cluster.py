@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from manifest_texts import service_manifest  # noqa: E402  (the tests' template, one for both)
+from builders import service_manifest  # noqa: E402  (the tests' template, one for both)
 
 POOL_CIDR = ipaddress.ip_network("10.64.0.0/12")  # 1M addresses: room for any N the bench runs
 SPEAKER_ADDRESS = "127.0.0.2"

@@ -7,28 +7,27 @@ per speaker it expects (import all, export none, optional TCP MD5 password, grac
 is read through `birdc`: `routes()` parses `show route all` (on pure loopback BIRD marks the received
 routes unreachable, but it imports them and `show route all` lists them with their attributes), and
 `protocols()` parses `show protocols` (with `timeformat protocol iso long`, so `since` is exact).
-`wait_until` / `eventually` poll the router, bounded.
+Its waits poll the router, bounded (`waiting.wait_until`).
 
 If `bird` is missing the test is skipped, or fails when the CI environment variable is set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import re
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import pytest
+from waiting import wait_until
 
 from metallb_bgp.core.net import IPAddress, IPNetwork
 
@@ -63,51 +62,10 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def _polls(check: Callable[[], T | Literal[False] | None], *, timeout: float, what: str) -> Generator[None, None, T]:
-    """Calls `check` until it returns something truthy, yielding between calls for the caller to sleep
-    (the one difference between the sync and the async waits); fails the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = check()
-    while not last:
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
-        yield
-        last = check()
-    return last
 
 
-def wait_until(
-    check: Callable[[], T | Literal[False] | None],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.1,
-    what: str = "condition",
-) -> T:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
-    polls = _polls(check, timeout=timeout, what=what)
-    try:
-        while True:
-            next(polls)
-            time.sleep(interval)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
 
 
-async def eventually(
-    check: Callable[[], T | Literal[False] | None],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.1,
-    what: str = "condition",
-) -> T:
-    """`wait_until` for asyncio tests: polls between `asyncio.sleep`s so the code under test keeps running."""
-    polls = _polls(check, timeout=timeout, what=what)
-    try:
-        while True:
-            next(polls)
-            await asyncio.sleep(interval)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -368,10 +326,8 @@ __all__ = [
     "BirdRouter",
     "IPAddress",
     "Speaker",
-    "eventually",
     "free_port",
     "parse_protocols",
     "parse_routes",
     "require_bird",
-    "wait_until",
 ]

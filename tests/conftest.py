@@ -1,4 +1,10 @@
-"""Shared fixtures. Real routers (BIRD) and real ExaBGP children: every process a test starts is stopped."""
+"""Shared fixtures. Real routers (BIRD) and real ExaBGP children: every process a test starts is stopped.
+
+The fake API server's `fake_kube` fixture comes in as a plugin (`tests/fakekube`), for every test.
+Tests live in folders that mirror the package (`core/`, `edges/`, `daemons/`, `e2e/`); what they share
+sits here at the top: `builders` (objects as model, dict or YAML), `strategies` (hypothesis),
+`assertions`, `waiting`, and the router and topology harnesses (`bird`, `frr`, `netns`, `runs`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from bird import BirdRouter, require_bird
+
+pytest_plugins = ["fakekube"]
 
 
 @pytest.fixture

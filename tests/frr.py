@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bird import free_port, stop_process, wait_until
+from bird import free_port, stop_process
+from waiting import wait_until
 
 BGPD = "/usr/lib/frr/bgpd"
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bird import BIRD, BIRDC, parse_routes, require_bird, wait_until
+from bird import BIRD, BIRDC, parse_routes, require_bird
+from waiting import wait_until
 
 ROUTER_ASN_BASE = 64510  # router R is AS 64510 + R
 NODE_ASN = 64500

@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 import yaml
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path; makes the fixture visible)
+from fakekube import FakeKube
 from kubernetes import client
 
 from metallb_bgp import __version__
 from metallb_bgp.cli import _parser
 from metallb_bgp.observe.metrics import parse_address
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "helm"
 CHART = ROOT / "charts" / "metallb-bgp"
 GOLDEN = ROOT / "tests" / "golden" / "chart"

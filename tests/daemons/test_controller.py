@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from bird import eventually
-from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from builders import GROUP, NS, advertisement, pool, service, snapshot
+from fakekube import FakeKube, schemaless_crd
 from kubernetes import client
-from pydantic import BaseModel
+from waiting import eventually
 
-from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.problems import ObjectError, Severity
 from metallb_bgp.core.allocator.allocate import allocate
 from metallb_bgp.core.allocator.results import PoolUsage
@@ -46,44 +45,12 @@ from metallb_bgp.kube.events import EventLedger
 from metallb_bgp.kube.leader import LeaseElector, LeaseTimings
 from metallb_bgp.kube.writer import EventPacer, KubeWriter, concurrently
 
-GROUP = "metallb.io"
-NS = "metallb-system"
-FAST = LeaseTimings(lease_duration=3, renew_deadline=2, retry_period=1)
-
-
-# --- manifests ---------------------------------------------------------------------------------------
-
-
-def pool(name: str = "pool", *addresses: str) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/v1beta1", "kind": "IPAddressPool", "metadata": {"name": name, "namespace": NS},
-            "spec": {"addresses": list(addresses) or ["198.51.100.0/29"]}}
-
-
-def advertisement(name: str = "adv", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": name, "namespace": NS},
-            "spec": spec}
-
-
-def service(name: str, *, namespace: str = "default", ips: tuple[str, ...] = (), annotations: dict[str, str] | None = None,
-            uid: str = "", rv: str = "1", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}, "uid": uid or f"uid-{name}",
-                     "resourceVersion": rv},
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], **spec},
-        "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}},
-    }
-
 
 def snap(*docs: dict[str, Any]) -> ClusterSnapshot:
-    objects: list[BaseModel] = []
-    errors: list[ObjectError] = []
-    for doc in docs:
-        parsed = parse_object(doc)
-        if parsed.obj is not None:
-            objects.append(parsed.obj)
-        errors.extend(parsed.errors)
-    return ClusterSnapshot.from_objects(objects, errors=errors, namespace=NS)
+    return snapshot(*docs, from_api=True)  # as the Kubernetes source reads them: uids and resourceVersions
+
+
+FAST = LeaseTimings(lease_duration=3, renew_deadline=2, retry_period=1)
 
 
 def plan(snapshot: ClusterSnapshot, views: dict[ServiceKey, ServiceView] | None = None):
@@ -163,7 +130,7 @@ def test_event_body_names_the_object_and_truncates_a_long_message() -> None:
 
 
 def test_a_new_service_gets_its_ip_in_status_the_pool_annotation_and_one_ip_allocated_event() -> None:
-    writes = plan(snap(pool(), service("web")))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web")))
     [change] = writes.status
     assert change.ips == ("198.51.100.0",)
     assert change.patch["metadata"] == {"resourceVersion": "1"}
@@ -174,7 +141,7 @@ def test_a_new_service_gets_its_ip_in_status_the_pool_annotation_and_one_ip_allo
 
 
 def test_a_service_already_showing_its_ip_and_pool_needs_no_write() -> None:
-    writes = plan(snap(pool(), service("web", ips=("198.51.100.3",), annotations={POOL_ANNOTATION: "pool"})))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web", ips=("198.51.100.3",), annotations={POOL_ANNOTATION: "pool"})))
     assert (writes.status, writes.annotations) == ((), ())
 
 
@@ -187,7 +154,7 @@ def test_a_service_that_cannot_get_an_ip_gets_allocation_failed_and_no_status_wr
 
 
 def test_an_ip_outside_every_pool_is_cleared_and_replaced_with_clear_assignment_and_ip_allocated() -> None:
-    writes = plan(snap(pool(), service("web", ips=("203.0.113.1",), annotations={POOL_ANNOTATION: "gone"})))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web", ips=("203.0.113.1",), annotations={POOL_ANNOTATION: "gone"})))
     [change] = writes.status
     assert change.ips == ("198.51.100.0",)
     assert [e.reason for e in change.events] == ["ClearAssignment", "IPAllocated"]
@@ -196,19 +163,19 @@ def test_an_ip_outside_every_pool_is_cleared_and_replaced_with_clear_assignment_
 
 
 def test_a_service_that_stops_being_a_load_balancer_has_its_ip_and_annotation_removed() -> None:
-    writes = plan(snap(pool(), service("web", ips=("198.51.100.0",), annotations={POOL_ANNOTATION: "pool"}, type="ClusterIP")))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web", ips=("198.51.100.0",), annotations={POOL_ANNOTATION: "pool"}, type="ClusterIP")))
     [change] = writes.status
     assert change.ips == () and [e.reason for e in change.events] == ["ClearAssignment"]
     assert writes.annotations[0].patch == {"metadata": {"annotations": {POOL_ANNOTATION: None}}}
 
 
 def test_services_of_another_load_balancer_class_are_never_touched() -> None:
-    writes = plan(snap(pool(), service("web", ips=("192.0.2.1",), loadBalancerClass="other")))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web", ips=("192.0.2.1",), loadBalancerClass="other")))
     assert (writes.status, writes.annotations, writes.problem_events) == ((), (), frozenset())
 
 
 def test_a_deprecated_annotation_gives_a_warning_event_on_the_service() -> None:
-    writes = plan(snap(pool(), service("web", annotations={"metallb.universe.tf/address-pool": "pool"})))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("web", annotations={"metallb.universe.tf/address-pool": "pool"})))
     [warning] = writes.problem_events
     assert (warning.ref.name, warning.type, warning.reason) == ("web", "Warning", "DeprecatedAnnotation")
     assert "metallb.io/address-pool" in warning.message
@@ -216,7 +183,7 @@ def test_a_deprecated_annotation_gives_a_warning_event_on_the_service() -> None:
 
 def test_a_malformed_cr_gives_invalid_configuration_on_the_cr_and_an_invalid_state_while_services_keep_working() -> None:
     bad = advertisement("bad", communities=["not-a-community"])
-    writes = plan(snap(pool(), bad, service("web")))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), bad, service("web")))
     [event] = writes.problem_events
     assert (event.ref.kind, event.ref.name, event.type, event.reason) == ("BGPAdvertisement", "bad", "Warning",
                                                                            "InvalidConfiguration")
@@ -227,13 +194,13 @@ def test_a_malformed_cr_gives_invalid_configuration_on_the_cr_and_an_invalid_sta
 
 def test_an_unparseable_cr_is_still_named_in_an_event() -> None:
     broken = advertisement("typo", comunities=["64500:1"])
-    writes = plan(snap(pool(), broken))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), broken))
     [event] = writes.problem_events
     assert (event.ref.kind, event.ref.name, event.ref.api_version) == ("BGPAdvertisement", "typo", "metallb.io/v1beta1")
 
 
 def test_pool_counters_count_assigned_and_available_addresses() -> None:
-    writes = plan(snap(pool(), service("a"), service("b", ips=("198.51.100.5",))))
+    writes = plan(snap(pool("pool", "198.51.100.0/29"), service("a"), service("b", ips=("198.51.100.5",))))
     [change] = writes.pools
     assert change.patch == {"status": {"assignedIPv4": 2, "assignedIPv6": 0, "availableIPv4": 6, "availableIPv6": 0}}
 
@@ -252,12 +219,12 @@ def test_our_unseen_writes_stand_in_for_the_cache_until_it_shows_that_version() 
 
 
 def test_a_lagging_cache_never_gives_one_ip_to_two_services() -> None:
-    first = snap(pool(), service("b"))
+    first = snap(pool("pool", "198.51.100.0/29"), service("b"))
     views = snapshot_views(first)
     [change] = plan(first, views).status
     assert change.ips == ("198.51.100.0",)
     # "a" appears before the cache shows b's write: with b's write overlaid, a takes the next address
-    second = snap(pool(), service("a"), service("b"))
+    second = snap(pool("pool", "198.51.100.0/29"), service("a"), service("b"))
     overlaid, _ = merge_overlay(snapshot_views(second), {ServiceKey("default", "b"): Written(
         ServiceView(views[ServiceKey("default", "b")].ref, "2", change.ips, "pool"), time.monotonic())},
         now=time.monotonic())
@@ -373,7 +340,7 @@ async def running(controllers: list[Controller], scenario: Callable[[], Awaitabl
 
 
 def test_the_controller_writes_ip_annotation_events_pool_counters_and_its_configuration_state(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("web"))
 
     async def scenario() -> None:
@@ -394,7 +361,7 @@ def test_the_controller_writes_ip_annotation_events_pool_counters_and_its_config
 
 
 def test_a_converged_controller_sends_nothing_more_and_never_repeats_an_event(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("web"))
     controller = controller_for(cluster.fake)
 
@@ -413,7 +380,7 @@ def test_a_converged_controller_sends_nothing_more_and_never_repeats_an_event(cl
 
 
 def test_assignments_survive_a_controller_restart_even_when_a_lower_address_frees_up(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("a"))
     cluster.create(service("b"))
 
@@ -434,7 +401,7 @@ def test_assignments_survive_a_controller_restart_even_when_a_lower_address_free
 
 
 def test_conflicts_and_server_errors_are_retried_and_never_stop_the_loop(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.fake.fail_next(1, status=409, method="PATCH", path=r"/services/web/status")
     cluster.fake.fail_next(2, status=500, method="PATCH", path=r"/services/web/status")
     cluster.fake.fail_next(3, status=500, method="POST", path=r"/events")
@@ -451,7 +418,7 @@ def test_conflicts_and_server_errors_are_retried_and_never_stop_the_loop(cluster
 
 
 def test_a_malformed_cr_is_reported_in_the_configuration_state_and_as_an_event_on_it(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("web"))
     cluster.create(advertisement("bad", communities=["not-a-community"]))
 
@@ -479,7 +446,7 @@ def test_no_password_ever_reaches_an_event_or_a_configuration_state(cluster: Clu
     inline = {"apiVersion": f"{GROUP}/v1beta2", "kind": "BGPPeer", "metadata": {"name": "q", "namespace": NS},
               "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.2", "password": secret_text,
                        "passwordSecret": {"name": "pw"}}}
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", peer)
     cluster.custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", inline)
     cluster.create(service("web"))
@@ -494,7 +461,7 @@ def test_no_password_ever_reaches_an_event_or_a_configuration_state(cluster: Clu
 
 
 def test_only_the_leader_writes_and_a_follower_takes_over_with_the_assignments_unchanged(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("a"))
     first = controller_for(cluster.fake, identity="first", leader_election=True, timings=FAST)
     second = controller_for(cluster.fake, identity="second", leader_election=True, timings=FAST)
@@ -529,7 +496,7 @@ def test_only_the_leader_writes_and_a_follower_takes_over_with_the_assignments_u
 
 
 def test_a_leader_that_stops_releases_its_lease_so_the_other_takes_over_at_once(cluster: Cluster) -> None:
-    cluster.create(pool())
+    cluster.create(pool("pool", "198.51.100.0/29"))
     cluster.create(service("a"))
     first = controller_for(cluster.fake, identity="first", leader_election=True, timings=FAST)
 

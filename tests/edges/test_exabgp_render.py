@@ -34,7 +34,7 @@ from metallb_bgp.exabgp.events import (
 from metallb_bgp.exabgp.process import redact
 from metallb_bgp.exabgp.render import Neighbor, render, render_config
 
-GOLDEN = Path(__file__).parent / "golden" / "exabgp"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "exabgp"
 EXABGP = Path(sys.executable).parent / "exabgp"
 RELAY = ["/usr/bin/env", "python3", "-I", "/opt/metallb-bgp/relay.py", "/run/metallb-bgp/api.sock"]
 ROUTER_ID = ipaddress.IPv4Address("10.0.0.1")

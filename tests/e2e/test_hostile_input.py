@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 import structlog
-from bird import BirdRouter, Speaker, eventually, wait_until
+from bird import BirdRouter, Speaker
+from builders import service_manifest
 from hostile_corpus import GOOD_SERVICES, Case, corpus
-from manifest_texts import service_manifest
-from test_embedded import ADVERTISEMENT, POOL, SPEAKER, Run, free_peer_port, peer
+from runs import ADVERTISEMENT, POOL, SPEAKER, Run, free_peer_port, router_peer
+from waiting import eventually, wait_until
 
 from metallb_bgp.cli import main
 from metallb_bgp.daemons.run import EmbeddedRunner, RunOptions
@@ -49,7 +50,7 @@ def write(path: Path, text: str | bytes) -> None:
 def good_folder(folder: Path, router_port: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pool.yaml").write_text(POOL)
-    (folder / "peer.yaml").write_text(peer(router_port))
+    (folder / "peer.yaml").write_text(router_peer(router_port))
     (folder / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
     (folder / "secret.yaml").write_text(SECRET)
     for name in GOOD_SERVICES:

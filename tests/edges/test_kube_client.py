@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
+from fakekube import FakeKube
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines

@@ -4,104 +4,28 @@ ExaBGP child, a real BIRD 2, and checks on the router's own RIB."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import random
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bird import BirdRouter, Speaker, wait_until
-from manifest_texts import service_manifest
+from bird import BirdRouter, Speaker
+from builders import service_manifest
+from runs import ADVERTISEMENT, POOL, SPEAKER, Run, free_peer_port, router_peer
+from waiting import wait_until
 
 pytestmark = pytest.mark.router
 
-SPEAKER = "127.0.0.2"
-
-POOL = """
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: pool, namespace: metallb-system}
-spec:
-  addresses: [198.51.100.0/28]
-"""
-
-ADVERTISEMENT = """
-apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {{name: adv, namespace: metallb-system}}
-spec:
-  communities: [{community}]
-"""
 
 
-def peer(port: int) -> str:
-    return f"""
-apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata: {{name: router, namespace: metallb-system}}
-spec:
-  myASN: 64500
-  peerASN: 64501
-  peerAddress: 127.0.0.1
-  peerPort: {port}
-  sourceAddress: {SPEAKER}
-"""
+
+
 
 
 def service(name: str, node: str = "node-a") -> str:
     return service_manifest(name, endpoint_node=node)
 
 
-class Run:
-    """One `metallb-bgp run` child process; stopped with SIGTERM like a user's Ctrl-C."""
-
-    def __init__(self, manifests: Path, workdir: Path, state_file: Path) -> None:
-        self.workdir = workdir
-        self.log_path = workdir.parent / f"{workdir.name}.log"
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "metallb_bgp.cli", "run", "--manifests", str(manifests), "--node", "node-a",
-             "--workdir", str(workdir), "--state-file", str(state_file), "--log-format", "json"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def events(self) -> list[dict]:
-        lines = self.log_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def children(self) -> set[int]:
-        """Every descendant process (ExaBGP and its relay helper)."""
-        found: set[int] = set()
-        frontier = [self.process.pid]
-        while frontier:
-            parent = frontier.pop()
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    try:
-                        stat = (entry / "stat").read_text()
-                    except OSError:
-                        continue
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                        found.add(int(entry.name))
-                        frontier.append(int(entry.name))
-        return found
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
 
 
 @pytest.fixture
@@ -111,7 +35,7 @@ def cluster(short_tmp: Path, bird_factory: Callable[..., BirdRouter]) -> Iterato
     manifests = short_tmp / "manifests"
     manifests.mkdir()
     (manifests / "pool.yaml").write_text(POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port))
+    (manifests / "peer.yaml").write_text(router_peer(router.port))
     (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
     runs: list[Run] = []
 
@@ -128,16 +52,6 @@ def cluster(short_tmp: Path, bird_factory: Callable[..., BirdRouter]) -> Iterato
             print(f"--- {run.log_path.name}\n{run.log_path.read_text()[-4000:]}")  # shown when a test fails
 
 
-def free_peer_port() -> int:
-    """A free port a BGPPeer may name: MetalLB's schema caps peerPort at 16384, below the ephemeral range."""
-    for port in random.sample(range(10000, 16384), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 10000-16383")
 
 
 def host(text: str) -> ipaddress.IPv4Network:
@@ -253,7 +167,7 @@ def test_advertisement_peers_sends_the_route_to_the_named_peer_only(cluster, bir
     other = bird_factory("other", asn=64502, port=free_peer_port())
     other.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64500)).start()
     (manifests / "peer2.yaml").write_text(
-        peer(other.port).replace("name: router", "name: other").replace("peerASN: 64501", "peerASN: 64502")
+        router_peer(other.port).replace("name: router", "name: other").replace("peerASN: 64501", "peerASN: 64502")
     )
     (manifests / "adv.yaml").write_text(advertisement(peers=["other"]))
     (manifests / "web.yaml").write_text(service("web"))
@@ -308,7 +222,7 @@ def node_with(*addresses: str) -> str:
 def test_a_dual_stack_session_carries_the_other_family_with_the_nodes_own_address(cluster) -> None:
     router, manifests, start = cluster
     (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "peer.yaml").write_text(router_peer(router.port) + "  dualStackAddressFamily: true\n")
     (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::2"))
     (manifests / "web.yaml").write_text(dual_stack_service("web"))
     start()
@@ -322,7 +236,7 @@ def test_a_dual_stack_sessions_other_family_follows_the_nodes_address_as_it_chan
     to the new next hop, is withdrawn (with a warning) and announced again; the IPv4 route never moves."""
     router, manifests, start = cluster
     (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "peer.yaml").write_text(router_peer(router.port) + "  dualStackAddressFamily: true\n")
     (manifests / "node.yaml").write_text(node_with(SPEAKER, "2001:db8:ff::2"))
     (manifests / "web.yaml").write_text(dual_stack_service("web"))
     (manifests / "api.yaml").write_text(dual_stack_service("api"))
@@ -355,7 +269,7 @@ def test_a_dual_stack_sessions_other_family_follows_the_nodes_address_as_it_chan
 def test_a_dual_stack_peer_without_a_node_address_of_the_other_family_is_warned_about(cluster) -> None:
     router, manifests, start = cluster
     (manifests / "pool.yaml").write_text(DUAL_STACK_POOL)
-    (manifests / "peer.yaml").write_text(peer(router.port) + "  dualStackAddressFamily: true\n")
+    (manifests / "peer.yaml").write_text(router_peer(router.port) + "  dualStackAddressFamily: true\n")
     (manifests / "node.yaml").write_text(node_with(SPEAKER))
     (manifests / "web.yaml").write_text(dual_stack_service("web"))
     run = start()
@@ -400,7 +314,7 @@ def _run_with_local_asn(directory: Path, router_port: int, local_asn: int) -> Ru
     manifests = directory / "manifests"
     manifests.mkdir()
     (manifests / "pool.yaml").write_text(POOL)
-    (manifests / "peer.yaml").write_text(peer(router_port) + f"  localASN: {local_asn}\n")
+    (manifests / "peer.yaml").write_text(router_peer(router_port) + f"  localASN: {local_asn}\n")
     (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
     (manifests / "web.yaml").write_text(service("web"))
     return Run(manifests, directory / "run", directory / "state.json")

@@ -41,7 +41,7 @@ from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.gen import docs_reference
 from metallb_bgp.gen.crds import ConfigurationState
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 BIRD = shutil.which("bird") or "/usr/sbin/bird"

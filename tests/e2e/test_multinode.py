@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bird import wait_until
-from manifest_texts import service_manifest
+from builders import service_manifest
 from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet
+from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
 

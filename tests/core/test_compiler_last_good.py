@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from builders import NS, V1B1, V1B2, Doc, advertisement, community, metallb_object, peer, pool, secret
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,46 +23,15 @@ from metallb_bgp.core.config.model import Community
 from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
-NS = "metallb-system"
-V1B1 = "metallb.io/v1beta1"
-V1B2 = "metallb.io/v1beta2"
-
 # --- building cluster states ---------------------------------------------------------------------------
 
 
-def _doc(api: str, kind: str, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
-    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": NS, **metadata}, "spec": spec}
-
-
-def parsed(doc: dict[str, Any]) -> Any:
-    result = parse_object(doc)
-    assert result.errors == (), result.errors
-    return result.obj
-
-
-def pool(name: str, *addresses: str, **metadata: Any) -> Any:
-    return parsed(_doc(V1B1, "IPAddressPool", name, {"addresses": list(addresses)}, **metadata))
-
-
-def peer(name: str, address: str = "10.0.0.1", **spec: Any) -> Any:
-    return parsed(_doc(V1B2, "BGPPeer", name, {"myASN": 64500, "peerASN": 64501, "peerAddress": address} | spec))
-
-
-def advertisement(name: str, **spec: Any) -> Any:
-    return parsed(_doc(V1B1, "BGPAdvertisement", name, spec))
-
-
-def community(name: str, **aliases: str) -> Any:
-    return parsed(_doc(V1B1, "Community", name, {"communities": [{"name": k, "value": v} for k, v in aliases.items()]}))
-
-
-def secret(name: str, *, type_: str = "kubernetes.io/basic-auth", **string_data: str) -> Any:
-    meta = {"name": name, "namespace": NS}
-    return parsed({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": type_, "stringData": string_data})
+def models(objects: Any) -> list[Any]:
+    return [o.model if isinstance(o, Doc) else o for o in objects]
 
 
 def compile_(*objects: Any, after: CompileResult | None = None, errors: tuple[ObjectError, ...] = ()) -> CompileResult:
-    snapshot = ClusterSnapshot.from_objects(objects, errors=errors)
+    snapshot = ClusterSnapshot.from_objects(models(objects), errors=errors)
     return compile_config(snapshot, last_good=None if after is None else after.last_good)
 
 
@@ -102,7 +72,7 @@ def test_without_memory_the_same_overlap_reports_the_later_pool_as_before() -> N
 
     assert problems(result) == {("IPAddressPool", "b", "spec.addresses[0]")}
     assert list(result.config.pools) == ["a"]
-    assert compile_config(ClusterSnapshot.from_objects([pool("a", "10.0.0.0/23"), pool("b", "10.0.1.0/24")]), last_good=LastGood()) == result
+    assert compile_config(ClusterSnapshot.from_objects(models([pool("a", "10.0.0.0/23"), pool("b", "10.0.1.0/24")])), last_good=LastGood()) == result
 
 
 def test_a_typod_pool_edit_keeps_the_pools_last_addresses_and_reports_the_field() -> None:
@@ -121,7 +91,7 @@ def test_a_typod_pool_edit_keeps_the_pools_last_addresses_and_reports_the_field(
 
 def test_a_pool_edit_that_does_not_parse_is_not_taken_as_a_deletion() -> None:
     before = compile_(pool("a", "10.0.0.0/24"))
-    unparsable = parse_object(_doc(V1B1, "IPAddressPool", "a", {"addresses": "10.0.0.0/24", "autoAsign": False}))
+    unparsable = parse_object(metallb_object(V1B1, "IPAddressPool", "a", {"addresses": "10.0.0.0/24", "autoAsign": False}))
 
     after = compile_(errors=unparsable.errors, after=before)
 
@@ -142,9 +112,9 @@ def test_a_new_pool_overlapping_an_existing_one_is_left_out_and_reported_and_the
 
 
 def test_a_status_write_does_not_make_an_object_new() -> None:
-    before = compile_(pool("b", "10.0.0.0/24", resourceVersion="7"))
+    before = compile_(pool("b", "10.0.0.0/24", rv="7"))
 
-    after = compile_(pool("a", "10.0.0.0/23"), pool("b", "10.0.0.0/24", resourceVersion="9", annotations={"x": "y"}), after=before)
+    after = compile_(pool("a", "10.0.0.0/23"), pool("b", "10.0.0.0/24", rv="9", annotations={"x": "y"}), after=before)
 
     assert list(after.config.pools) == ["b"]
     assert after.last_good["IPAddressPool", NS, "b"].metadata.resource_version == "9"
@@ -370,7 +340,7 @@ def versions(draw: st.DrawFn, key: Key) -> dict[str, Any]:
         meta = {"name": name, "namespace": NS}
         return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": draw(st.sampled_from(["kubernetes.io/basic-auth", "Opaque"])), "stringData": data}
     api, _, specs = KINDS[kind]
-    return _doc(api, kind, name, draw(specs))
+    return metallb_object(api, kind, name, draw(specs))
 
 
 ALL_KEYS: list[Key] = [(kind, name) for kind, (_, names, _) in KINDS.items() for name in names] + [("Secret", "s1")]

@@ -17,16 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
+from assertions import assert_same_plan
+from builders import service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_allocator import NAMESPACES, POOL_MENU, V4, configs, service, services, sharing_services
+from strategies import NAMESPACES, POOL_MENU, V4, configs, services, sharing_services
 
 from metallb_bgp.api.core import Service
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.meta import to_document
 from metallb_bgp.core.allocator.allocate import allocate
 from metallb_bgp.core.allocator.incremental import AllocationState
-from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.change import ClusterChange, config_part
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
@@ -84,13 +85,13 @@ def test_allocation_state_equals_allocate_after_every_edit(config, initial, step
 
 
 def test_a_freed_address_goes_to_the_next_new_service_as_a_full_allocation_would_give_it() -> None:
-    current = keyed([service(f"s{i}") for i in range(4)])
+    current = keyed([service(f"s{i}").model for i in range(4)])
     state = AllocationState(V4, {})
     first = state.allocate_all(current, lambda key: None)
     remembered = first.service_ips()
     del current[ServiceKey("default", "s1")]
     state.update(current, {ServiceKey("default", "s1")}, remembered.get)
-    current[ServiceKey("default", "s9")] = service("s9")
+    current[ServiceKey("default", "s9")] = service("s9").model
     result = state.update(current, {ServiceKey("default", "s9")}, remembered.get)
     assert result.assignments[ServiceKey("default", "s9")].ips == (ipaddress.ip_address("10.0.0.1"),)
     assert state.decided == 1  # only the new service was decided
@@ -202,7 +203,7 @@ def namespace_doc(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 POOLS = {name: list(cidrs) for name, cidrs in POOL_MENU.items()}  # what the generated services ask for
 def manifest(obj: Any) -> dict[str, Any]:
-    return to_document(obj, exclude_none=True)
+    return dict(obj) if isinstance(obj, dict) else to_document(obj, exclude_none=True)
 
 
 service_docs = st.one_of(services(), sharing_services()).map(manifest)
@@ -279,24 +280,6 @@ def reference(
     return make_plan(snapshot, node_name=NODE, existing=status_assignments(snapshot) | dict(remembered), last_good=last_good)
 
 
-def assert_same_allocation(got: Allocation, want: Allocation) -> None:
-    assert dict(got.assignments) == dict(want.assignments)  # the incremental one is a read-only snapshot
-    assert got.refusals == want.refusals
-    assert got.cleared == want.cleared
-    assert got.warnings == want.warnings
-
-
-def assert_same_plan(got: Plan, want: Plan) -> None:
-    assert got.compiled == want.compiled
-    assert_same_allocation(got.allocation, want.allocation)
-    assert got.peers == want.peers
-    assert got.table.routes == want.table.routes
-    assert got.table.services == want.table.services
-    assert got.table.skipped == want.table.skipped
-    assert got == want
-    assert got.problems == want.problems
-
-
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     st.lists(st.tuples(st.sampled_from(FILES), file_contents), min_size=1, max_size=8),
@@ -360,7 +343,7 @@ def test_one_service_edit_recomputes_one_service(tmp_path: Path) -> None:
 
 def test_whole_snapshot_change_equals_make_plan() -> None:
     snapshot = ClusterSnapshot.from_objects(
-        [obj(d) for d in BASE] + [service("web"), obj(slice_doc("web", "1", node=NODE, serving=True))]
+        [obj(d) for d in BASE] + [service("web").model, obj(slice_doc("web", "1", node=NODE, serving=True))]
     )
     planner = IncrementalPlanner(node_name=NODE)
     assert_same_plan(planner.update(ClusterChange.whole(snapshot)), make_plan(snapshot, node_name=NODE, existing={}))

@@ -30,7 +30,7 @@ try:
 except ImportError:  # a test extra: fail loudly in CI, skip the schema checks on a bare machine
     jsonschema = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_FILES = [*sorted((ROOT / "examples").glob("*.yaml")), *sorted((ROOT / "tests" / "data" / "metallb").glob("*.yaml"))]
 GENERATED = {name: yaml.safe_load(text) for name, text in crds.generated_files().items()}
 BY_KIND = {doc["spec"]["names"]["kind"]: doc for doc in GENERATED.values()}

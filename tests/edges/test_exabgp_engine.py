@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import pytest
-from bird import BirdRouter, Speaker, eventually
+from bird import BirdRouter, Speaker
+from waiting import eventually
 
 from metallb_bgp.core.config.model import DynamicASN, Peer
 from metallb_bgp.core.net import IPNetwork

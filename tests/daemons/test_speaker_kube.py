@@ -16,33 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bird import eventually
-from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from builders import GROUP, NS, advertisement, endpoint, endpoint_slice, node, peer, pool, service, snapshot
+from fakekube import FakeKube, schemaless_crd
 from kubernetes import client
-from test_controller import GROUP, NS, advertisement, pool, service, snap
+from waiting import eventually
 
 from metallb_bgp.core.change import SnapshotChanges
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.speaker import SpeakerPlanner, announced_services, node_assigned_events, speaker_plan
 from metallb_bgp.core.routes.table import SkipReason
+from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.daemons.speaker import Speaker, SpeakerOptions, peer_entries, speaker_state
 from metallb_bgp.exabgp import EngineTuning, PeerState, SessionState
 
-PEER = {"apiVersion": f"{GROUP}/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
-        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.1", "peerPort": 9,
-                 "sourceAddress": "127.0.0.2"}}
+
+def snap(*docs: dict[str, Any]) -> ClusterSnapshot:
+    return snapshot(*docs, from_api=True)  # as the Kubernetes source reads them: uids and resourceVersions
+
+
+PEER = peer("router", "127.0.0.1", peerPort=9, sourceAddress="127.0.0.2")
 
 
 def slice_for(name: str, node: str, *, ready: bool = True) -> dict[str, Any]:
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-1", "namespace": "default", "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node, "conditions": {"ready": ready}}]}
-
-
-def node(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+    return endpoint_slice(name, endpoint(node, ready=ready, address="10.0.0.1"), name=f"{name}-1")
 
 
 WEB = ServiceKey("default", "web")
@@ -54,7 +51,7 @@ net = ipaddress.ip_network
 
 
 def test_the_speaker_announces_the_ip_in_status_and_never_allocates_one() -> None:
-    cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"),
+    cluster = snap(pool("pool", "198.51.100.0/29"), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"),
                    service("new"), slice_for("new", "n1"))
     plan = speaker_plan(cluster, node_name="n1")
     assert set(plan.table.routes) == {("router", net("198.51.100.5/32"))}
@@ -63,7 +60,7 @@ def test_the_speaker_announces_the_ip_in_status_and_never_allocates_one() -> Non
 
 
 def test_etp_local_is_announced_only_from_the_node_with_a_local_endpoint() -> None:
-    docs = (pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",), externalTrafficPolicy="Local"),
+    docs = (pool("pool", "198.51.100.0/29"), PEER, advertisement(), service("web", ips=("198.51.100.5",), externalTrafficPolicy="Local"),
             slice_for("web", "n2"))
     assert speaker_plan(snap(*docs), node_name="n1").table.routes == {}
     assert set(speaker_plan(snap(*docs), node_name="n2").table.routes) == {("router", net("198.51.100.5/32"))}
@@ -71,14 +68,14 @@ def test_etp_local_is_announced_only_from_the_node_with_a_local_endpoint() -> No
 
 def test_an_excluded_node_announces_nothing_but_keeps_its_peers() -> None:
     excluded = node("n1", **{"node.kubernetes.io/exclude-from-external-load-balancers": ""})
-    plan = speaker_plan(snap(pool(), PEER, advertisement(), excluded, service("web", ips=("198.51.100.5",)),
+    plan = speaker_plan(snap(pool("pool", "198.51.100.0/29"), PEER, advertisement(), excluded, service("web", ips=("198.51.100.5",)),
                              slice_for("web", "n1")), node_name="n1")
     assert plan.table.routes == {} and plan.table.skipped[WEB].reason is SkipReason.EXCLUDED_NODE
     assert [p.name for p in plan.peers] == ["router"]
 
 
 def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -> None:
-    cluster = snap(pool(), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"))
+    cluster = snap(pool("pool", "198.51.100.0/29"), PEER, advertisement(), service("web", ips=("198.51.100.5",)), slice_for("web", "n1"))
     announced = announced_services(speaker_plan(cluster, node_name="n1").table)
     services = {ServiceKey(s.namespace, s.name): s for s in cluster.services}
     [event] = node_assigned_events(announced, services, "n1")
@@ -89,7 +86,7 @@ def test_node_assigned_is_emitted_once_when_a_service_starts_being_announced() -
     changes = SnapshotChanges()
     planner.update(changes.take(cluster))
     assert planner.newly_announced == announced
-    planner.update(changes.take(dataclasses.replace(cluster, pools=snap({**pool(), "status": {"assignedIPv4": 1}}).pools)))
+    planner.update(changes.take(dataclasses.replace(cluster, pools=snap({**pool("pool", "198.51.100.0/29"), "status": {"assignedIPv4": 1}}).pools)))
     assert planner.newly_announced == set()  # a counters-only pool change: nothing new, no second event
 
 
@@ -116,7 +113,7 @@ def test_the_speaker_state_lists_each_peer_session_and_never_a_password() -> Non
 
 
 def test_the_speaker_state_carries_the_compile_errors() -> None:
-    cluster = snap(pool(), PEER, advertisement("bad", communities=["nope"]))
+    cluster = snap(pool("pool", "198.51.100.0/29"), PEER, advertisement("bad", communities=["nope"]))
     plan = speaker_plan(cluster, node_name="n1")
     state = speaker_state(plan.compiled.errors, plan.peers, {}, {})
     assert state["result"] == "Invalid" and state["errors"][0]["name"] == "bad"
@@ -130,7 +127,7 @@ def test_the_speaker_state_carries_the_compile_errors() -> None:
 def test_the_speaker_reports_node_assigned_and_its_configuration_state(fake_kube: FakeKube, short_tmp: Path) -> None:
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     core, custom = client.CoreV1Api(fake_kube.client), client.CustomObjectsApi(fake_kube.client)
-    for doc, plural in ((pool(), "ipaddresspools"), (advertisement(), "bgpadvertisements")):
+    for doc, plural in ((pool("pool", "198.51.100.0/29"), "ipaddresspools"), (advertisement(), "bgpadvertisements")):
         custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, plural, doc)
     custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", PEER)
     core.create_node(node("n1"))
@@ -199,7 +196,7 @@ def test_exabgp_starts_with_the_nodes_peers_while_the_services_are_still_listed(
     list is still under way, and nothing is announced before the whole cluster has been read."""
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     core, custom = client.CoreV1Api(fake_kube.client), client.CustomObjectsApi(fake_kube.client)
-    custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", pool())
+    custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", pool("pool", "198.51.100.0/29"))
     custom.create_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", PEER)
     core.create_node(node("n1"))
     core.create_namespaced_service("default", {"metadata": {"name": "web"},
@@ -235,7 +232,7 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
         assert dict(got.table.services) == dict(want.table.services)
         assert got.peers == want.peers and got.compiled.errors == want.compiled.errors
 
-    base = snap(pool(), PEER, advertisement(), node("n1"),
+    base = snap(pool("pool", "198.51.100.0/29"), PEER, advertisement(), node("n1"),
                 *[service(f"s{i}", ips=(f"198.51.100.{i}",)) for i in range(5)],
                 *[slice_for(f"s{i}", "n1") for i in range(5)])
     planner = SpeakerPlanner(node_name="n1")
@@ -261,7 +258,7 @@ def test_the_incremental_speaker_planner_equals_a_full_plan_after_every_change()
     same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == {("router", net("198.51.100.0/32"))}
 
-    counted = snap({**pool(), "status": {"assignedIPv4": 4, "availableIPv4": 4}}).pools  # the controller's counters
+    counted = snap({**pool("pool", "198.51.100.0/29"), "status": {"assignedIPv4": 4, "availableIPv4": 4}}).pools  # the controller's counters
     step = dataclasses.replace(step, pools=counted)
     same(planner.update(changes.take(step)), speaker_plan(step, node_name="n1"))
     assert planner.routes_touched == set()  # a new pool object, the same Config: nothing re-routed

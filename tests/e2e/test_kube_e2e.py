@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bird import BirdRouter, Speaker, wait_until
-from fakekube import FakeKube, fake_kube, schemaless_crd  # noqa: F401  (tests/ is on sys.path)
+from bird import BirdRouter, Speaker
+from fakekube import FakeKube, schemaless_crd
 from kubernetes import client
-from test_embedded import free_peer_port
+from runs import free_peer_port
+from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import urllib3
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path, like `bird`)
+from fakekube import FakeKube
 from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection

@@ -7,6 +7,8 @@ import random
 from typing import Any
 
 import pytest
+from builders import NS, V1B1, V1B2, Doc, advertisement, community, metallb_object, node, peer, pool, secret
+from builders import bfd_profile as bfd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +21,6 @@ from metallb_bgp.core.config.parse import parse_community, parse_pool_addresses
 from metallb_bgp.core.config.result import CompileResult
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
-NS = "metallb-system"
-V1B1 = "metallb.io/v1beta1"
-V1B2 = "metallb.io/v1beta2"
-
 # --- building cluster states ---------------------------------------------------------------------------
 
 
@@ -32,47 +30,12 @@ def parsed(doc: dict[str, Any]) -> Any:
     return result.obj
 
 
-def _doc(api: str, kind: str, name: str, spec: dict[str, Any] | None, labels: dict[str, str] | None = None, namespace: str = NS) -> Any:
-    doc: dict[str, Any] = {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": namespace, "labels": labels or {}}}
-    if spec is not None:
-        doc["spec"] = spec
-    return parsed(doc)
-
-
-def pool(name: str, *addresses: str, labels: dict[str, str] | None = None, **spec: Any) -> Any:
-    return _doc(V1B1, "IPAddressPool", name, {"addresses": list(addresses), **spec}, labels)
-
-
-def peer(name: str, address: str = "10.0.0.1", **spec: Any) -> Any:
-    base: dict[str, Any] = {"myASN": 64500, "peerASN": 64501}
-    if address:
-        base["peerAddress"] = address
-    return _doc(V1B2, "BGPPeer", name, base | spec)
-
-
-def advertisement(name: str, **spec: Any) -> Any:
-    return _doc(V1B1, "BGPAdvertisement", name, spec)
-
-
-def community(name: str, **aliases: str) -> Any:
-    return _doc(V1B1, "Community", name, {"communities": [{"name": k, "value": v} for k, v in aliases.items()]})
-
-
-def bfd(name: str, **spec: Any) -> Any:
-    return _doc(V1B1, "BFDProfile", name, spec)
-
-
-def secret(name: str, *, namespace: str = NS, type_: str = "kubernetes.io/basic-auth", **data: str) -> Any:
-    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "type": type_}
-    return parsed(doc | {"stringData": data} if "raw" not in data else doc | {"data": {"password": data["raw"]}})
-
-
-def node(name: str, **labels: str) -> Any:
-    return parsed({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+def models(objects: Any) -> list[Any]:
+    return [o.model if isinstance(o, Doc) else o for o in objects]
 
 
 def compile_(*objects: Any, errors: tuple[ObjectError, ...] = ()) -> CompileResult:
-    return compile_config(ClusterSnapshot.from_objects(objects, errors=errors))
+    return compile_config(ClusterSnapshot.from_objects(models(objects), errors=errors))
 
 
 def problems(result: CompileResult, severity: Severity | None = Severity.ERROR) -> set[tuple[str, str, str]]:
@@ -224,7 +187,7 @@ def test_the_same_name_in_different_kinds_is_fine() -> None:
 
 
 def test_objects_in_another_namespace_are_ignored_with_a_warning() -> None:
-    other = _doc(V1B1, "IPAddressPool", "elsewhere", {"addresses": ["10.9.0.0/24"]}, namespace="default")
+    other = pool("elsewhere", "10.9.0.0/24", namespace="default")
 
     result = compile_(other, GOOD_POOL)
 
@@ -302,13 +265,13 @@ def test_peer_asn_and_dynamic_asn_together_are_rejected() -> None:
 
 
 def test_peer_asn_or_dynamic_asn_is_required() -> None:
-    result = compile_(_doc(V1B2, "BGPPeer", "r", {"myASN": 64500, "peerAddress": "10.0.0.1"}))
+    result = compile_(metallb_object(V1B2, "BGPPeer", "r", {"myASN": 64500, "peerAddress": "10.0.0.1"}))
 
     assert problems(result) == {("BGPPeer", "r", "spec.peerASN")}
 
 
 def test_dynamic_asn_alone_is_accepted() -> None:
-    result = compile_(_doc(V1B2, "BGPPeer", "r", {"myASN": 64500, "dynamicASN": "internal", "peerAddress": "10.0.0.1"}))
+    result = compile_(metallb_object(V1B2, "BGPPeer", "r", {"myASN": 64500, "dynamicASN": "internal", "peerAddress": "10.0.0.1"}))
 
     assert result.errors == ()
     p = result.config.peers["r"]
@@ -343,7 +306,7 @@ def test_ebgp_multihop_is_refused_when_local_asn_makes_the_session_ibgp() -> Non
 def test_ebgp_multihop_on_an_ibgp_peer_is_rejected(spec: dict[str, Any]) -> None:
     doc = {"myASN": 64500, "peerAddress": "10.0.0.1", "ebgpMultiHop": True} | {k: v for k, v in spec.items() if v is not None}
 
-    result = compile_(_doc(V1B2, "BGPPeer", "r", doc))
+    result = compile_(metallb_object(V1B2, "BGPPeer", "r", doc))
 
     assert problems(result) == {("BGPPeer", "r", "spec.ebgpMultiHop")}
 
@@ -614,7 +577,7 @@ def test_duplicate_alias_across_communities_reports_the_later_and_the_alias_is_u
 def test_duplicate_alias_within_one_community_is_rejected() -> None:
     doc = {"communities": [{"name": "x", "value": "1:1"}, {"name": "x", "value": "1:2"}]}
 
-    result = compile_(_doc(V1B1, "Community", "c", doc))
+    result = compile_(metallb_object(V1B1, "Community", "c", doc))
 
     assert problems(result) == {("Community", "c", "spec.communities[1].name")}
 
@@ -851,7 +814,7 @@ def test_advertisement_node_and_service_selectors_are_compiled() -> None:
 
 
 def test_l2_advertisement_gives_one_warning_and_blocks_nothing() -> None:
-    l2 = _doc(V1B1, "L2Advertisement", "l2", {"ipAddressPools": ["missing"]})
+    l2 = metallb_object(V1B1, "L2Advertisement", "l2", {"ipAddressPools": ["missing"]})
 
     result = compile_(l2, GOOD_POOL, GOOD_PEER, advertisement("a"))
 

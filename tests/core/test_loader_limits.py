@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from manifest_texts import service_manifest
+from builders import service_manifest
 
 from metallb_bgp.api.loader import LIMITS, Limits, load_yaml
 from metallb_bgp.sources import manifests

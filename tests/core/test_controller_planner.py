@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from assertions import assert_same_allocation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from test_allocator import POOL_MENU, UNIVERSE
-from test_incremental_planner import assert_same_allocation
+from strategies import POOL_MENU, UNIVERSE
 
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.core.change import SnapshotChanges

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
+from fakekube import FakeKube
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 

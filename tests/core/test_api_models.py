@@ -18,7 +18,7 @@ from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Community
 from metallb_bgp.core.snapshot import ClusterSnapshot
 
-DATA = Path(__file__).parent / "data" / "metallb"
+DATA = Path(__file__).resolve().parents[1] / "data" / "metallb"
 
 # The only problems MetalLB's examples may raise here: each is a warning, and each is deliberate.
 EXPECTED_WARNINGS = {

@@ -13,48 +13,22 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from fakekube import FakeKube, fake_kube  # noqa: F401  (tests/ is on sys.path)
+from builders import GROUP, NS, peer, pool, service
+from fakekube import FakeKube
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from structlog.testing import capture_logs
+from waiting import wait_until
 
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.snapshot import ClusterSnapshot, ObjectsSeen, Replacements, replaced_objects
 from metallb_bgp.sources.kubernetes import KubernetesSource, Resource, ResourceCache, backoff_delay, parse_item
 
-GROUP = "metallb.io"
-NS = "metallb-system"
 SERVICES_WATCH = r"^/api/v1/services\?.*watch=true"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def service(name: str, namespace: str = "default", port: int = 80) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": port}]}}
-
-
-def peer(name: str, *, secret: str | None = None, **spec: Any) -> dict[str, Any]:
-    body = {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", **spec}
-    if secret is not None:
-        body["passwordSecret"] = {"name": secret, "namespace": NS}
-    return {"apiVersion": f"{GROUP}/v1beta2", "kind": "BGPPeer", "metadata": {"name": name}, "spec": body}
-
-
-def pool(name: str, *addresses: str) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/v1beta1", "kind": "IPAddressPool", "metadata": {"name": name},
-            "spec": {"addresses": list(addresses) or ["198.51.100.0/28"]}}
 
 
 def names(objects: Any) -> list[str]:
@@ -136,11 +110,11 @@ def test_initial_list_fills_the_snapshot_in_order_and_marks_synced(
     client.DiscoveryV1Api(fake_kube.client).create_namespaced_endpoint_slice("default", {
         "metadata": {"name": "web-a-1", "labels": {"kubernetes.io/service-name": "web-a"}}, "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.1.0.1"], "nodeName": "node-1", "conditions": {"ready": True}}]})
-    create_pool(custom, pool("pool"))
-    create_peer(custom, peer("router"))
+    create_pool(custom, pool("pool", "198.51.100.0/28"))
+    create_peer(custom, peer("router", "192.0.2.1"))
     custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "bgpadvertisements", {
         "apiVersion": f"{GROUP}/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "adv"}, "spec": {}})
-    custom.create_namespaced_custom_object(GROUP, "v1beta1", "default", "ipaddresspools", pool("elsewhere"))
+    custom.create_namespaced_custom_object(GROUP, "v1beta1", "default", "ipaddresspools", pool("elsewhere", "198.51.100.0/28", namespace=None))
 
     source = start_source()
 
@@ -160,7 +134,7 @@ def test_initial_list_fills_the_snapshot_in_order_and_marks_synced(
 def test_synced_waits_until_every_resource_has_listed(
     fake_kube: FakeKube, custom: client.CustomObjectsApi
 ) -> None:
-    create_pool(custom, pool("pool"))
+    create_pool(custom, pool("pool", "198.51.100.0/28"))
     fake_kube.fail_next(10_000, method="GET", path=r"/ipaddresspools\?(?!.*watch=true)")
     source = KubernetesSource(fake_kube.client, namespace=NS, watch_timeout_seconds=1, backoff_base=0.02,
                               backoff_cap=0.1)
@@ -441,7 +415,7 @@ def test_a_restarting_api_server_keeps_the_cache_and_the_watch_resumes(
 ) -> None:
     for i in range(5):
         core.create_namespaced_service("default", service(f"web-{i}"))
-    create_pool(custom, pool("pool"))
+    create_pool(custom, pool("pool", "198.51.100.0/28"))
     source = start_source()
     before = source.snapshot()
     lists_before = len(services_requests(fake_kube, watch=False))
@@ -502,7 +476,7 @@ def test_only_secrets_named_by_a_bgppeer_are_kept_and_never_logged(
     core.create_namespaced_secret(NS, basic_auth("router-password", "s3cret-one"))
     core.create_namespaced_secret(NS, basic_auth("unrelated", "s3cret-two"))
     core.create_namespaced_secret("default", basic_auth("router-password", "s3cret-three", "default"))
-    create_peer(custom, peer("router", secret="router-password"))
+    create_peer(custom, peer("router", "192.0.2.1", secret="router-password"))
 
     with capture_logs() as logs:
         source = start_source()
@@ -511,7 +485,7 @@ def test_only_secrets_named_by_a_bgppeer_are_kept_and_never_logged(
         assert snap.secrets[0].value("password") == "s3cret-one"
 
         core.create_namespaced_secret(NS, basic_auth("late", "s3cret-four"))
-        create_peer(custom, peer("second", secret="late"))  # a peer naming a Secret we had dropped
+        create_peer(custom, peer("second", "192.0.2.1", secret="late"))  # a peer naming a Secret we had dropped
         wait_until(lambda: names(source.snapshot().secrets) == ["late", "router-password"], what="the named Secret")
         custom.delete_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "second")
         wait_until(lambda: names(source.snapshot().secrets) == ["router-password"], what="the Secret to be dropped")
@@ -532,8 +506,8 @@ def test_only_secrets_named_by_a_bgppeer_are_kept_and_never_logged(
 def test_a_malformed_custom_resource_is_reported_by_name_and_field_and_hides_nothing_else(
     custom: client.CustomObjectsApi, start_source: Callable[..., KubernetesSource],
 ) -> None:
-    create_peer(custom, peer("good"))
-    bad = peer("typo")
+    create_peer(custom, peer("good", "192.0.2.1"))
+    bad = peer("typo", "192.0.2.1")
     bad["spec"]["peerAdress"] = bad["spec"].pop("peerAddress")
     create_peer(custom, bad)
     source = start_source()

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from builders import endpoint, endpoint_slice, node, selector, service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,76 +29,6 @@ def net(text: str) -> IPNetwork:
 
 def ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text)
-
-
-def selector(**labels: str) -> LabelSelector:
-    return LabelSelector(match_labels=frozenset(labels.items()))
-
-
-def service(
-    name: str,
-    *,
-    namespace: str = "default",
-    etp: str = "Cluster",
-    labels: dict[str, str] | None = None,
-    type_: str = "LoadBalancer",
-    selector_: dict[str, str] | None = None,
-    lb_class: str | None = None,
-) -> Service:
-    spec: dict[str, Any] = {"type": type_, "externalTrafficPolicy": etp, "ports": [{"port": 80}]}
-    if selector_ is not None:
-        spec["selector"] = selector_
-    if lb_class is not None:
-        spec["loadBalancerClass"] = lb_class
-    return Service.model_validate(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "spec": spec,
-        }
-    )
-
-
-def endpoint(
-    node: str | None, *, ready: bool | None = True, serving: bool | None = None, terminating: bool | None = None
-) -> dict[str, Any]:
-    conditions = {
-        k: v for k, v in {"ready": ready, "serving": serving, "terminating": terminating}.items() if v is not None
-    }
-    result: dict[str, Any] = {"addresses": ["10.244.0.1"], "conditions": conditions}
-    if node is not None:
-        result["nodeName"] = node
-    return result
-
-
-def endpoints(
-    service_name: str, *eps: dict[str, Any], namespace: str = "default", slice_name: str | None = None
-) -> EndpointSlice:
-    return EndpointSlice.model_validate(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": slice_name or f"{service_name}-abc12",
-                "namespace": namespace,
-                "labels": {"kubernetes.io/service-name": service_name},
-            },
-            "addressType": "IPv4",
-            "endpoints": list(eps),
-        }
-    )
-
-
-def node(name: str, labels: dict[str, str] | None = None, conditions: dict[str, str] | None = None) -> Node:
-    return Node.model_validate(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": labels or {}},
-            "status": {"conditions": [{"type": t, "status": s} for t, s in (conditions or {}).items()]},
-        }
-    )
 
 
 def peer(name: str, address: str = "192.0.2.1", node_selectors: tuple[LabelSelector, ...] = ()) -> Peer:
@@ -141,7 +72,7 @@ def routes_for(
         assignments={key: tuple(ip(a) for a in ips) for key, ips in assignments.items()},
         services=services,
         endpoint_slices=slices,
-        nodes={n.name: n for n in (nodes if nodes is not None else [node("n1"), node("n2")])},
+        nodes={n.name: n for n in (nodes if nodes is not None else [node("n1").model, node("n2").model])},
         node_name=node_name,
         load_balancer_class=load_balancer_class,
     )
@@ -159,28 +90,28 @@ PLAIN = RouteAttributes()
 
 
 def test_etp_cluster_service_with_serving_endpoint_is_announced_to_every_peer() -> None:
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n2"))])
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n2")).model])
     assert table.routes == {("r1", HOST): PLAIN, ("r2", HOST): PLAIN}
     assert table.services == {HOST: (WEB,)}
     assert table.skipped == {}
 
 
 def test_etp_cluster_without_serving_endpoint_anywhere_is_skipped_no_endpoints() -> None:
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1", ready=False))])
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1", ready=False)).model])
     assert table.routes == {}
     assert table.skipped[WEB].reason is SkipReason.NO_ENDPOINTS
 
 
 def test_etp_cluster_without_endpoint_slices_is_skipped_no_endpoints() -> None:
-    table = routes_for(config(), [service("web")], [])
+    table = routes_for(config(), [service("web").model], [])
     assert table.skipped[WEB].reason is SkipReason.NO_ENDPOINTS
     assert table.skipped[WEB].detail
 
 
 def test_etp_local_announces_only_on_node_with_serving_endpoint() -> None:
-    slices = [endpoints("web", endpoint("n2"))]
-    on_n1 = routes_for(config(), [service("web", etp="Local")], slices, node_name="n1")
-    on_n2 = routes_for(config(), [service("web", etp="Local")], slices, node_name="n2")
+    slices = [endpoint_slice("web", endpoint("n2")).model]
+    on_n1 = routes_for(config(), [service("web", traffic_policy="Local").model], slices, node_name="n1")
+    on_n2 = routes_for(config(), [service("web", traffic_policy="Local").model], slices, node_name="n2")
     assert on_n1.routes == {}
     assert on_n1.skipped[WEB].reason is SkipReason.NO_ENDPOINTS
     assert "n1" in on_n1.skipped[WEB].detail
@@ -188,10 +119,10 @@ def test_etp_local_announces_only_on_node_with_serving_endpoint() -> None:
 
 
 def test_etp_local_withdraws_when_last_local_endpoint_terminates() -> None:
-    svc = service("web", etp="Local")
-    before = routes_for(config(), [svc], [endpoints("web", endpoint("n1"), endpoint("n2"))])
+    svc = service("web", traffic_policy="Local").model
+    before = routes_for(config(), [svc], [endpoint_slice("web", endpoint("n1"), endpoint("n2")).model])
     gone = endpoint("n1", ready=False, serving=False, terminating=True)
-    after = routes_for(config(), [svc], [endpoints("web", gone, endpoint("n2"))])
+    after = routes_for(config(), [svc], [endpoint_slice("web", gone, endpoint("n2")).model])
     change = diff(before, after)
     assert change.announce == ()
     assert {(p, prefix) for b in change.withdraw for p in b.peers for prefix in b.prefixes} == {
@@ -203,39 +134,39 @@ def test_etp_local_withdraws_when_last_local_endpoint_terminates() -> None:
 
 def test_terminating_but_serving_endpoint_keeps_route() -> None:
     draining = endpoint("n1", ready=False, serving=True, terminating=True)
-    table = routes_for(config(), [service("web", etp="Local")], [endpoints("web", draining)])
+    table = routes_for(config(), [service("web", traffic_policy="Local").model], [endpoint_slice("web", draining).model])
     assert prefixes_to(table, "r1") == {"198.51.100.10/32"}
 
 
 def test_endpoint_with_ready_unset_counts_as_serving() -> None:
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1", ready=None))])
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1", ready=None)).model])
     assert HOST in table.services
 
 
 def test_endpoint_without_node_name_is_not_local_but_counts_for_cluster() -> None:
-    slices = [endpoints("web", endpoint(None))]
-    assert routes_for(config(), [service("web", etp="Local")], slices).routes == {}
-    assert routes_for(config(), [service("web")], slices).routes != {}
+    slices = [endpoint_slice("web", endpoint(None)).model]
+    assert routes_for(config(), [service("web", traffic_policy="Local").model], slices).routes == {}
+    assert routes_for(config(), [service("web").model], slices).routes != {}
 
 
 def test_service_without_selector_follows_its_endpoint_slices() -> None:
-    manual = service("web", selector_=None)
+    manual = service("web", selector=None).model
     assert manual.spec.selector is None
-    assert routes_for(config(), [manual], [endpoints("web", endpoint("n1"))]).routes != {}
+    assert routes_for(config(), [manual], [endpoint_slice("web", endpoint("n1")).model]).routes != {}
     assert routes_for(config(), [manual], []).skipped[WEB].reason is SkipReason.NO_ENDPOINTS
 
 
 def test_endpoints_of_a_same_named_service_in_another_namespace_do_not_count() -> None:
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1"), namespace="other")])
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1"), namespace="other").model])
     assert table.skipped[WEB].reason is SkipReason.NO_ENDPOINTS
 
 
 def test_endpoints_spread_over_several_slices_are_all_considered() -> None:
     slices = [
-        endpoints("web", endpoint("n2"), slice_name="web-1"),
-        endpoints("web", endpoint("n1", serving=False), endpoint("n1", ready=True), slice_name="web-2"),
+        endpoint_slice("web", endpoint("n2"), name="web-1").model,
+        endpoint_slice("web", endpoint("n1", serving=False), endpoint("n1", ready=True), name="web-2").model,
     ]
-    assert routes_for(config(), [service("web", etp="Local")], slices).routes != {}
+    assert routes_for(config(), [service("web", traffic_policy="Local").model], slices).routes != {}
 
 
 # --- which peers --------------------------------------------------------------------------------------------
@@ -249,7 +180,7 @@ def test_node_peers_are_those_whose_node_selectors_match() -> None:
             peer("tor-b", node_selectors=(selector(rack="b"),)),
         )
     )
-    assert [p.name for p in node_peers(cfg, node("n1", {"rack": "a"}))] == ["core", "tor-a"]
+    assert [p.name for p in node_peers(cfg, node("n1", labels={"rack": "a"}).model)] == ["core", "tor-a"]
 
 
 def test_unknown_node_has_only_peers_without_node_selectors() -> None:
@@ -261,26 +192,26 @@ def test_routes_go_only_to_peers_of_this_node() -> None:
     cfg = config(
         peers=(peer("tor-a", node_selectors=(selector(rack="a"),)), peer("tor-b", node_selectors=(selector(rack="b"),)))
     )
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))], nodes=[node("n1", {"rack": "a"})])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model], nodes=[node("n1", labels={"rack": "a"}).model])
     assert set(table.routes) == {("tor-a", HOST)}
 
 
 def test_advertisement_peers_limits_routes_to_named_peer() -> None:
     cfg = config(advertisements=(advertisement(peers=frozenset({"r2"})),))
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert set(table.routes) == {("r2", HOST)}
 
 
 def test_advertisement_naming_no_peer_of_this_node_is_skipped_no_peers() -> None:
     cfg = config(advertisements=(advertisement(peers=frozenset({"elsewhere"})),))
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.routes == {}
     assert table.skipped[WEB].reason is SkipReason.NO_PEERS
     assert "adv" in table.skipped[WEB].detail
 
 
 def test_node_without_peers_skips_every_service_no_peers() -> None:
-    table = routes_for(config(peers=()), [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(config(peers=()), [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.skipped[WEB].reason is SkipReason.NO_PEERS
 
 
@@ -288,17 +219,17 @@ def test_node_without_peers_skips_every_service_no_peers() -> None:
 
 
 def test_pool_without_advertisement_is_not_selected() -> None:
-    table = routes_for(config(advertisements=()), [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(config(advertisements=()), [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.skipped[WEB].reason is SkipReason.NOT_SELECTED
     assert "pool default" in table.skipped[WEB].detail
 
 
 def test_advertisement_node_selector_limits_announcing_nodes() -> None:
     cfg = config(advertisements=(advertisement(node_selectors=(selector(bgp="yes"),)),))
-    slices = [endpoints("web", endpoint("n1"))]
-    nodes = [node("n1", {"bgp": "yes"}), node("n2")]
-    assert routes_for(cfg, [service("web")], slices, nodes=nodes, node_name="n1").routes != {}
-    on_n2 = routes_for(cfg, [service("web")], slices, nodes=nodes, node_name="n2")
+    slices = [endpoint_slice("web", endpoint("n1")).model]
+    nodes = [node("n1", labels={"bgp": "yes"}).model, node("n2").model]
+    assert routes_for(cfg, [service("web").model], slices, nodes=nodes, node_name="n1").routes != {}
+    on_n2 = routes_for(cfg, [service("web").model], slices, nodes=nodes, node_name="n2")
     assert on_n2.skipped[WEB].reason is SkipReason.NOT_SELECTED
     assert "n2" in on_n2.skipped[WEB].detail
 
@@ -308,8 +239,8 @@ def test_advertisement_service_selector_limits_services() -> None:
     other = ServiceKey("default", "other")
     table = routes_for(
         cfg,
-        [service("web", labels={"expose": "bgp"}), service("other")],
-        [endpoints("web", endpoint("n1")), endpoints("other", endpoint("n1"))],
+        [service("web", labels={"expose": "bgp"}).model, service("other").model],
+        [endpoint_slice("web", endpoint("n1")).model, endpoint_slice("other", endpoint("n1")).model],
         assignments={WEB: ("198.51.100.10",), other: ("198.51.100.11",)},
     )
     assert table.services == {HOST: (WEB,)}
@@ -318,7 +249,7 @@ def test_advertisement_service_selector_limits_services() -> None:
 
 def test_advertisement_of_another_pool_does_not_apply() -> None:
     cfg = config(pools=(pool(), pool("other", "203.0.113.0/24")), advertisements=(advertisement(pools=("other",)),))
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.skipped[WEB].reason is SkipReason.NOT_SELECTED
 
 
@@ -326,28 +257,28 @@ def test_advertisement_of_another_pool_does_not_apply() -> None:
 
 
 def test_service_without_assigned_ip_is_skipped_no_ip() -> None:
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1"))], assignments={})
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1")).model], assignments={})
     assert table.skipped[WEB].reason is SkipReason.NO_IP
 
 
 def test_ip_outside_every_pool_is_skipped_no_pool() -> None:
     table = routes_for(
-        config(), [service("web")], [endpoints("web", endpoint("n1"))], assignments={WEB: ("192.0.2.99",)}
+        config(), [service("web").model], [endpoint_slice("web", endpoint("n1")).model], assignments={WEB: ("192.0.2.99",)}
     )
     assert table.skipped[WEB].reason is SkipReason.NO_POOL
     assert "192.0.2.99" in table.skipped[WEB].detail
 
 
 def test_services_that_are_not_load_balancers_are_ignored() -> None:
-    table = routes_for(config(), [service("web", type_="ClusterIP")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(config(), [service("web", type_="ClusterIP").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table == RouteTable()
 
 
 def test_service_of_another_load_balancer_class_without_assignment_is_ignored() -> None:
-    table = routes_for(config(), [service("web", lb_class="other.io/lb")], [], assignments={})
+    table = routes_for(config(), [service("web", load_balancer_class="other.io/lb").model], [], assignments={})
     assert table.skipped == {}
     mine = routes_for(
-        config(), [service("web", lb_class="me.io/lb")], [], assignments={}, load_balancer_class="me.io/lb"
+        config(), [service("web", load_balancer_class="me.io/lb").model], [], assignments={}, load_balancer_class="me.io/lb"
     )
     assert mine.skipped[WEB].reason is SkipReason.NO_IP
 
@@ -360,7 +291,7 @@ def test_assignment_without_service_is_ignored() -> None:
 def test_dual_stack_service_announces_both_families() -> None:
     cfg = config(pools=(pool("default", "198.51.100.0/24", "2001:db8::/64"),))
     table = routes_for(
-        cfg, [service("web")], [endpoints("web", endpoint("n1"))], assignments={WEB: ("198.51.100.10", "2001:db8::10")}
+        cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model], assignments={WEB: ("198.51.100.10", "2001:db8::10")}
     )
     assert prefixes_to(table, "r1") == {"198.51.100.10/32", "2001:db8::10/128"}
 
@@ -369,29 +300,29 @@ def test_dual_stack_service_announces_both_families() -> None:
 
 
 def test_excluded_node_announces_nothing() -> None:
-    nodes = [node("n1", {EXCLUDE_LABEL: ""})]
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1"))], nodes=nodes)
+    nodes = [node("n1", labels={EXCLUDE_LABEL: ""}).model]
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1")).model], nodes=nodes)
     assert table.routes == {}
     assert table.skipped[WEB].reason is SkipReason.EXCLUDED_NODE
     assert node_peers(config(), nodes[0]) != ()  # the sessions stay up
 
 
 def test_node_with_network_unavailable_announces_nothing() -> None:
-    nodes = [node("n1", conditions={"NetworkUnavailable": "True"})]
-    table = routes_for(config(), [service("web")], [endpoints("web", endpoint("n1"))], nodes=nodes)
+    nodes = [node("n1", conditions={"NetworkUnavailable": "True"}).model]
+    table = routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1")).model], nodes=nodes)
     assert table.skipped[WEB].reason is SkipReason.NETWORK_UNAVAILABLE
 
 
 def test_node_with_network_available_announces() -> None:
-    nodes = [node("n1", conditions={"NetworkUnavailable": "False", "Ready": "True"})]
-    assert routes_for(config(), [service("web")], [endpoints("web", endpoint("n1"))], nodes=nodes).routes != {}
+    nodes = [node("n1", conditions={"NetworkUnavailable": "False", "Ready": "True"}).model]
+    assert routes_for(config(), [service("web").model], [endpoint_slice("web", endpoint("n1")).model], nodes=nodes).routes != {}
 
 
 def test_unknown_node_announces_as_a_node_without_labels() -> None:
     cfg = config(
         advertisements=(advertisement(), advertisement("racked", node_selectors=(selector(rack="a"),), local_pref=200))
     )
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))], nodes=[])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model], nodes=[])
     assert table.routes == {("r1", HOST): PLAIN, ("r2", HOST): PLAIN}
 
 
@@ -403,8 +334,8 @@ def test_aggregation_announces_covering_prefix_once() -> None:
     keys = [ServiceKey("default", n) for n in ("a", "b", "c")]
     table = routes_for(
         cfg,
-        [service(k.name) for k in keys],
-        [endpoints(k.name, endpoint("n1")) for k in keys],
+        [service(k.name).model for k in keys],
+        [endpoint_slice(k.name, endpoint("n1")).model for k in keys],
         assignments={k: (f"198.51.100.{i + 1}",) for i, k in enumerate(keys)},
     )
     covering = net("198.51.100.0/24")
@@ -417,8 +348,8 @@ def test_aggregated_prefix_stands_only_for_services_that_announce() -> None:
     a, b = ServiceKey("default", "a"), ServiceKey("default", "b")
     table = routes_for(
         cfg,
-        [service("a", etp="Local"), service("b", etp="Local")],
-        [endpoints("a", endpoint("n1")), endpoints("b", endpoint("n2"))],
+        [service("a", traffic_policy="Local").model, service("b", traffic_policy="Local").model],
+        [endpoint_slice("a", endpoint("n1")).model, endpoint_slice("b", endpoint("n2")).model],
         assignments={a: ("198.51.100.1",), b: ("198.51.100.2",)},
     )
     assert table.services == {net("198.51.100.0/24"): (a,)}
@@ -429,8 +360,8 @@ def test_service_with_two_ips_in_one_covering_prefix_stands_once_for_it() -> Non
     cfg = config(advertisements=(advertisement(aggregation_length=24),))
     table = routes_for(
         cfg,
-        [service("web")],
-        [endpoints("web", endpoint("n1"))],
+        [service("web").model],
+        [endpoint_slice("web", endpoint("n1")).model],
         assignments={WEB: ("198.51.100.1", "198.51.100.2")},
     )
     assert table.services == {net("198.51.100.0/24"): (WEB,)}
@@ -443,7 +374,7 @@ def test_ipv6_aggregation_uses_its_own_length() -> None:
         advertisements=(advertisement(aggregation_length=32, aggregation_length_v6=64),),
     )
     table = routes_for(
-        cfg, [service("web")], [endpoints("web", endpoint("n1"))], assignments={WEB: ("198.51.100.10", "2001:db8::10")}
+        cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model], assignments={WEB: ("198.51.100.10", "2001:db8::10")}
     )
     assert prefixes_to(table, "r1") == {"198.51.100.10/32", "2001:db8::/64"}
 
@@ -455,14 +386,14 @@ def test_two_advertisements_with_different_aggregation_announce_both_prefixes() 
             advertisement("agg", aggregation_length=24, local_pref=100),
         )
     )
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert prefixes_to(table, "r1") == {"198.51.100.10/32", "198.51.100.0/24"}
 
 
 def test_local_pref_and_communities_come_from_the_advertisement() -> None:
     communities = frozenset({Community("65000:100"), Community("65000:2:3", large=True)})
     cfg = config(advertisements=(advertisement(local_pref=150, communities=communities),))
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.routes[("r1", HOST)] == RouteAttributes(150, ("65000:100",), ("65000:2:3",))
 
 
@@ -475,7 +406,7 @@ def test_communities_from_two_advertisements_are_merged() -> None:
             ),
         )
     )
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.routes[("r1", HOST)] == RouteAttributes(None, ("65000:20", "65000:100"), ("1:2:3",))
     assert table.routes[("r2", HOST)] == RouteAttributes(None, ("65000:100",), ("1:2:3",))
 
@@ -500,8 +431,8 @@ def test_services_sharing_a_covering_prefix_merge_their_advertisements_communiti
     a, b = ServiceKey("default", "a"), ServiceKey("default", "b")
     table = routes_for(
         cfg,
-        [service("a", labels={"tier": "gold"}), service("b", labels={"tier": "rest"})],
-        [endpoints("a", endpoint("n1")), endpoints("b", endpoint("n1"))],
+        [service("a", labels={"tier": "gold"}).model, service("b", labels={"tier": "rest"}).model],
+        [endpoint_slice("a", endpoint("n1")).model, endpoint_slice("b", endpoint("n1")).model],
         assignments={a: ("198.51.100.1",), b: ("198.51.100.2",)},
     )
     assert table.routes[("r1", net("198.51.100.0/24"))].communities == ("65000:1", "65000:2")
@@ -511,7 +442,7 @@ def test_conflicting_local_prefs_take_the_highest() -> None:
     cfg = config(
         advertisements=(advertisement("a", local_pref=100), advertisement("b", local_pref=300), advertisement("c"))
     )
-    table = routes_for(cfg, [service("web")], [endpoints("web", endpoint("n1"))])
+    table = routes_for(cfg, [service("web").model], [endpoint_slice("web", endpoint("n1")).model])
     assert table.routes[("r1", HOST)].local_pref == 300
 
 
@@ -523,9 +454,9 @@ def test_nodes_may_be_given_as_a_sequence() -> None:
     as_list = desired_routes(
         cfg,
         assignments={WEB: (ip("198.51.100.10"),)},
-        services=[service("web")],
-        endpoint_slices=[endpoints("web", endpoint("n1"))],
-        nodes=[node("n1", {EXCLUDE_LABEL: "true"})],
+        services=[service("web").model],
+        endpoint_slices=[endpoint_slice("web", endpoint("n1")).model],
+        nodes=[node("n1", labels={EXCLUDE_LABEL: "true"}).model],
         node_name="n1",
     )
     assert as_list.skipped[WEB].reason is SkipReason.EXCLUDED_NODE
@@ -533,8 +464,8 @@ def test_nodes_may_be_given_as_a_sequence() -> None:
 
 def test_table_does_not_depend_on_input_order() -> None:
     keys = [ServiceKey("ns", f"s{i}") for i in range(6)]
-    services = [service(k.name, namespace="ns") for k in keys]
-    slices = [endpoints(k.name, endpoint("n1"), namespace="ns") for k in keys[:4]]
+    services = [service(k.name, namespace="ns").model for k in keys]
+    slices = [endpoint_slice(k.name, endpoint("n1"), namespace="ns").model for k in keys[:4]]
     assignments = {k: ("198.51.100.7",) for k in keys}  # all in one prefix: services tuple order matters
     one = routes_for(config(), services, slices, assignments=assignments)
     two = routes_for(config(), services[::-1], slices[::-1], assignments=assignments)
@@ -546,16 +477,16 @@ def test_per_service_contributions_compose_into_the_table() -> None:
     """A reconciler recomputes one changed service and recombines; the result equals a full recompute."""
     cfg = config()
     keys = [ServiceKey("default", n) for n in ("a", "b")]
-    services = {k: service(k.name, etp="Local") for k in keys}
+    services = {k: service(k.name, traffic_policy="Local").model for k in keys}
     assignments = {keys[0]: (ip("198.51.100.1"),), keys[1]: (ip("198.51.100.2"),)}
-    slices = [endpoints("a", endpoint("n1")), endpoints("b", endpoint("n1"))]
-    context = node_context(cfg, "n1", node("n1"))
+    slices = [endpoint_slice("a", endpoint("n1")).model, endpoint_slice("b", endpoint("n1")).model]
+    context = node_context(cfg, "n1", node("n1").model)
     index = index_endpoint_slices(slices)
     cached = {
         k: service_routes(context, services[k], assignments[k], index.get((k.namespace, k.name), ())) for k in keys
     }
 
-    slices[1] = endpoints("b", endpoint("n2"))  # b's only endpoint moves away
+    slices[1] = endpoint_slice("b", endpoint("n2")).model  # b's only endpoint moves away
     cached[keys[1]] = service_routes(context, services[keys[1]], assignments[keys[1]], [slices[1]])
     incremental = combine(sorted(cached.items()))
     full = desired_routes(
@@ -563,7 +494,7 @@ def test_per_service_contributions_compose_into_the_table() -> None:
         assignments=assignments,
         services=list(services.values()),
         endpoint_slices=slices,
-        nodes=[node("n1")],
+        nodes=[node("n1").model],
         node_name="n1",
     )
     assert incremental == full
@@ -704,12 +635,12 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
         service(
             key.name,
             namespace=key.namespace,
-            etp=draw(st.sampled_from(["Cluster", "Local", "Cluster"])),
+            traffic_policy=draw(st.sampled_from(["Cluster", "Local", "Cluster"])),
             labels=draw(LABELS),
             type_=draw(st.sampled_from(["LoadBalancer", "LoadBalancer", "ClusterIP"])),
-            selector_=draw(st.none() | st.just({"app": key.name})),
-            lb_class=draw(st.sampled_from([None, None, "other.io/lb"])),
-        )
+            selector=draw(st.none() | st.just({"app": key.name})),
+            load_balancer_class=draw(st.sampled_from([None, None, "other.io/lb"])),
+        ).model
         for key in keys
     ]
     any_key = (
@@ -725,7 +656,7 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
     node_labels = st.dictionaries(
         st.sampled_from(["rack", "tier", "rack", "tier", EXCLUDE_LABEL]), st.sampled_from(["a", "b", ""]), max_size=2
     )
-    nodes = [node(n, draw(node_labels), draw(conditions)) for n in draw(st.lists(NODE_NAMES, unique=True, max_size=3))]
+    nodes = [node(n, labels=draw(node_labels), conditions=draw(conditions)).model for n in draw(st.lists(NODE_NAMES, unique=True, max_size=3))]
     endpoint_strategy = st.builds(
         endpoint,
         st.none() | NODE_NAMES,
@@ -734,9 +665,9 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
         terminating=st.none() | st.booleans(),
     )
     slices = [
-        endpoints(
-            k.name, *draw(st.lists(endpoint_strategy, max_size=3)), namespace=k.namespace, slice_name=f"{k.name}-{i}"
-        )
+        endpoint_slice(
+            k.name, *draw(st.lists(endpoint_strategy, max_size=3)), namespace=k.namespace, name=f"{k.name}-{i}"
+        ).model
         for i, k in enumerate([*keys, *keys, *draw(st.lists(any_key, max_size=3))])
     ]
     return {
