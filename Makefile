@@ -41,6 +41,7 @@ frr-deps:
 test: $(STAMP) system-deps frr-deps tools
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check metallb_bgp
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 demo: $(STAMP) system-deps

@@ -84,15 +84,9 @@ class Run:
         return found
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_child(self.process)
         self.log.close()
-        return self.process.returncode
+        return code
 
 
 def free_peer_port() -> int:
@@ -105,3 +99,16 @@ def free_peer_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 10000-16383")
+
+
+
+def stop_child(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Stop a daemon we started as a user would (SIGTERM), killing it if it has not exited in `timeout`."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

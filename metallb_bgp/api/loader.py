@@ -339,7 +339,7 @@ def _short(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
-KINDS: Mapping[tuple[str, str], type[BaseModel]] = {
+KINDS: Mapping[tuple[str, str], type[Any]] = {  # BaseModels and core_model dataclasses
     (f"{GROUP}/v1beta1", "IPAddressPool"): IPAddressPool,
     (f"{GROUP}/v1beta1", "BGPPeer"): BGPPeerV1beta1,
     (f"{GROUP}/v1beta2", "BGPPeer"): BGPPeer,

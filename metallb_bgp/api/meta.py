@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import (
     BaseModel,
@@ -46,7 +46,7 @@ def core_model(cls: type[_Model]) -> type[_Model]:
     pydantic dataclass, with `model_validate` as on a BaseModel)."""
     made = pydantic_dataclass(cls, config=LENIENT, frozen=True, slots=True, kw_only=True)
     made.model_validate = classmethod(_model_validate)  # type: ignore[attr-defined]
-    return made
+    return cast("type[_Model]", made)
 
 
 def _model_validate(cls: Any, doc: Any) -> Any:
@@ -60,13 +60,13 @@ def _adapter(model: type) -> TypeAdapter[Any]:
 
 def to_document(obj: Any, **options: Any) -> dict[str, Any]:
     """A model of either kind as a manifest (camelCase); `options` as pydantic's `model_dump` takes them."""
-    return _adapter(type(obj)).dump_python(obj, by_alias=True, mode="json", **options)  # type: ignore[no-any-return]
+    return _adapter(type(obj)).dump_python(obj, by_alias=True, mode="json", **options)  # type: ignore[arg-type]
 
 
 def replace(obj: _Model, **changes: Any) -> _Model:
     """A copy with `changes`, for models of either kind."""
     if isinstance(obj, BaseModel):
-        return obj.model_copy(update=changes)  # type: ignore[return-value]
+        return obj.model_copy(update=changes)
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 

@@ -9,7 +9,8 @@ values reach the CLI, logs, Kubernetes status and Events, so their text form is 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field  # `field` is also one of ObjectError's fields
 from enum import Enum
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators and bidirectional overrides:
@@ -44,7 +45,7 @@ class ObjectError:
     severity: Severity = Severity.ERROR
     # (kind, namespace, name) of each other object the message names: what code reads instead of the
     # text, so a message can be reworded freely. Not part of equality: the text already says it.
-    refs: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
+    refs: tuple[tuple[str, str, str], ...] = dataclass_field(default=(), compare=False)
 
     @property
     def object_ref(self) -> str:

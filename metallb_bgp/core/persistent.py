@@ -118,12 +118,12 @@ class DictSnapshot(Mapping[K, V]):
         node: DictSnapshot[K, V] | None = self
         while node is not None:
             if node._data is not None:
-                return node._data.get(key, _ABSENT)  # type: ignore[call-overload]
+                return node._data.get(key, _ABSENT)  # type: ignore[arg-type]
             undo = node._undo
             if key in undo:
-                return undo[key]  # type: ignore[index]
+                return undo[key]
             node = node._next
-        return self._live.get(key, _ABSENT)  # type: ignore[call-overload]
+        return self._live.get(key, _ABSENT)  # type: ignore[arg-type]
 
     def _dict(self) -> dict[K, V]:
         if self._data is None:
@@ -146,7 +146,7 @@ class DictSnapshot(Mapping[K, V]):
         value = self._lookup(key)
         if value is _ABSENT:
             raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def get(self, key: K, default: Any = None) -> Any:
         value = self._lookup(key)

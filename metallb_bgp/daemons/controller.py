@@ -37,6 +37,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from kubernetes.client import ApiClient
@@ -95,7 +96,7 @@ class ControllerOptions:
 class _Applied:
     """What one batch of writes achieved (returned by the worker thread; the loop updates its state)."""
 
-    results: list[tuple[object, WriteResult]] = field(default_factory=list)
+    results: list[tuple[Any, WriteResult]] = field(default_factory=list)
     held: list[EventSpec] = field(default_factory=list)  # Events the pacer kept for a later pass
 
     @property

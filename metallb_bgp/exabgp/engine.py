@@ -822,7 +822,7 @@ class ExaBGPEngine:
         desired = self._desired.routes
         for key, attrs in list(self._sent.items()):
             peer, prefix = key
-            family = prefix.version
+            family: int = prefix.version
             neighbor = neighbors.get(peer)
             if family not in self._retired_hops or neighbor is None or neighbor.session_family == family:
                 continue
@@ -841,7 +841,9 @@ class ExaBGPEngine:
         lines = []
         for family, routes in withdraw.items():
             old_hop = self._retired_hops[family]
-            hops = {**self._next_hops, **({family: old_hop} if old_hop is not None else {})}
+            hops: dict[int, IPAddress] = dict(self._next_hops)
+            if old_hop is not None:
+                hops[family] = old_hop
             lines += commands.route_commands(RouteDiff(withdraw=group_routes(routes)), neighbors, next_hops=hops,
                                              prefixes_per_command=per_command)  # fmt: skip
         lines += commands.route_commands(RouteDiff(announce=group_routes(announce)), neighbors,

@@ -638,7 +638,7 @@ def metrics_markdown() -> str:
             continue
         name = collector._name  # noqa: SLF001 - prometheus_client has no public accessor for these
         kind = collector._type  # noqa: SLF001
-        shown = {"counter": f"{name}_total", "histogram": f"{name}_bucket`, `{name}_sum`, `{name}_count"}.get(kind, name)
+        shown = {"counter": f"{name}_total", "histogram": f"{name}_bucket`, `{name}_sum`, `{name}_count"}.get(kind or "", name)
         labels = ", ".join(f"`{label}`" for label in collector._labelnames) or "—"  # noqa: SLF001
         lines.append(f"| `{shown}` | {kind} | {labels} | {markdown_escape(collector._documentation)} |")  # noqa: SLF001
     return "\n".join(lines) + "\n"

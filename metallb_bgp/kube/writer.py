@@ -186,7 +186,7 @@ class KubeWriter:
     def read_configuration_state(self, namespace: str, name: str) -> tuple[WriteOutcome, Body | None]:
         """(OK, status) of an existing object, (NOT_FOUND, None), or (FAILED, None)."""
         try:
-            obj = self.custom.get_namespaced_custom_object(
+            obj: Any = self.custom.get_namespaced_custom_object(
                 GROUP, CONFIGURATION_STATE_VERSION, namespace, CONFIGURATION_STATE_PLURAL, name,
                 _request_timeout=self.timeout,
             )

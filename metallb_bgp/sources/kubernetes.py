@@ -225,7 +225,7 @@ class ResourceCache:
 
 
 def _rv(obj: BaseModel) -> str:
-    return obj.metadata.resource_version  # type: ignore[attr-defined, no-any-return]
+    return obj.metadata.resource_version  # type: ignore[attr-defined]
 
 
 # --- retry pacing ----------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def retry_after_seconds(error: BaseException) -> float | None:
     if not isinstance(error, ApiException) or error.headers is None:
         return None
     try:
-        return float(error.headers.get("Retry-After"))  # type: ignore[arg-type]
+        return float(error.headers.get("Retry-After"))
     except (TypeError, ValueError):
         return None
 

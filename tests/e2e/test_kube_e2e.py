@@ -24,7 +24,7 @@ import pytest
 from bird import BirdRouter, Speaker
 from fakekube import FakeKube, schemaless_crd
 from kubernetes import client
-from runs import free_peer_port
+from runs import free_peer_port, stop_child
 from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]
@@ -114,15 +114,9 @@ class Daemon:
         return found
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_child(self.process, sig=sig, timeout=20)
         self.log.close()
-        return self.process.returncode
+        return code
 
 
 class Harness:

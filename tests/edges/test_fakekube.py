@@ -34,16 +34,6 @@ def _events(stream_func: Any, *args: Any, **kwargs: Any) -> list[tuple[str, str]
     return [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(stream_func, *args, **kwargs)]
 
 
-@pytest.fixture
-def core(fake_kube: FakeKube) -> client.CoreV1Api:
-    return client.CoreV1Api(fake_kube.client)
-
-
-@pytest.fixture
-def custom(fake_kube: FakeKube) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(fake_kube.client)
-
-
 # --- CRUD ------------------------------------------------------------------------------------------
 
 

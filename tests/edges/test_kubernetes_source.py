@@ -57,16 +57,6 @@ class Changes:
 
 
 @pytest.fixture
-def core(fake_kube: FakeKube) -> client.CoreV1Api:
-    return client.CoreV1Api(fake_kube.client)
-
-
-@pytest.fixture
-def custom(fake_kube: FakeKube) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(fake_kube.client)
-
-
-@pytest.fixture
 def start_source(fake_kube: FakeKube) -> Iterator[Callable[..., KubernetesSource]]:
     """Start a KubernetesSource on the fake (short watches, fast backoff) and stop it at the end."""
     started: list[KubernetesSource] = []

@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
 from .resources import METALLB_CRDS, schemaless_crd
 from .server import DEFAULT_NAMESPACES, FakeKube, Request
 
-__all__ = ["DEFAULT_NAMESPACES", "METALLB_CRDS", "FakeKube", "Request", "fake_kube", "schemaless_crd"]
+__all__ = ["DEFAULT_NAMESPACES", "METALLB_CRDS", "FakeKube", "Request", "core", "custom", "fake_kube", "schemaless_crd"]
 
 
 @pytest.fixture
@@ -38,3 +39,15 @@ def fake_kube() -> Iterator[FakeKube]:
     """A started FakeKube; `fake_kube.client` is an ApiClient pointing at it."""
     with FakeKube() as fake, fake.as_default_configuration():
         yield fake
+
+
+@pytest.fixture
+def core(fake_kube: FakeKube) -> client.CoreV1Api:
+    """The official client's core/v1 API on the fake server."""
+    return client.CoreV1Api(fake_kube.client)
+
+
+@pytest.fixture
+def custom(fake_kube: FakeKube) -> client.CustomObjectsApi:
+    """The official client's custom objects API on the fake server."""
+    return client.CustomObjectsApi(fake_kube.client)

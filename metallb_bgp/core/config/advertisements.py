@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 from metallb_bgp.api.core import Node
@@ -20,7 +21,7 @@ from metallb_bgp.core.config.report import Issue, Report, err, guarded, has_erro
 def check_advertisements(objects: Mapping[str, BGPAdvertisement], known: Known, report: Report) -> list[cfg.Advertisement]:
     accepted: list[cfg.Advertisement] = []
     for obj in objects.values():
-        advertisement = guarded(report, obj, lambda issues, obj=obj: _advertisement(obj, known, accepted, issues))
+        advertisement = guarded(report, obj, functools.partial(_advertisement, obj, known, accepted))
         if advertisement is not None:
             accepted.append(advertisement)
     return accepted

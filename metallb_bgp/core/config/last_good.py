@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from metallb_bgp.api.meta import to_document
 from metallb_bgp.api.problems import ObjectError, Severity
@@ -364,7 +365,8 @@ class History:
         for key, choice in held.items():
             if key not in self.current and choice.version is not None:
                 chosen[_FIELD_OF_KIND[key[0]]].append(choice.version)
-        return replace(self.snapshot, **{name: tuple(objects) for name, objects in chosen.items()})
+        fields: dict[str, Any] = {name: tuple(objects) for name, objects in chosen.items()}  # each kind's own objects
+        return replace(self.snapshot, **fields)
 
     def _result(self, outcome: _Outcome, held: Mapping[ObjectKey, _Held]) -> CompileResult:
         """The last compile, reporting each held object's current errors (and any its last version has)."""

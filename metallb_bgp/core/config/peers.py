@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import defaultdict
@@ -36,7 +37,7 @@ def secret_index(secrets: Iterable[Secret], namespace: str) -> dict[tuple[str, s
 def check_peers(objects: Mapping[str, BGPPeer], known: Known, report: Report) -> dict[str, cfg.Peer]:
     peers: dict[str, cfg.Peer] = {}
     for name, obj in objects.items():
-        peer = guarded(report, obj, lambda issues, obj=obj: _peer(obj, known, issues))
+        peer = guarded(report, obj, functools.partial(_peer, obj, known))
         if peer is None:
             continue
         twin = next((p for p in peers.values() if _same_session(p, peer, known.nodes)), None)

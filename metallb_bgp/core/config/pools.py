@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ def check_pools(objects: Mapping[str, IPAddressPool], report: Report) -> dict[st
     space = _AddressSpace()
     pools: dict[str, PoolInfo] = {}
     for name, obj in objects.items():
-        info = guarded(report, obj, lambda issues, obj=obj: _pool(obj, space, issues))
+        info = guarded(report, obj, functools.partial(_pool, obj, space))
         if info is not None:
             pools[name] = info
             for cidr in info.pool.cidrs:

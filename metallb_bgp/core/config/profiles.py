@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def community_aliases(
             why = f"comes from Community {obj.metadata.name}, which is defined more than once"
             bad[alias.name] = err("", why, named("Community", obj.metadata.name))
     for name, obj in objects.items():
-        values = guarded(report, obj, lambda issues, obj=obj: _community_values(obj, owners, issues))
+        values = guarded(report, obj, functools.partial(_community_values, obj, owners))
         for alias in obj.spec.communities:
             if len(owners[alias.name]) > 1:
                 owner_names = sorted(set(owners[alias.name]))

@@ -60,7 +60,7 @@ class ConfigTracker:
         if previous is not None and not config_changed:
             compiled = replace(compiled, config=previous.config)  # the very same Config
         self.compiled = compiled
-        labels = {namespace.name: namespace.metadata.labels for namespace in config.namespaces}
+        labels: dict[str, Mapping[str, str]] = {namespace.name: namespace.metadata.labels for namespace in config.namespaces}
         labels_changed, self.namespace_labels = labels != self.namespace_labels, labels
         node_changed = False
         if self.node_name is not None:

@@ -4,6 +4,7 @@ table, take the (peer, prefix) keys touched; a property test holds it to `combin
 from __future__ import annotations
 
 import bisect
+import builtins  # the class has a method named `set`
 
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPNetwork
@@ -58,7 +59,7 @@ class RouteTableState:
         old = self._contributions.get(key)
         if old == contribution:
             return False
-        dirty: set[IPNetwork] = set()
+        dirty: builtins.set[IPNetwork] = set()
         if old is not None:
             del self._contributions[key]
             self._remove(key, old, dirty)
@@ -92,7 +93,7 @@ class RouteTableState:
     def _count_skip(self, skip: Skip, delta: int) -> None:
         self._skip_reasons[skip.reason.value] = self._skip_reasons.get(skip.reason.value, 0) + delta
 
-    def _add(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
+    def _add(self, key: ServiceKey, contribution: ServiceRoutes, dirty: builtins.set[IPNetwork]) -> None:
         if contribution.skip is not None:
             self._skipped[key] = contribution.skip
             self._count_skip(contribution.skip, 1)
@@ -112,7 +113,7 @@ class RouteTableState:
             shared.count(key, targets, 1)
             dirty.add(prefix)
 
-    def _remove(self, key: ServiceKey, contribution: ServiceRoutes, dirty: set[IPNetwork]) -> None:
+    def _remove(self, key: ServiceKey, contribution: ServiceRoutes, dirty: builtins.set[IPNetwork]) -> None:
         if contribution.skip is not None:
             del self._skipped[key]
             self._count_skip(contribution.skip, -1)

@@ -99,7 +99,7 @@ class _HashedIPv4Network(IPv4Network):
     version = 4  # a class attribute: read per route by the engine, a property call otherwise
 
     def __init__(self, address: object) -> None:
-        super().__init__(address)  # type: ignore[arg-type]
+        super().__init__(address)
         self._hash = super().__hash__()
 
     def __hash__(self) -> int:
@@ -112,7 +112,7 @@ class _HashedIPv6Network(IPv6Network):
     version = 6
 
     def __init__(self, address: object) -> None:
-        super().__init__(address)  # type: ignore[arg-type]
+        super().__init__(address)
         self._hash = super().__hash__()
 
     def __hash__(self) -> int:
