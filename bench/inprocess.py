@@ -5,7 +5,7 @@ This measures only our own work, in one process, with `time.process_time` over m
 can run next to other work and still compare N = 100 with N = 10,000:
 
 - one ETP Local endpoint moved away and back, through `ManifestFolder.reload` of the one file and
-  `IncrementalPlanner.update`, plus what `EmbeddedRunner.reconcile` reads besides the engine
+  `IncrementalPlanner.update`, plus what `Runner.reconcile` reads besides the engine
   (`plan.problems`, the table's sizes, the assignments that moved);
 - a cold read of N service files (`ManifestFolder.load`), and the YAML parse alone over the same texts,
   PyYAML's own constructor (over the C parser) next to `api.loader`'s;

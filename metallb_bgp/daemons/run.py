@@ -71,7 +71,7 @@ class RunOptions:
     watch_step_ms: int = 1  # the watcher reports a change 1-2 steps after it; each step wakes a thread
 
 
-class EmbeddedRunner:
+class Runner:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.folder = ManifestFolder(options.manifests, namespace=options.namespace)
@@ -293,6 +293,6 @@ async def _next_or_stop(changes: asyncio.Queue[set[Path]], stop: asyncio.Event) 
 
 
 async def run(options: RunOptions) -> None:
-    await until_signalled(EmbeddedRunner(options).run)
+    await until_signalled(Runner(options).run)
 
 

@@ -31,7 +31,7 @@ Routes = Mapping[RouteKey, RouteAttributes]
 
 
 @dataclass(frozen=True)
-class SyncPlan:
+class SyncStep:
     sent: dict[RouteKey, RouteAttributes]  # what the routers will have been told once the plan is sent
     change: RouteDiff
     end_of_rib: tuple[str, ...]  # peers that get End-of-RIB markers after the routes
@@ -57,7 +57,7 @@ def plan_sync(
     fresh: frozenset[str],
     can_carry: Callable[[str, int], bool],
     graceful_restart: Callable[[str], bool],
-) -> SyncPlan:
+) -> SyncStep:
     """The change that brings every established peer from `sent` to `desired`.
 
     `sent` is what we last told each peer, including peers whose session is down (a command queued
@@ -81,7 +81,7 @@ def plan_sync(
         for key in batch_keys(batch)
         if key in believed
     }  # fmt: skip
-    return SyncPlan(sent={**kept, **target}, change=change, end_of_rib=eor, replaced=replaced)
+    return SyncStep(sent={**kept, **target}, change=change, end_of_rib=eor, replaced=replaced)
 
 
 def batch_keys(batch: RouteBatch) -> Iterator[RouteKey]:
@@ -95,7 +95,7 @@ def plan_touched_sync(
     established: frozenset[str],
     touched: Iterable[RouteKey],
     can_carry: Callable[[str, int], bool],
-) -> SyncPlan:
+) -> SyncStep:
     """`plan_sync` restricted to the routes named in `touched`, for a pass where nothing else moved.
 
     Valid only when every established peer already holds exactly `sent` (no fresh session, the same
@@ -122,7 +122,7 @@ def plan_touched_sync(
             if have is not None:
                 replaced[key] = have
     change = RouteDiff(withdraw=group_routes(withdraw), announce=group_routes(announce))
-    return SyncPlan(sent=sent, change=change, end_of_rib=(), replaced=replaced)
+    return SyncStep(sent=sent, change=change, end_of_rib=(), replaced=replaced)
 
 
 def route_commands(

@@ -14,6 +14,7 @@ import ipaddress
 import re
 from typing import Any
 
+from builders import peer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,13 +49,6 @@ def test_the_loader_never_raises_and_every_problem_prints_on_one_line(text: str)
             assert "\n" not in str(error) and printable(str(error)) == str(error)
 
 
-def _peer(name: str, address: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": name, "namespace": NS},
-        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": address, **spec},
-    }  # fmt: skip
-
-
 PEER_SPECS = st.fixed_dictionaries({}, optional={
     "password": HOSTILE_TEXT, "vrf": HOSTILE_TEXT, "routerID": HOSTILE_TEXT, "sourceAddress": HOSTILE_TEXT,
     "holdTime": st.sampled_from(["90s", "3s", "0s", "1h", "nonsense"]), "ebgpMultiHop": st.booleans(),
@@ -75,8 +69,8 @@ def clusters(draw: st.DrawFn) -> list[dict[str, Any]]:
                   "localPref": draw(st.sampled_from([100, 200]))}},
         {"apiVersion": "metallb.io/v1beta1", "kind": "Community", "metadata": {"name": draw(names), "namespace": NS},
          "spec": {"communities": [{"name": "alias", "value": draw(st.one_of(HOSTILE_TEXT, st.just("64500:7")))}]}},
-        _peer(draw(names), draw(st.sampled_from(["192.0.2.1", "2001:db8::1", "192.0.2.1%x\nneighbor"])), **draw(PEER_SPECS)),
-        _peer("router", "192.0.2.2", **draw(PEER_SPECS)),
+        peer(draw(names), draw(st.sampled_from(["192.0.2.1", "2001:db8::1", "192.0.2.1%x\nneighbor"])), **draw(PEER_SPECS)),
+        peer("router", "192.0.2.2", **draw(PEER_SPECS)),
     ]  # fmt: skip
     for i in range(draw(st.integers(1, 3))):
         name = draw(st.one_of(HOSTILE_TEXT, st.just(f"web{i}")))

@@ -1,7 +1,7 @@
 """The incremental planner gives `make_plan`'s answer, change after change.
 
 `make_plan` (compile, allocate everyone, route everyone) is the reference. The `IncrementalPlanner`,
-the `AllocationState` and the `RouteTableState` behind it must agree with it exactly after any sequence
+the `IncrementalAllocation` and the `IncrementalRouteTable` behind it must agree with it exactly after any sequence
 of changes: these properties drive random sequences (services added, edited and deleted, EndpointSlices
 moved, pools, advertisements, nodes and namespaces edited, files broken and duplicated) through both and
 compare every field of the result.
@@ -27,13 +27,13 @@ from metallb_bgp.api.core import Service
 from metallb_bgp.api.loader import parse_object
 from metallb_bgp.api.meta import to_document
 from metallb_bgp.core.allocator.allocate import allocate
-from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.incremental import IncrementalAllocation
 from metallb_bgp.core.change import ClusterChange, config_part
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan, make_plan
-from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.incremental import IncrementalRouteTable
 from metallb_bgp.core.routes.table import RouteAttributes, RouteTable, ServiceRoutes, Skip, SkipReason, combine, tally
 from metallb_bgp.core.snapshot import ClusterSnapshot, status_assignments
 from metallb_bgp.sources.manifests import ManifestFolder
@@ -64,7 +64,7 @@ edits = st.lists(st.tuples(st.booleans(), st.one_of(services(), sharing_services
 def test_allocation_state_equals_allocate_after_every_edit(config, initial, steps) -> None:
     current = keyed(initial)
     remembered: dict[ServiceKey, tuple[IPAddress, ...]] = {}
-    state = AllocationState(config, {n.name: n.metadata.labels for n in NAMESPACES})
+    state = IncrementalAllocation(config, {n.name: n.metadata.labels for n in NAMESPACES})
     existing = embedded_existing(current, remembered)
     result = state.allocate_all(current, existing.get)
     for delete, edited in [(False, None), *steps]:
@@ -86,7 +86,7 @@ def test_allocation_state_equals_allocate_after_every_edit(config, initial, step
 
 def test_a_freed_address_goes_to_the_next_new_service_as_a_full_allocation_would_give_it() -> None:
     current = keyed([service(f"s{i}").model for i in range(4)])
-    state = AllocationState(V4, {})
+    state = IncrementalAllocation(V4, {})
     first = state.allocate_all(current, lambda key: None)
     remembered = first.service_ips()
     del current[ServiceKey("default", "s1")]
@@ -125,7 +125,7 @@ contributions = st.one_of(
 @SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), contributions), max_size=25))
 def test_route_table_state_equals_combine_after_every_change(steps) -> None:
-    state = RouteTableState()
+    state = IncrementalRouteTable()
     current: dict[ServiceKey, ServiceRoutes] = {}
     before: Mapping[tuple[str, Any], Any] = {}
     for name, contribution in steps:

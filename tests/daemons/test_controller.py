@@ -26,7 +26,7 @@ from metallb_bgp.core.allocator.allocate import allocate
 from metallb_bgp.core.allocator.results import PoolUsage
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.keys import ServiceKey
-from metallb_bgp.core.plan.controller import ServiceView, Written, allocated_message, merge_overlay, plan_writes, snapshot_views
+from metallb_bgp.core.plan.controller import ServiceView, Written, allocated_message, merge_overlay, snapshot_views, writes_for
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.core.writes import (
     POOL_ANNOTATION,
@@ -58,7 +58,7 @@ def plan(snapshot: ClusterSnapshot, views: dict[ServiceKey, ServiceView] | None 
     views = views if views is not None else snapshot_views(snapshot)
     existing = {k: tuple(ipaddress.ip_address(i) for i in v.ips) for k, v in views.items() if v.ips}
     allocation = allocate(compiled.config, snapshot.services, snapshot.namespaces, existing=existing)
-    return plan_writes(snapshot, compiled, allocation, views)
+    return writes_for(snapshot, compiled, allocation, views)
 
 
 WEB = ServiceKey("default", "web")

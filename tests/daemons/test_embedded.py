@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import builders
 import pytest
 from bird import BirdRouter, Speaker
 from builders import service_manifest
@@ -125,10 +126,7 @@ def test_sigterm_withdraws_stops_cleanly_and_leaves_no_process_behind(cluster) -
 
 
 def advertisement(**spec: object) -> str:
-    import yaml
-
-    return yaml.safe_dump({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
-                           "metadata": {"name": "adv", "namespace": "metallb-system"}, "spec": spec})
+    return builders.advertisement("adv", **spec).yaml
 
 
 def test_aggregation_announces_the_covering_prefix_once(cluster) -> None:

@@ -28,7 +28,7 @@ from runs import ADVERTISEMENT, POOL, SPEAKER, Run, free_peer_port, router_peer
 from waiting import eventually, wait_until
 
 from metallb_bgp.cli import main
-from metallb_bgp.daemons.run import EmbeddedRunner, RunOptions
+from metallb_bgp.daemons.run import Runner, RunOptions
 
 CASES = corpus()
 SECRET = """apiVersion: v1
@@ -192,7 +192,7 @@ def _injections() -> dict[str, tuple[object, str, Callable[..., str]]]:
         "parse": (loader, "parse_object", doc_of),
         "index": (manifests._Index, "replace", lambda _self, path, *_a: str(path)),
         "compile": (tracking, "compile_config", lambda snapshot, **_kw: json.dumps([p.name for p in snapshot.pools])),
-        "allocate": (allocator.AllocationState, "update", lambda _self, _services, changed, _previous: str(sorted(changed))),
+        "allocate": (allocator.IncrementalAllocation, "update", lambda _self, _services, changed, _previous: str(sorted(changed))),
         "routes": (incremental, "service_routes", lambda _context, service, *_a: service.name),
     }
 
@@ -215,7 +215,7 @@ def test_a_failure_injected_into_each_stage_keeps_every_route(
     }[stage]
 
     async def scenario() -> list[dict[str, Any]]:
-        runner = EmbeddedRunner(RunOptions(manifests=(manifests,), node_name="node-a", workdir=short_tmp / "run"))
+        runner = Runner(RunOptions(manifests=(manifests,), node_name="node-a", workdir=short_tmp / "run"))
         stop = asyncio.Event()
         with structlog.testing.capture_logs() as events:
             task = asyncio.create_task(runner.run(stop))

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from builders import peer
 from fakekube import FakeKube
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -230,9 +231,7 @@ def test_documented_manifests_pass_the_crd_schemas(doc: dict[str, Any]) -> None:
 
 
 def _peer(**spec: Any) -> dict[str, Any]:
-    base = {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.0.0.1"}
-    return {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
-            "metadata": {"name": "p", "namespace": "metallb-system"}, "spec": {**base, **spec}}
+    return peer("p", **spec)
 
 
 def _with(doc: dict[str, Any], **changes: Any) -> dict[str, Any]:

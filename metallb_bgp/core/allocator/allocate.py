@@ -41,8 +41,9 @@ from metallb_bgp.core.allocator.intent import (
 )
 from metallb_bgp.core.allocator.results import Allocation, Assignment
 from metallb_bgp.core.config.model import Config, Pool
-from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.keys import ServiceKey, key_order
 from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.ownership import is_ours
 
 _Pick = tuple[Pool, tuple[IPAddress, ...]]
 
@@ -172,15 +173,6 @@ def _add_missing_family(book: AddressBook, intent: Intent, current: Assignment) 
     book.take(current.pool, [extra], intent.claim)
     return Assignment(_in_family_order([*current.ips, extra], intent.families), current.pool, current.sharing_key)
 
-def key_order(key: ServiceKey) -> tuple[str, str]:
-    """ServiceKey's own order, compared as a plain tuple (a dataclass `<` costs a Python call)."""
-    return (key.namespace, key.name)
-
-
-def is_ours(service: Service, load_balancer_class: str | None) -> bool:
-    return service.spec.type == "LoadBalancer" and service.spec.load_balancer_class == load_balancer_class
-
-
 def _status_ips(service: Service) -> tuple[IPAddress, ...] | str:
     """The IPs in status.loadBalancer.ingress (`Service.status_ips`, the one reading), or, when entries
     are there and none of them reads, why the previous assignment is dropped."""
@@ -247,7 +239,7 @@ def allocate(
     intents: dict[ServiceKey, Intent] = {}
     for key in sorted(by_key, key=key_order):
         service = by_key[key]
-        if is_ours(service, load_balancer_class):
+        if is_ours(service, load_balancer_class=load_balancer_class):
             intents[key] = read_service(service, namespace_labels.get(key.namespace, {}), config, warnings)
         elif service.spec.type != "LoadBalancer" and previous.get(key):
             cleared[key] = "the service is no longer of type LoadBalancer"

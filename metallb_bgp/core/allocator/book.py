@@ -19,7 +19,7 @@ from metallb_bgp.core.net import IPAddress, IPNetwork
 
 class _Range:
     """One CIDR of one pool. Every address below `cursor` is known to be taken (or avoided), except the
-    `holes`: addresses freed since (only a book kept across calls, `AllocationState`, frees any)."""
+    `holes`: addresses freed since (only a book kept across calls, `IncrementalAllocation`, frees any)."""
 
     __slots__ = ("avoid_buggy", "cursor", "first", "holes", "last", "version")
 
@@ -151,7 +151,7 @@ class AddressBook:
 
     def release(self, pool: str, ips: Sequence[IPAddress], holder: ServiceKey) -> list[Use]:
         """Undo `take` for one holder; returns the uses other holders keep (whose ports the caller
-        recomputes). Only `AllocationState` calls this: one allocate() call never frees anything."""
+        recomputes). Only `IncrementalAllocation` calls this: one allocate() call never frees anything."""
         shared: list[Use] = []
         for ip in ips:
             value, table = int(ip), self._uses[ip.version]

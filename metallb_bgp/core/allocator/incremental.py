@@ -1,4 +1,4 @@
-"""`allocate`'s answer kept across calls (`AllocationState`): re-decides only the services that changed
+"""`allocate`'s answer kept across calls (`IncrementalAllocation`): re-decides only the services that changed
 and the unsettled ones, and a property test holds it to `allocate` after random change sequences."""
 
 from __future__ import annotations
@@ -7,19 +7,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from metallb_bgp.api.core import Service
 from metallb_bgp.api.problems import ObjectError
-from metallb_bgp.core.allocator.allocate import allocate_new, is_ours, keep_valid, key_order
+from metallb_bgp.core.allocator.allocate import allocate_new, keep_valid
 from metallb_bgp.core.allocator.book import AddressBook, Use
 from metallb_bgp.core.allocator.intent import Intent, read_service
 from metallb_bgp.core.allocator.results import Allocation, Assignment
 from metallb_bgp.core.config.model import Config
-from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.keys import ServiceKey, key_order
 from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.ownership import is_ours
 from metallb_bgp.core.persistent import SnapshotDict
 
 Previous = Callable[[ServiceKey], "tuple[IPAddress, ...] | str | None"]
 
 
-class AllocationState:
+class IncrementalAllocation:
     """`allocate()` kept across calls, so one changed service costs one service's work.
 
     The result of every call equals `allocate(config, services, namespaces, existing=..., ...)` on the
@@ -34,7 +35,7 @@ class AllocationState:
     The subset is then decided exactly as allocate() decides everyone (keep, complete, allocate new), in
     the same order, against a book that holds everybody else.
 
-    A new Config or new namespace labels mean a new `AllocationState` (the caller's job).
+    A new Config or new namespace labels mean a new `IncrementalAllocation` (the caller's job).
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class AllocationState:
         subset = sorted(wanted, key=key_order)
         for key in subset:
             service = services.get(key)
-            if service is None or not is_ours(service, self.load_balancer_class):
+            if service is None or not is_ours(service, load_balancer_class=self.load_balancer_class):
                 continue
             ips = previous(key)
             if isinstance(ips, tuple) and any(h not in wanted for use in self._book.uses_of(ips) for h in use.holders):
@@ -115,7 +116,7 @@ class AllocationState:
             self._warnings.pop(key, None)
             if service is None:
                 continue
-            if is_ours(service, self.load_balancer_class):
+            if is_ours(service, load_balancer_class=self.load_balancer_class):
                 warnings: list[ObjectError] = []
                 intent = read_service(service, self.namespace_labels.get(key.namespace, {}), config, warnings, key)
                 intents[key] = self._intents[key] = intent

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from metallb_bgp.api.core import Service, status_addresses
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.allocator.allocate import allocate
-from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.incremental import IncrementalAllocation
 from metallb_bgp.core.allocator.results import Allocation, PoolUsage
 from metallb_bgp.core.allocator.usage import PoolTally, pool_usage
 from metallb_bgp.core.change import ClusterChange
@@ -264,7 +264,7 @@ def gathered(
     return status, annotations, refused
 
 
-def plan_writes(
+def writes_for(
     snapshot: ClusterSnapshot,
     compiled: CompileResult,
     allocation: Allocation,
@@ -366,7 +366,7 @@ def compute_pass(
         load_balancer_class=load_balancer_class,
     )
     usage = pool_usage(compiled.config, allocation)
-    return ControllerPass(compiled, allocation, usage, kept, plan_writes(snapshot, compiled, allocation, views, usage))
+    return ControllerPass(compiled, allocation, usage, kept, writes_for(snapshot, compiled, allocation, views, usage))
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,7 @@ class ControllerPlanner:
 
     - Configuration (every kind but Services and EndpointSlices) is recompiled only when it changed,
       with the previous `last_good`; a new Config or new namespace labels start the allocation over.
-    - The allocation is an `AllocationState`. Its contract: every service it does not re-decide must
+    - The allocation is an `IncrementalAllocation`. Its contract: every service it does not re-decide must
       be one whose `previous` IPs are its current assignment and whose Service did not change. So it
       re-decides the services whose Service changed (or appeared, or went), whose `existing` IPs
       changed (the cache, or our overlay entry appearing, being seen or expiring), and the *unsynced*
@@ -409,7 +409,7 @@ class ControllerPlanner:
         self._config = ConfigTracker()
         self._config_events: frozenset[EventSpec] = frozenset()  # InvalidConfiguration and the like
         self._state_body: Body = {}
-        self._allocation_state: AllocationState | None = None
+        self._allocation_state: IncrementalAllocation | None = None
         self._allocation = Allocation()
         self._tally = PoolTally(Config())  # pool_usage, kept: replaced with the allocation state
         self._index = ServiceIndex()
@@ -436,7 +436,7 @@ class ControllerPlanner:
         state, before = self._allocation_state, self._allocation
         restart = restart or state is None
         if state is None or restart:
-            state = self._allocation_state = AllocationState(
+            state = self._allocation_state = IncrementalAllocation(
                 compiled.config, self._config.namespace_labels, load_balancer_class=self.load_balancer_class
             )
             allocation = state.allocate_all(self._services, self._existing.get)

@@ -9,8 +9,8 @@ and keeps what each stage computed:
 
 - the compiled Config: recompiled when configuration objects (or load errors) change, and only if the
   new Config differs does anything downstream start over;
-- the allocation (`allocator.AllocationState`): re-decides the changed services and the unsettled ones;
-- the route table (`routes.RouteTableState`): recomputes the contributions of services whose Service,
+- the allocation (`allocator.IncrementalAllocation`): re-decides the changed services and the unsettled ones;
+- the route table (`routes.IncrementalRouteTable`): recomputes the contributions of services whose Service,
   EndpointSlices or assignment changed, with the node's context kept until the Config or Node changes.
 
 Every `update` returns exactly the Plan `make_plan` would return for the same cluster, with `existing`
@@ -25,16 +25,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from metallb_bgp.api.core import Service
-from metallb_bgp.core.allocator.incremental import AllocationState
+from metallb_bgp.core.allocator.incremental import IncrementalAllocation
 from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.ownership import is_ours
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
-from metallb_bgp.core.routes.desired import is_ours
-from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.incremental import IncrementalRouteTable
 from metallb_bgp.core.routes.node import NodeContext, node_context, node_peers
 from metallb_bgp.core.routes.service import service_routes
 from metallb_bgp.core.routes.table import RouteKey
@@ -77,9 +77,9 @@ class IncrementalPlanner:
         self._services = self._index.services  # the definition that counts (the last), by key
         self._config = ConfigTracker(node_name=node_name)
         self._peers: tuple[Peer, ...] = ()
-        self._allocation_state: AllocationState | None = None
+        self._allocation_state: IncrementalAllocation | None = None
         self._context: NodeContext | None = None
-        self._routes = RouteTableState()
+        self._routes = IncrementalRouteTable()
         self.plan: Plan | None = None
         self.stats = UpdateStats()
         self.assignments_changed: frozenset[ServiceKey] = frozenset()  # by the last update
@@ -106,7 +106,7 @@ class IncrementalPlanner:
 
         state = self._allocation_state
         if state is None or restart_allocation:
-            state = self._allocation_state = AllocationState(
+            state = self._allocation_state = IncrementalAllocation(
                 config, self._config.namespace_labels, load_balancer_class=self.load_balancer_class
             )
             allocation = state.allocate_all(self._services, self._previous)
@@ -118,7 +118,7 @@ class IncrementalPlanner:
 
         if self._context is None or restart_routes:
             self._context = node_context(config, self.node_name, self._config.node)
-            self._routes = RouteTableState()
+            self._routes = IncrementalRouteTable()
             todo: Iterable[ServiceKey] = self._services.keys()
         else:
             todo = changed_services | {ServiceKey(*group) for group in changed_slices} | moved

@@ -18,9 +18,10 @@ from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.config.result import CompileResult, LastGood
 from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.ownership import is_ours
 from metallb_bgp.core.plan.tracking import ConfigTracker, ServiceIndex
-from metallb_bgp.core.routes.desired import desired_routes, is_ours
-from metallb_bgp.core.routes.incremental import RouteTableState
+from metallb_bgp.core.routes.desired import desired_routes
+from metallb_bgp.core.routes.incremental import IncrementalRouteTable
 from metallb_bgp.core.routes.node import NodeContext, node_context, node_peers
 from metallb_bgp.core.routes.service import service_routes
 from metallb_bgp.core.routes.table import RouteKey, RouteTable
@@ -62,7 +63,7 @@ class SpeakerPlanner:
 
     A full `speaker_plan` at 10,000 services costs ~200 ms, on every watch event. Fed `ClusterChange`s
     (from `SnapshotChanges` over the Kubernetes source's snapshots), only the services a change names
-    are routed again (`RouteTableState`). A new Config or this node's Node recomputes the whole plan,
+    are routed again (`IncrementalRouteTable`). A new Config or this node's Node recomputes the whole plan,
     as `speaker_plan` does; other configuration changes (the controller's pool status counters, a
     Secret) recompile and keep the routes. `routes_touched` names the (peer, prefix) keys the last
     update may have changed (None after a full recompute), for `ExaBGPEngine.apply(..., touched=...)`.
@@ -76,7 +77,7 @@ class SpeakerPlanner:
         self._config = ConfigTracker(node_name=node_name)
         self._index = ServiceIndex()
         self._context: NodeContext | None = None
-        self._routes = RouteTableState()
+        self._routes = IncrementalRouteTable()
         self._peers: tuple[Peer, ...] = ()
         self._announced: set[ServiceKey] = set()  # services with at least one route: announced_services(table)
         self.newly_announced: set[ServiceKey] = set()  # announced after the last update and not before it
@@ -105,7 +106,7 @@ class SpeakerPlanner:
         full = self.plan is None or taken.config_changed or taken.node_changed
         if full:
             self._context = node_context(compiled.config, self.node_name, self._config.node)
-            self._routes = RouteTableState()
+            self._routes = IncrementalRouteTable()
             self._peers = node_peers(compiled.config, self._config.node)
         todo = changed_services | {ServiceKey(*group) for group in changed_groups}
         services = self._index.services

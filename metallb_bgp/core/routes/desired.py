@@ -48,6 +48,7 @@ from metallb_bgp.api.core import EndpointSlice, Node, Service
 from metallb_bgp.core.config.model import Config
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.ownership import is_ours
 from metallb_bgp.core.routes.node import SERVICE_NAME_LABEL, node_context
 from metallb_bgp.core.routes.service import service_routes
 from metallb_bgp.core.routes.table import RouteTable, combine
@@ -62,11 +63,6 @@ def index_endpoint_slices(slices: Iterable[EndpointSlice]) -> dict[tuple[str, st
         if name:
             index.setdefault((metadata.namespace, name), []).append(endpoint_slice)
     return index
-
-
-def is_ours(service: Service, *, assigned: bool, load_balancer_class: str | None) -> bool:
-    """A LoadBalancer service with an assignment, or of our loadBalancerClass (None = no class)."""
-    return service.spec.type == "LoadBalancer" and (assigned or service.spec.load_balancer_class == load_balancer_class)
 
 
 def desired_routes(

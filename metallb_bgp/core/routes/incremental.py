@@ -1,4 +1,4 @@
-"""`desired_routes`' table kept across calls (`RouteTableState`): set one service's contribution, read the
+"""`desired_routes`' table kept across calls (`IncrementalRouteTable`): set one service's contribution, read the
 table, take the (peer, prefix) keys touched; a property test holds it to `combine`."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import builtins  # the class has a method named `set`
 
-from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.keys import ServiceKey, key_order
 from metallb_bgp.core.net import IPNetwork
 from metallb_bgp.core.persistent import SnapshotDict
 from metallb_bgp.core.routes.table import (
@@ -16,12 +16,11 @@ from metallb_bgp.core.routes.table import (
     RouteTallies,
     ServiceRoutes,
     Skip,
-    key_order,
     merge_attributes,
 )
 
 
-class RouteTableState:
+class IncrementalRouteTable:
     """A node's table kept across calls: `set` one service's contribution, read the `table()`.
 
     `table()` always equals `combine()` of the current contributions (in any order: merges are unions

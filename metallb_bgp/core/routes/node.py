@@ -93,14 +93,14 @@ class NodeAdvertisement:
 
 # What one IP of a family turns into under a set of advertisements: for each prefix length, the peers
 # and their (already merged) attributes. Shared by every service that has the same advertisements.
-RoutePlan = tuple[tuple[int, tuple[tuple[str, RouteAttributes], ...]], ...]
+IpRouteTemplate = tuple[tuple[int, tuple[tuple[str, RouteAttributes], ...]], ...]
 
 
 @dataclass(frozen=True)
 class NodeContext:
     """Everything about this node that every service's decision needs; recompute on Config/Node change.
 
-    `ip_plan` memoizes, per (pool, family, advertisements selected), the work that would otherwise be
+    `ip_template` memoizes, per (pool, family, advertisements selected), the work that would otherwise be
     repeated for each of thousands of services; the memo never changes an answer, only its cost.
     """
 
@@ -112,9 +112,9 @@ class NodeContext:
     advertisements: Mapping[str, tuple[NodeAdvertisement, ...]]  # pool -> advertisements selecting this node
     selective_pools: frozenset[str]  # pools with an advertisement here that has serviceSelectors
     no_local_endpoint: ServiceRoutes  # the answer for an externalTrafficPolicy Local service without one here
-    _memo: dict[tuple[object, ...], RoutePlan | Skip] = field(default_factory=dict, compare=False, repr=False)
+    _memo: dict[tuple[object, ...], IpRouteTemplate | Skip] = field(default_factory=dict, compare=False, repr=False)
 
-    def ip_plan(self, pool: str, version: int, service_labels: Mapping[str, str]) -> RoutePlan | Skip:
+    def ip_template(self, pool: str, version: int, service_labels: Mapping[str, str]) -> IpRouteTemplate | Skip:
         """How an IP of `pool` and family `version` is announced for a service with these labels, or why not."""
         if pool in self.selective_pools:
             selected = tuple(adv for adv in self.advertisements[pool] if adv.selects(service_labels))
@@ -127,7 +127,7 @@ class NodeContext:
             result = self._memo[key] = self._ip_plan(pool, version, selected)
         return result
 
-    def _ip_plan(self, pool: str, version: int, selected: tuple[NodeAdvertisement, ...]) -> RoutePlan | Skip:
+    def _ip_plan(self, pool: str, version: int, selected: tuple[NodeAdvertisement, ...]) -> IpRouteTemplate | Skip:
         node = self.node_name
         if not self.advertisements.get(pool):
             if pool not in self.advertised_pools:
@@ -139,14 +139,14 @@ class NodeContext:
             )
         if not self.peers:
             return Skip(SkipReason.NO_PEERS, f"node {node} has no BGP peers")
-        plan = _route_plan(version, selected)
+        plan = _route_template(version, selected)
         if not plan:
             names = ", ".join(sorted({adv.name for adv in selected}))
             return Skip(SkipReason.NO_PEERS, f"BGPAdvertisement {names} for pool {pool} names no peer of node {node}")
         return plan
 
 
-def _route_plan(version: int, advertisements: Iterable[NodeAdvertisement]) -> RoutePlan:
+def _route_template(version: int, advertisements: Iterable[NodeAdvertisement]) -> IpRouteTemplate:
     merged: dict[int, dict[str, RouteAttributes]] = {}
     for adv in advertisements:
         targets = merged.setdefault(adv.length_for(version), {})

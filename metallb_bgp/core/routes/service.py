@@ -11,7 +11,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 from metallb_bgp.api.core import EndpointSlice, Service
 from metallb_bgp.core.net import IPAddress, IPNetwork
-from metallb_bgp.core.routes.node import NodeContext, RoutePlan
+from metallb_bgp.core.routes.node import IpRouteTemplate, NodeContext
 from metallb_bgp.core.routes.table import ServiceRoutes, Skip, SkipReason
 
 
@@ -44,10 +44,10 @@ def service_routes(
         pools.append((ip, pool))
     if context.exclusion is not None:
         return ServiceRoutes(skip=context.exclusion)
-    planned: list[tuple[IPAddress, RoutePlan]] = []
+    planned: list[tuple[IPAddress, IpRouteTemplate]] = []
     first_skip: Skip | None = None
     for ip, pool in pools:
-        plan = context.ip_plan(pool, ip.version, service.metadata.labels)
+        plan = context.ip_template(pool, ip.version, service.metadata.labels)
         if isinstance(plan, Skip):
             first_skip = first_skip or plan
         else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from metallb_bgp.core.config.model import Community
-from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.keys import ServiceKey, key_order
 from metallb_bgp.core.net import IPNetwork
 
 
@@ -59,7 +59,7 @@ class RouteTallies:
 
 
 def tally(table: RouteTable) -> RouteTallies:
-    """The table's tallies: kept by `RouteTableState` as the table changes, counted here otherwise."""
+    """The table's tallies: kept by `IncrementalRouteTable` as the table changes, counted here otherwise."""
     if table.tallies is not None:
         return table.tallies
     per_peer: dict[str, int] = {}
@@ -203,10 +203,6 @@ def combine(contributions: Iterable[tuple[ServiceKey, ServiceRoutes]]) -> RouteT
         },
         skipped=skipped,
     )
-
-
-def key_order(key: ServiceKey) -> tuple[str, str]:
-    return (key.namespace, key.name)
 
 
 def attributes_of(local_pref: int | None, communities: Iterable[Community]) -> RouteAttributes:
