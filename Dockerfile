@@ -1,27 +1,31 @@
 # One image for both roles: `metallb-bgp controller ...` and `metallb-bgp speaker ...` (the chart's
 # args), with ExaBGP (a dependency of the package) installed beside the interpreter, where the speaker
-# looks for it first. Build from the repository root:  docker build -t metallb-bgp:0.1.0 .
+# looks for it first. The steps are image/steps.sh; this file only orders them.
+#
+#   docker build -t metallb-bgp:0.1.0 .     (from the repository root)
+#   make image                              (no Docker: buildah builds this same file; docs/installation.md)
+#
+# BASE is Debian bookworm: `docker build` pulls debian:bookworm-slim, `make image` passes a root
+# filesystem it made with mmdebstrap.
 
-FROM python:3.11-slim AS build
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/metallb-bgp
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY metallb_bgp ./metallb_bgp
-RUN /opt/metallb-bgp/bin/pip install . \
- && /opt/metallb-bgp/bin/exabgp version \
- && /opt/metallb-bgp/bin/metallb-bgp --version
+ARG BASE=debian:bookworm-slim
 
-FROM python:3.11-slim
+FROM ${BASE} AS wheels
+COPY image/steps.sh /steps.sh
+RUN sh /steps.sh packages
+COPY pyproject.toml README.md /src/
+COPY metallb_bgp /src/metallb_bgp
+COPY image/wheels /src/image/wheels
+RUN sh /steps.sh wheels /src /wheels
+
+FROM ${BASE}
 LABEL org.opencontainers.image.title="metallb-bgp" \
       org.opencontainers.image.description="MetalLB-compatible BGP load balancer on ExaBGP" \
       org.opencontainers.image.licenses="Apache-2.0"
-# A named user: ExaBGP looks its user up in /etc/passwd (exabgp.daemon.user). UID/GID 65532 is the
-# chart's runAsUser/runAsGroup.
-RUN groupadd --system --gid 65532 metallb \
- && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin metallb
-COPY --from=build /opt/metallb-bgp /opt/metallb-bgp
+COPY image/steps.sh /steps.sh
+RUN sh /steps.sh packages
+COPY --from=wheels /wheels /wheels
+RUN sh /steps.sh install /wheels && rm -rf /wheels /steps.sh
 # The chart mounts the root filesystem read-only: no bytecode caches, HOME on the /tmp emptyDir.
 ENV PATH=/opt/metallb-bgp/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -6,7 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench venv system-deps frr-deps clean
+.PHONY: test demo bench venv system-deps frr-deps image-deps image test-image clean
 
 venv: $(STAMP)
 
@@ -38,11 +38,26 @@ frr-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr; }; \
 	  else echo "error: FRR is missing; install it with: sudo apt-get install frr"; exit 1; fi; }
 
-test: $(STAMP) system-deps frr-deps tools
+test: $(STAMP) system-deps frr-deps tools image
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check metallb_bgp
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+# The OCI image without a Docker daemon (docs/installation.md): buildah builds the Dockerfile on a Debian
+# root filesystem mmdebstrap makes; kept as localhost/metallb-bgp:VERSION and build/image/*.oci.tar.
+image-deps:
+	@command -v buildah >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q buildah mmdebstrap || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q buildah mmdebstrap; }; \
+	  else echo "error: buildah and mmdebstrap are missing; install them with: sudo apt-get install buildah mmdebstrap"; exit 1; fi; }
+
+image: $(STAMP) image-deps
+	PY=$(PY) sh scripts/make_image.sh
+
+# The image's own tests (make test runs them too, after building the image).
+test-image: image system-deps
+	CI=1 $(PY) -m pytest -q tests/e2e/test_image.py
 
 demo: $(STAMP) system-deps
 	$(PY) examples/demo.py

@@ -68,20 +68,7 @@ class Run:
 
     def children(self) -> set[int]:
         """Every descendant process (ExaBGP and its relay helper)."""
-        found: set[int] = set()
-        frontier = [self.process.pid]
-        while frontier:
-            parent = frontier.pop()
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    try:
-                        stat = (entry / "stat").read_text()
-                    except OSError:
-                        continue
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                        found.add(int(entry.name))
-                        frontier.append(int(entry.name))
-        return found
+        return descendants(self.process.pid)
 
     def stop(self) -> int:
         code = stop_child(self.process)
@@ -112,3 +99,21 @@ def stop_child(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, t
             process.kill()
             process.wait()
     return process.returncode
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    found.add(int(entry.name))
+                    frontier.append(int(entry.name))
+    return found

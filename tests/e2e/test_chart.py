@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -473,7 +474,12 @@ def test_helm_installs_upgrades_and_uninstalls_against_the_fake_api_server(
     installed = run_helm(helm, "install", RELEASE, str(CHART), *common, env=env)
     assert installed.returncode == 0, installed.stderr
     apps = client.AppsV1Api(fake_kube.client)
-    assert apps.read_namespaced_daemon_set(f"{RELEASE}-speaker", NAMESPACE).spec.template.spec.host_network is True
+    speaker = apps.read_namespaced_daemon_set(f"{RELEASE}-speaker", NAMESPACE).spec.template.spec
+    assert speaker.host_network is True
+    # exactly the image `make image` builds and archives (tests/e2e/test_image.py): metallb-bgp:VERSION
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    controller = apps.read_namespaced_deployment(f"{RELEASE}-controller", NAMESPACE).spec.template.spec
+    assert [c.image for c in (*speaker.containers, *controller.containers)] == [f"metallb-bgp:{version}"] * 2
 
     upgraded = run_helm(helm, "upgrade", RELEASE, str(CHART), *common, "--set", "loadBalancerClass=example.com/bgp", env=env)
     assert upgraded.returncode == 0, upgraded.stderr

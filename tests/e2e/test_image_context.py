@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_docker_build_context_builds_the_package_with_everything_the_image_runs(tmp_path: Path) -> None:
     copied = re.findall(r"^COPY (?!--from)(.+?) \S+$", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    copied = [line for line in copied if not line.startswith("image/")]  # the steps and the prebuilt wheels
     context = tmp_path / "context"
     context.mkdir()
     for line in copied:
