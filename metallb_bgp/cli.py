@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path, default=None,
                      help="folder for ExaBGP's configuration and API socket (default: a private temporary folder)")
     run.add_argument("--router-id", type=ipaddress.IPv4Address, default=None,
-                     help="BGP router ID (default: a peer's routerID or IPv4 sourceAddress)")
+                     help="BGP router ID (default: the Node's IPv4 InternalIP, else an IPv4 sourceAddress or the route source)")
     run.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
     run.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
     run.add_argument("--watch-step-ms", type=_positive_int, default=1, metavar="MS",
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     speaker.add_argument("--workdir", type=Path, default=None,
                          help="folder for ExaBGP's configuration and API socket (default: a private temporary folder)")
     speaker.add_argument("--router-id", type=ipaddress.IPv4Address, default=None,
-                         help="BGP router ID (default: a peer's routerID or IPv4 sourceAddress)")
+                         help="BGP router ID (default: the Node's IPv4 InternalIP, else an IPv4 sourceAddress or the route source)")
     speaker.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
     speaker.add_argument("--exabgp-prefixes-per-command", type=int, default=None, metavar="N",
                          help="prefixes per bulk announce/withdraw command (default 500)")

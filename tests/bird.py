@@ -232,6 +232,11 @@ class BirdRouter:
     def protocol(self, name: str) -> BirdProtocol:
         return self.protocols()[name]
 
+    def neighbor_id(self, name: str) -> str | None:
+        """The BGP identifier the speaker of protocol `name` presented (`show protocols all`), once up."""
+        found = re.search(r"Neighbor ID:\s+(\S+)", self.birdc("show", "protocols", "all", name))
+        return found.group(1) if found else None
+
     def wait_established(self, name: str, timeout: float = 15.0) -> BirdProtocol:
         return wait_until(
             lambda: (p := self.protocols().get(name)) is not None and p.established and p,

@@ -158,8 +158,9 @@ class Runner:
         change = self._load()
         peers = first_peers(change, self.options.node_name)
         assert change.config is not None
-        hops = self.next_hops.update(find_node(change.config, self.options.node_name), peers)
-        self.engine = engine_for(self.options.workdir, peers, hops, router_id=self.options.router_id)
+        node = find_node(change.config, self.options.node_name)
+        hops = self.next_hops.update(node, peers)
+        self.engine = engine_for(self.options.workdir, peers, hops, router_id=self.options.router_id, node=node)
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")

@@ -26,6 +26,7 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
+from metallb_bgp.exabgp.host import route_source
 from metallb_bgp.observe import metrics
 
 if TYPE_CHECKING:
@@ -111,12 +112,12 @@ class NextHops:
 
 def engine_for(
     workdir: Path, peers: tuple[Peer, ...], hops: tuple[IPv4Address | None, IPv6Address | None], *,
-    router_id: IPv4Address | None, tuning: EngineTuning = DEFAULT_TUNING,
+    router_id: IPv4Address | None, node: Node | None, tuning: EngineTuning = DEFAULT_TUNING,
 ) -> ExaBGPEngine:
     """The ExaBGP engine for this node's first peers, with the next hops `NextHops` found."""
     return ExaBGPEngine(
         workdir=workdir,
-        router_id=choose_router_id(peers, router_id),
+        router_id=choose_router_id(peers, router_id, node),
         local_addresses=tuple(p.source_address for p in peers if p.source_address is not None),
         ipv4_next_hop=hops[0],
         ipv6_next_hop=hops[1],
@@ -126,13 +127,30 @@ def engine_for(
     )
 
 
-def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None) -> IPv4Address:
-    """--router-id, else a peer's routerID, else an IPv4 sourceAddress, else 127.0.0.1 (demo only)."""
+def choose_router_id(peers: tuple[Peer, ...], explicit: IPv4Address | None, node: Node | None) -> IPv4Address:
+    """This node's BGP identifier, for every peer without a `routerID` of its own (which still wins).
+
+    `--router-id`; else the node's own IPv4 address (its Node's InternalIP, else ExternalIP: what
+    MetalLB uses, and different on every node); else an IPv4 `sourceAddress` of its peers; else the
+    address the kernel sends from toward its first IPv4 peer (the node's address facing that router);
+    else 127.0.0.1, warned about: every speaker would then present the same identifier.
+    """
     if explicit is not None:
         return explicit
-    for candidate in [p.router_id for p in peers] + [p.source_address for p in peers]:
-        if isinstance(candidate, IPv4Address):
-            return candidate
+    own = node.address_of(4) if node is not None else None
+    if isinstance(own, IPv4Address):
+        return own
+    for peer in peers:
+        if isinstance(peer.source_address, IPv4Address):
+            return peer.source_address
+    for peer in peers:
+        if isinstance(peer.address, IPv4Address) and isinstance(source := route_source(peer.address), IPv4Address):
+            return source
+    log.warning(
+        "router_id_fallback", router_id="127.0.0.1",
+        message="no IPv4 address for this node (no Node InternalIP, no IPv4 sourceAddress or route to a peer): "
+                "using 127.0.0.1; set --router-id",
+    )  # fmt: skip
     return IPv4Address("127.0.0.1")
 
 

@@ -279,7 +279,7 @@ class Speaker:
 
     async def _start_engine(self, peers: tuple[Peer, ...], node: Node | None) -> None:
         self.engine = engine_for(
-            self.options.workdir, peers, self.next_hops.update(node, peers), router_id=self.options.router_id,
+            self.options.workdir, peers, self.next_hops.update(node, peers), router_id=self.options.router_id, node=node,
             tuning=self.options.tuning,
         )
         try:

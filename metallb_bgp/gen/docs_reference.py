@@ -144,8 +144,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             f"Time between connection attempts, 1s to {_MAX_SECONDS}s, whole seconds; checked but not used, see the note."
         ),
         "spec.routerID": (
-            "The BGP identifier (an IPv4 address) used on this session. Unset: the speaker's `--router-id` "
-            "(chart: `speaker.routerIDFromHostIP`), else another peer's `routerID` or IPv4 `sourceAddress`."
+            "The BGP identifier (an IPv4 address) used on this session, by every node it selects (a warning "
+            "when that is several nodes). Unset: the speaker's `--router-id` (chart: `speaker.routerIDFromHostIP`), "
+            "else the node's own IPv4 InternalIP, else an IPv4 `sourceAddress`."
         ),
         "spec.nodeSelectors": "The nodes that open this session; none: every node. " + _SELECTOR_NOTE,
         "spec.password": (

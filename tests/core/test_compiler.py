@@ -979,3 +979,13 @@ def test_address_parsing_raises_only_value_errors(text: str) -> None:
     except ValueError:
         return
     assert cidrs
+
+
+def test_a_router_id_several_nodes_would_present_to_one_router_is_warned_about() -> None:
+    shared = compile_(peer("r", routerID="10.0.0.100"), node("n1"), node("n2"))
+    assert [(e.field, e.is_error) for e in shared.errors] == [("spec.routerID", False)]
+    assert "n1, n2" in shared.errors[0].message and "r" in shared.config.peers
+    one_node = compile_(peer("r", routerID="10.0.0.100", nodeSelectors=[{"matchLabels": {"rack": "a"}}]),
+                        node("n1", rack="a"), node("n2", rack="b"))  # fmt: skip
+    assert one_node.errors == ()
+    assert compile_(peer("r"), node("n1"), node("n2")).errors == ()  # each node its own identifier

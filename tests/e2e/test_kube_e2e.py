@@ -377,3 +377,16 @@ def test_a_malformed_cr_is_reported_in_configuration_state_and_as_an_event_while
     harness.api.service("api")
     harness.wait_routes("a", {FIRST, SECOND}, what="a new service still announced")
     assert {k: v for k, v in harness.route_times().items() if k in before} == before
+
+
+def test_each_speaker_presents_its_own_nodes_address_as_bgp_identifier(harness: Harness) -> None:
+    """No --router-id and no routerID: each node's identifier is its Node's IPv4 InternalIP (as in
+    MetalLB), not a shared or configured-elsewhere one; the router sees two identifiers for two nodes."""
+    identifiers = {"node-a": "192.0.2.11", "node-b": "192.0.2.12"}
+    for node, address in identifiers.items():
+        harness.api.core.patch_node_status(node, {"status": {"addresses": [{"type": "InternalIP", "address": address}]}})
+    for node in identifiers:
+        harness.speaker(node)
+    for node, address in identifiers.items():
+        harness.router.wait_established(node[-1], timeout=20)
+        assert harness.router.neighbor_id(node[-1]) == address

@@ -121,12 +121,12 @@ def _selector_issues(spec: LabelSelectorSpec, path: str) -> list[Issue]:
     return issues
 
 
-def _selected_nodes(selectors: Sequence[LabelSelector], nodes: Sequence[Node]) -> frozenset[str]:
+def selected_nodes(selectors: Sequence[LabelSelector], nodes: Sequence[Node]) -> frozenset[str]:
     return frozenset(n.metadata.name for n in nodes if any_matches(selectors, n.metadata.labels))
 
 
 def may_share_nodes(a: Sequence[LabelSelector], b: Sequence[LabelSelector], nodes: Sequence[Node]) -> bool:
     """Whether two node selections meet: exactly, when nodes are known; else only if provably so."""
     if nodes:
-        return bool(_selected_nodes(a, nodes) & _selected_nodes(b, nodes))
+        return bool(selected_nodes(a, nodes) & selected_nodes(b, nodes))
     return not a or not b or set(a) == set(b)

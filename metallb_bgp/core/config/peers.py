@@ -16,7 +16,7 @@ from metallb_bgp.api.metallb import (
 from metallb_bgp.api.problems import printable
 from metallb_bgp.core.config import model as cfg
 from metallb_bgp.core.config.known import Known
-from metallb_bgp.core.config.parse import may_share_nodes, parse_selectors
+from metallb_bgp.core.config.parse import may_share_nodes, parse_selectors, selected_nodes
 from metallb_bgp.core.config.report import Issue, Report, err, guarded, has_error, named, warn
 from metallb_bgp.core.net import IPAddress, parse_ip
 
@@ -45,9 +45,28 @@ def check_peers(objects: Mapping[str, BGPPeer], known: Known, report: Report) ->
             report.add(obj, err("spec.peerAddress", _clash_message(twin, peer), named("BGPPeer", twin.name)))
             continue
         peers[name] = peer
+        if (shared := _shared_router_id(peer, known.nodes)) is not None:
+            report.add(obj, shared)
     for secret, issue in known.secret_issues:
         report.add(secret, issue)
     return peers
+
+
+def _shared_router_id(peer: cfg.Peer, nodes: Sequence[Node]) -> Issue | None:
+    """A routerID that several nodes would present to the same router (the nodes are known): legal, as
+    in MetalLB, but the router then sees one BGP identifier from several speakers."""
+    if peer.router_id is None:
+        return None
+    selected = sorted(selected_nodes(peer.node_selectors, nodes)) if peer.node_selectors else sorted(n.metadata.name for n in nodes)
+    if len(selected) < 2:
+        return None
+    shown = ", ".join(selected[:5]) + (", ..." if len(selected) > 5 else "")
+    message = (
+        f"{peer.router_id} is presented by each of the {len(selected)} nodes this peer is opened from ({shown}): "
+        "the router sees one BGP identifier from several speakers, which some routers refuse; "
+        "leave it empty and each node uses its own address"
+    )
+    return warn("spec.routerID", message)
 
 
 def _same_session(a: cfg.Peer, b: cfg.Peer, nodes: Sequence[Node]) -> bool:
