@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bird import BIRD, BIRDC, parse_routes, require_bird
+from bird import BIRD, BIRDC, parse_protocols, parse_routes, require_bird
 from waiting import wait_until
 
 ROUTER_ASN_BASE = 64510  # router R is AS 64510 + R
@@ -75,6 +75,10 @@ class Router:
         for route in parse_routes(self.birdc("show", "route", "all")):
             found.setdefault(str(route.prefix), set()).add((route.next_hop or "").split()[0])
         return found
+
+    def protocols_established(self) -> set[str]:
+        """The BGP protocols (one per node) whose session is up."""
+        return {name for name, protocol in parse_protocols(self.birdc("show", "protocols")).items() if protocol.established}
 
     def kernel(self) -> dict[str, set[str]]:
         """Prefix -> next hops in the router's own kernel table (what traffic would follow)."""
@@ -152,11 +156,12 @@ class Fleet:
         sessions = "".join(
             f"protocol bgp {node.name.replace('-', '_')} {{\n  local {router.address} as {router.asn};\n"
             f"  neighbor {node.address(router.index)} as {NODE_ASN};\n  passive on;\n  hold time 9;\n"
-            "  error wait time 1, 2;\n  ipv4 { import all; export none; };\n}\n"
+            "  error wait time 1, 2;\n  graceful restart on;\n  ipv4 { import all; export none; };\n}\n"
             for node in self.nodes
         )  # fmt: skip
         config.write_text(
-            f'log "{router.directory / "bird.log"}" all;\nrouter id {router.address};\nprotocol device {{ }}\n'
+            f'log "{router.directory / "bird.log"}" all;\nrouter id {router.address};\ntimeformat protocol iso long;\n'
+            "protocol device { }\n"
             "protocol kernel { ipv4 { export all; }; merge paths on; }\n" + sessions
         )
         router.process = subprocess.Popen(
@@ -177,6 +182,22 @@ class Fleet:
         )  # fmt: skip
         self.speakers[node.name] = process
         return process
+
+    def stop_speaker(self, node: Node) -> None:
+        """SIGTERM, as a DaemonSet rollout does: graceful-restart peers keep its routes as stale."""
+        _stop(self.speakers[node.name], signal.SIGTERM)
+
+    def cut(self, node: Node) -> None:
+        """Every link of `node` down, from inside it: it falls silent, nothing reaches the routers."""
+        for router in self.routers:
+            _ip("-n", node.namespace, "link", "set", f"eth{router.index}", "down")
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL its speaker, ExaBGP and relay (their own process group): no Cease, no withdrawal."""
+        process = self.speakers[node.name]
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
 
     def log_of(self, node: Node) -> str:
         return (self.directory / f"{node.name}.log").read_text(errors="replace")

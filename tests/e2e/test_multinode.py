@@ -1,5 +1,6 @@
 """Three nodes, two routers, in network namespaces (`netns.Fleet`): what each router holds, read from
-its own RIB and kernel table, as the nodes' peers and endpoints change.
+its own RIB and kernel table (BIRD with `merge paths on`: the ECMP set traffic follows), as the nodes'
+peers, labels, conditions and endpoints change, and when a node dies.
 
 The case that broke: BGPPeers without `sourceAddress` (one BGPPeer serves every node, so it cannot
 name a per-node address). When one node's peers change, its ExaBGP reloads, and an unchanged neighbour
@@ -10,12 +11,13 @@ local address, and a refused update would be retried, never recorded as sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from builders import service_manifest
-from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet
+from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet, Router
 from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
@@ -23,7 +25,7 @@ pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
 LOCAL, WEB = "198.51.100.0/32", "198.51.100.1/32"  # allocated in key order: default/local first
 
 
-def peer(r: int, selectors: str = "") -> str:
+def peer(r: int, selectors: str = "", graceful_restart: bool = False) -> str:
     return f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {{name: router{r}, namespace: metallb-system}}
@@ -32,17 +34,19 @@ spec:
   peerASN: {ROUTER_ASN_BASE + r}
   peerAddress: 10.{r}.0.1
   holdTime: 9s
+  enableGracefulRestart: {str(graceful_restart).lower()}
 {selectors}"""
 
 
-def node(n: int) -> str:
+def node(n: int, labels: str = "", conditions: str = "") -> str:
     return f"""apiVersion: v1
 kind: Node
 metadata:
   name: node-{n}
-  labels: {{kubernetes.io/hostname: node-{n}}}
+  labels: {{kubernetes.io/hostname: node-{n}{labels}}}
 status:
   addresses: [{{type: InternalIP, address: 10.1.0.{10 + n}}}]
+  conditions: [{conditions}]
 """
 
 
@@ -108,3 +112,111 @@ def test_an_endpoint_move_reaches_both_routers_after_a_nodes_peer_changed(fleet:
     assert r2.routes()[WEB] == hops(2, 1, 2, 3)  # router2's sessions were never disturbed
     assert all(process.poll() is None for process in cluster.speakers.values())
     assert not any("routes_not_acknowledged" in cluster.log_of(n) for n in cluster.nodes)
+
+
+def advertisement(spec: str) -> str:
+    return f"apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: adv, namespace: metallb-system}}\nspec:\n{spec}"
+
+
+def started(cluster: Fleet, manifests: Path) -> tuple[Router, Router]:
+    for n in cluster.nodes:
+        cluster.start_speaker(n, manifests)
+    r1, r2 = cluster.routers
+    wait_until(lambda: r1.routes().get(WEB) == hops(1, 1, 2, 3), timeout=60, what="router1: web from three nodes")
+    wait_until(lambda: r2.routes().get(WEB) == hops(2, 1, 2, 3), timeout=30, what="router2: web from three nodes")
+    return r1, r2
+
+
+def test_selectors_the_exclusion_label_and_network_unavailable_remove_exactly_one_node_from_the_right_routers(
+    fleet: tuple[Fleet, Path],
+) -> None:
+    cluster, manifests = fleet
+    r1, r2 = started(cluster, manifests)
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+
+    # a BGPPeer's nodeSelectors: node-3 stops peering with router2 only
+    (manifests / "peer2.yaml").write_text(peer(2, "  nodeSelectors:\n  - matchExpressions:\n"
+                                               "    - {key: kubernetes.io/hostname, operator: NotIn, values: [node-3]}\n"))
+    wait_until(lambda: r2.routes().get(WEB) == hops(2, 1, 2), timeout=30, what="router2 without node-3")
+    assert r1.routes()[WEB] == hops(1, 1, 2, 3)
+    (manifests / "peer2.yaml").write_text(peer(2))
+    wait_until(lambda: r2.routes().get(WEB) == hops(2, 1, 2, 3), timeout=30, what="router2 with node-3 again")
+
+    # a BGPAdvertisement's nodeSelectors: only node-1 and node-2 announce, to both routers
+    (manifests / "pool.yaml").write_text(POOL.split("---")[0] + "---\n" + advertisement(
+        "  nodeSelectors:\n  - matchExpressions:\n    - {key: kubernetes.io/hostname, operator: In, values: [node-1, node-2]}\n"))
+    wait_until(lambda: r1.routes().get(WEB) == hops(1, 1, 2) and r2.routes().get(WEB) == hops(2, 1, 2),
+               timeout=30, what="both routers: web from node-1 and node-2 only")  # fmt: skip
+    (manifests / "pool.yaml").write_text(POOL)
+    wait_until(lambda: r1.routes().get(WEB) == hops(1, 1, 2, 3), timeout=30, what="router1: node-3 back")
+
+    # the exclude-from-external-load-balancers label: node-2 announces nothing, its sessions stay up
+    (manifests / "node2.yaml").write_text(node(2, labels=", node.kubernetes.io/exclude-from-external-load-balancers: ''"))
+    wait_until(lambda: r1.routes().get(WEB) == hops(1, 1, 3) and r2.routes().get(WEB) == hops(2, 1, 3),
+               timeout=30, what="both routers without node-2")  # fmt: skip
+    assert r1.protocols_established() == {"node_1", "node_2", "node_3"}
+    # NetworkUnavailable on node-1 as well: only node-3 is left
+    (manifests / "node1.yaml").write_text(node(1, conditions="{type: NetworkUnavailable, status: 'True'}"))
+    wait_until(lambda: r1.routes().get(WEB) == hops(1, 3) and r2.routes().get(WEB) == hops(2, 3),
+               timeout=30, what="both routers: web from node-3 only")  # fmt: skip
+    wait_until(lambda: r2.kernel().get(WEB) == hops(2, 3), timeout=10, what="router2's kernel: one next hop")
+    assert LOCAL not in r1.routes() and LOCAL not in r2.routes()  # its one endpoint is on node-1
+
+
+def test_an_advertisement_to_router1_never_reaches_router2(fleet: tuple[Fleet, Path]) -> None:
+    cluster, manifests = fleet
+    (manifests / "pool.yaml").write_text(POOL.split("---")[0] + "---\n" + advertisement("  peers: [router1]\n"))
+    for n in cluster.nodes:
+        cluster.start_speaker(n, manifests)
+    r1, r2 = cluster.routers
+    seen_at_router2: list[dict[str, set[str]]] = []
+
+    def router1_has_it() -> bool:
+        seen_at_router2.append(r2.routes())
+        return r1.routes().get(WEB) == hops(1, 1, 2, 3)
+
+    wait_until(router1_has_it, timeout=60, interval=0.2, what="router1: web from three nodes")
+    for _ in range(10):  # and a while longer: nothing arrives late either
+        seen_at_router2.append(r2.routes())
+    assert r2.protocols_established() == {"node_1", "node_2", "node_3"}  # the sessions are up: just no route
+    assert all(routes == {} for routes in seen_at_router2)
+
+
+def test_a_node_that_dies_silently_leaves_the_ecmp_set_after_its_hold_time(fleet: tuple[Fleet, Path]) -> None:
+    """No BFD here: a node cut off and killed (no Cease, no withdrawal) stays in the routers' ECMP set
+    until their hold time (9 s) expires, then leaves it; the other nodes' routes are not disturbed."""
+    cluster, manifests = fleet
+    r1, r2 = started(cluster, manifests)
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    node3 = cluster.nodes[2]
+    cluster.cut(node3)
+    cut_at = time.monotonic()
+    cluster.kill(node3)
+    time.sleep(3)
+    assert r1.kernel().get(WEB) == hops(1, 1, 2, 3)  # still there: nobody told the router
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2), timeout=15, interval=0.05, what="router1 drops node-3")
+    gone_after = time.monotonic() - cut_at
+    wait_until(lambda: r2.kernel().get(WEB) == hops(2, 1, 2), timeout=5, what="router2 drops node-3")
+    print(f"node-3 left router1's ECMP set {gone_after:.2f} s after it fell silent (hold time 9 s)")
+    assert 6 <= gone_after <= 12
+
+
+def test_with_graceful_restart_a_restarted_node_loses_nothing(fleet: tuple[Fleet, Path]) -> None:
+    """The speaker on node-2 is restarted (SIGTERM, then a new one): with graceful restart the routers
+    keep its routes as stale meanwhile, so the ECMP set never loses node-2."""
+    cluster, manifests = fleet
+    for r in (1, 2):
+        (manifests / f"peer{r}.yaml").write_text(peer(r, graceful_restart=True))
+    r1, _r2 = started(cluster, manifests)
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    node2 = cluster.nodes[1]
+    cluster.stop_speaker(node2)
+    cluster.start_speaker(node2, manifests)
+    seen: list[set[str] | None] = []
+
+    def restarted() -> bool:
+        seen.append(r1.kernel().get(WEB))
+        return "node_2" in r1.protocols_established() and r1.routes().get(WEB) == hops(1, 1, 2, 3) and len(seen) > 20
+
+    wait_until(restarted, timeout=60, interval=0.1, what="node-2's session back with its route")
+    assert all(hops_seen == hops(1, 1, 2, 3) for hops_seen in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
