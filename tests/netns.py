@@ -80,6 +80,15 @@ class Router:
         """The BGP protocols (one per node) whose session is up."""
         return {name for name, protocol in parse_protocols(self.birdc("show", "protocols")).items() if protocol.established}
 
+    def bfd_sessions(self) -> dict[str, str]:
+        """Neighbour address -> BIRD's BFD state (Up, Down, Init, ...)."""
+        found = {}
+        for line in self.birdc("show", "bfd", "sessions").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0].count(".") == 3:
+                found[fields[0]] = fields[2]
+        return found
+
     def kernel(self) -> dict[str, set[str]]:
         """Prefix -> next hops in the router's own kernel table (what traffic would follow)."""
         result = subprocess.run(["ip", "netns", "exec", self.namespace, "ip", "-j", "route", "show", "proto", "bird"],
@@ -106,6 +115,7 @@ class Fleet:
     directory: Path
     node_count: int = 3
     router_count: int = 2
+    bfd: bool = False  # BIRD runs `protocol bfd` (300 ms x 3) and its BGP sessions follow it
     routers: list[Router] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     speakers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -156,13 +166,17 @@ class Fleet:
         sessions = "".join(
             f"protocol bgp {node.name.replace('-', '_')} {{\n  local {router.address} as {router.asn};\n"
             f"  neighbor {node.address(router.index)} as {NODE_ASN};\n  passive on;\n  hold time 9;\n"
-            "  error wait time 1, 2;\n  graceful restart on;\n  ipv4 { import all; export none; };\n}\n"
+            f"  error wait time 1, 2;\n  graceful restart on;\n{'  bfd on;' if self.bfd else ''}\n"
+            "  ipv4 { import all; export none; };\n}\n"
             for node in self.nodes
         )  # fmt: skip
         config.write_text(
             f'log "{router.directory / "bird.log"}" all;\nrouter id {router.address};\ntimeformat protocol iso long;\n'
             "protocol device { }\n"
-            "protocol kernel { ipv4 { export all; }; merge paths on; }\n" + sessions
+            "protocol kernel { ipv4 { export all; }; merge paths on; }\n"
+            + ('protocol bfd { interface "br0" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }; }\n'
+               if self.bfd else "")
+            + sessions
         )
         router.process = subprocess.Popen(
             ["ip", "netns", "exec", router.namespace, BIRD, "-f", "-c", str(config), "-s", str(router.control),

@@ -46,7 +46,17 @@ from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.daemons.gc import GcPolicy
-from metallb_bgp.daemons.runtime import NextHops, ProblemLog, engine_for, find_node, first_peers, peers_to_withdraw, until_signalled
+from metallb_bgp.daemons.runtime import (
+    NextHops,
+    ProblemLog,
+    bfd_process,
+    bfd_sessions,
+    engine_for,
+    find_node,
+    first_peers,
+    peers_to_withdraw,
+    until_signalled,
+)
 from metallb_bgp.exabgp import (
     ExaBGPConfigError,
     ExaBGPEngine,
@@ -83,6 +93,7 @@ class Runner:
         self.next_hops = NextHops(options.node_name)
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
         self.heap = GcPolicy()
+        self.bfd = bfd_process()
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written
@@ -130,6 +141,7 @@ class Runner:
         except ExaBGPConfigError as exc:
             log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
+        await self.bfd.set_sessions(bfd_sessions(plan.peers, plan.compiled.config.bfd_profiles))
         self.plan = plan
         self._save_state()
         if metrics.enabled():  # nobody can scrape them otherwise
@@ -183,6 +195,7 @@ class Runner:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await self.engine.stop(withdraw=self._withdraw_on_stop())
+            await self.bfd.stop()  # AdminDown to each BFD peer: a stop, not a failure (RFC 5882 3.2)
             log.info("stopped")
 
     async def step(self, changed: set[Path]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -20,9 +20,10 @@ import structlog
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError, printable
+from metallb_bgp.bfd.process import BfdProcess, BfdSession
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
-from metallb_bgp.core.config.model import Peer
+from metallb_bgp.core.config.model import BFDProfile, Peer
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
@@ -242,3 +243,27 @@ async def until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await main(stop)
+
+
+def bfd_sessions(peers: tuple[Peer, ...], profiles: Mapping[str, BFDProfile]) -> tuple[BfdSession, ...]:
+    """The single-hop BFD sessions this node's peers ask for (a `bfdProfile`, no `ebgpMultiHop`), each
+    from the address the BGP session leaves from: its `sourceAddress`, else the kernel's route source."""
+    found = []
+    for peer in peers:
+        profile = profiles.get(peer.bfd_profile or "")
+        if profile is None or peer.ebgp_multihop:
+            continue
+        local = peer.source_address or route_source(peer.address)
+        if local is None:
+            log.warning("bfd_no_local_address", peer=peer.name, address=str(peer.address))
+            continue
+        found.append(BfdSession(
+            name=peer.name, peer=str(peer.address), local=str(local), transmit_ms=profile.transmit_interval,
+            receive_ms=profile.receive_interval, detect_multiplier=profile.detect_multiplier, passive=profile.passive_mode,
+        ))  # fmt: skip
+    return tuple(sorted(found))
+
+
+def bfd_process() -> BfdProcess:
+    """The BFD child (started with the first session), its states logged and in the metrics."""
+    return BfdProcess(on_state=lambda peer, state, _diag: metrics.record_bfd(peer, state == "up"))

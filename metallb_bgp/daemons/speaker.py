@@ -46,6 +46,8 @@ from metallb_bgp.daemons.runtime import (
     ProblemLog,
     SourceFactory,
     Wakeup,
+    bfd_process,
+    bfd_sessions,
     engine_for,
     find_node,
     kubernetes_source,
@@ -191,6 +193,7 @@ class Speaker:
         self.source_factory = source_factory
         self.source: ClusterSource | None = None
         self.engine: ExaBGPEngine | None = None
+        self.bfd = bfd_process()
         self.plan: SpeakerPlan | None = None
         self.planner = SpeakerPlanner(node_name=options.node_name, load_balancer_class=options.load_balancer_class)
         self.problems = ProblemLog()
@@ -229,6 +232,7 @@ class Speaker:
             await asyncio.gather(publisher, early, return_exceptions=True)
             if self.engine is not None:
                 await self.engine.stop(withdraw=self._withdraw_on_stop())
+            await self.bfd.stop()  # AdminDown to each BFD peer: a stop, not a failure (RFC 5882 3.2)
             self.source.stop()
             log.info("speaker_stopped")
 
@@ -245,6 +249,7 @@ class Speaker:
                 self.engine.set_next_hops(*self.next_hops.update(self.planner.node, plan.peers))
         assert self.engine is not None
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
+        await self.bfd.set_sessions(bfd_sessions(plan.peers, plan.compiled.config.bfd_profiles))
         events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
         self.plan = plan
         self.reconciles += 1

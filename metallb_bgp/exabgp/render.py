@@ -40,7 +40,6 @@ EBGP_MULTIHOP_TTL = 255
 UNSUPPORTED = {
     "keepalive_time": "ExaBGP always sends keepalives every hold-time / 3",
     "connect_time": "ExaBGP retries connections with its own backoff (1 s growing to 60 s)",
-    "bfd_profile": "ExaBGP has no BFD",
 }
 
 _SAFE_TOKEN = re.compile(r"[^A-Za-z0-9._:/=-]")
@@ -129,8 +128,6 @@ def ignored_settings(peer: Peer) -> list[str]:
         ignored.append("keepalive_time")
     if peer.connect_time is not None:
         ignored.append("connect_time")
-    if peer.bfd_profile:
-        ignored.append("bfd_profile")
     return ignored
 
 

@@ -162,8 +162,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             "Unset: MetalLB's namespace (`metallb-system`). The daemons read Secrets only from that namespace."
         ),
         "spec.bfdProfile": (
-            "A BFDProfile's name. Accepted with a warning (an unknown profile is an error): the session runs "
-            "without BFD, see the note."
+            "A BFDProfile's name (an unknown one is an error): the speaker runs a single-hop BFD session "
+            "to the peer beside the BGP session, see the note on BFD. With `ebgpMultiHop` it is a warning: "
+            "multihop BFD is not implemented."
         ),
         "spec.enableGracefulRestart": (
             f"Announce the graceful-restart capability (restart time {GRACEFUL_RESTART_TIME}s): the "
@@ -224,13 +225,18 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
         "spec.communities[].value": "`AA:NN` (two 16-bit numbers) or `large:A:B:C` (three 32-bit numbers).",
     },
     "BFDProfile": {
-        "spec.receiveInterval": "Milliseconds. Range-checked, not used (no BFD).",
-        "spec.transmitInterval": "Milliseconds. Range-checked, not used (no BFD).",
-        "spec.detectMultiplier": "Range-checked, not used (no BFD).",
-        "spec.echoInterval": "Milliseconds. Range-checked, not used (no BFD).",
-        "spec.echoMode": "Not used (no BFD).",
-        "spec.passiveMode": "Not used (no BFD).",
-        "spec.minimumTtl": "Range-checked, not used (no BFD).",
+        "spec.receiveInterval": "Milliseconds: the slowest rate at which we accept the router's packets.",
+        "spec.transmitInterval": (
+            "Milliseconds: the rate at which we would send ours (the slower of this and the router's receive "
+            "interval is used)."
+        ),
+        "spec.detectMultiplier": (
+            "Packets missed before the router declares the session down (detection time: this times the interval)."
+        ),
+        "spec.echoInterval": "Milliseconds. Range-checked, not used: echo mode is not implemented.",
+        "spec.echoMode": "Not implemented: a warning, and the session runs in asynchronous mode.",
+        "spec.passiveMode": "Wait for the router's first packet before sending any.",
+        "spec.minimumTtl": "Range-checked, not used: only single-hop BFD is implemented, which requires TTL 255.",
     },
     "L2Advertisement": {
         "spec.ipAddressPools": "Accepted, not used (layer 2 mode is not handled).",
@@ -248,7 +254,7 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
 }
 
 # ExaBGP cannot honour these BGPPeer fields (model field name -> UNSUPPORTED key).
-_UNSUPPORTED_BY_EXABGP = {"keepalive_time": "keepalive_time", "connect_time": "connect_time", "bfd_profile": "bfd_profile"}
+_UNSUPPORTED_BY_EXABGP = {"keepalive_time": "keepalive_time", "connect_time": "connect_time"}
 
 
 @dataclass(frozen=True)

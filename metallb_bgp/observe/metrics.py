@@ -33,6 +33,7 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.routes.table import RouteTable, tally
 
 SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 established, 0 not)", ["peer"])
+BFD_SESSION_UP = Gauge("metallb_bfd_session_up", "BFD session state (1 up, 0 not), per BGPPeer with a bfdProfile", ["peer"])
 ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total", "Prefixes currently announced to the peer", ["peer"])
 NOT_ANNOUNCED = Gauge(
     "metallb_bgp_services_not_announced", "LoadBalancer services this node does not announce, by reason", ["reason"]
@@ -80,6 +81,10 @@ def record_routes(table: RouteTable, peers: Iterable[Peer]) -> None:
     tallies = tally(table)  # kept by the planners as the table changes: this costs the peers, not the routes
     _replace_children(ANNOUNCED, {peer.name: tallies.per_peer.get(peer.name, 0) for peer in peers})
     _replace_children(NOT_ANNOUNCED, tallies.skipped)
+
+
+def record_bfd(peer: str, up: bool) -> None:
+    BFD_SESSION_UP.labels(peer=peer).set(1 if up else 0)
 
 
 def record_sessions(states: Mapping[str, bool]) -> None:

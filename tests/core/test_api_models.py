@@ -23,7 +23,6 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "metallb"
 # The only problems MetalLB's examples may raise here: each is a warning, and each is deliberate.
 EXPECTED_WARNINGS = {
     "aggregation_localpref.yaml": {("IPAddressPool", "first-pool", "spec.addresses[0]")},  # host bits in .10/24
-    "bfd_profile.yaml": {("BGPPeer", "peersample", "spec.bfdProfile")},  # ExaBGP has no BFD
     "l2_advertisement.yaml": {("L2Advertisement", "example", "")},  # BGP-only speaker
     "advertisement_nodes_and_peers.yaml": {  # names the objects refused above: MetalLB warns and announces nothing
         ("BGPAdvertisement", "example-peers", field) for field in ("spec.ipAddressPools[0]", "spec.peers[0]", "spec.peers[1]", "spec.peers")

@@ -327,7 +327,7 @@ def test_values_comments_attach_prose_to_keys_and_skip_commented_out_yaml() -> N
 
 def test_the_reference_states_what_exabgp_ignores() -> None:
     text = docs_reference.reference_markdown()
-    for field_name in ("spec.keepaliveTime", "spec.connectTime", "spec.bfdProfile"):
+    for field_name in ("spec.keepaliveTime", "spec.connectTime"):
         row = next(line for line in text.splitlines() if line.startswith(f"| `{field_name}`"))
         assert "Not supported by ExaBGP" in row
 

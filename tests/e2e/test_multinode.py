@@ -11,6 +11,8 @@ local address, and a refused update would be retried, never recorded as sent.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
 LOCAL, WEB = "198.51.100.0/32", "198.51.100.1/32"  # allocated in key order: default/local first
 
 
-def peer(r: int, selectors: str = "", graceful_restart: bool = False) -> str:
+def peer(r: int, selectors: str = "", graceful_restart: bool = False, bfd: str = "") -> str:
     return f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {{name: router{r}, namespace: metallb-system}}
@@ -35,6 +37,7 @@ spec:
   peerAddress: 10.{r}.0.1
   holdTime: 9s
   enableGracefulRestart: {str(graceful_restart).lower()}
+  bfdProfile: "{bfd}"
 {selectors}"""
 
 
@@ -220,3 +223,78 @@ def test_with_graceful_restart_a_restarted_node_loses_nothing(fleet: tuple[Fleet
 
     wait_until(restarted, timeout=60, interval=0.1, what="node-2's session back with its route")
     assert all(hops_seen == hops(1, 1, 2, 3) for hops_seen in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
+
+
+BFD_PROFILE = """apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: metallb-system}
+spec: {receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}
+"""
+
+
+@pytest.fixture
+def bfd_fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
+    manifests = short_tmp / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(POOL)
+    (manifests / "bfd.yaml").write_text(BFD_PROFILE)
+    for r in (1, 2):
+        (manifests / f"peer{r}.yaml").write_text(peer(r, bfd="fast"))
+    for n in (1, 2, 3):
+        (manifests / f"node{n}.yaml").write_text(node(n))
+    (manifests / "web.yaml").write_text(service("web", "Cluster", ["node-1"]))
+    (manifests / "local.yaml").write_text(service("local", "Local", ["node-1"]))
+    built = Fleet(short_tmp / "fleet", bfd=True).create()
+    try:
+        yield built, manifests
+    finally:
+        built.destroy()
+        for n in built.nodes:
+            print(f"--- {n.name}\n{built.log_of(n)[-3000:]}")
+        for router in built.routers:
+            print(f"--- router{router.index}\n{(router.directory / 'bird.log').read_text()[-3000:]}")
+
+
+def bfd_up(router: Router, *nodes: int) -> bool:
+    sessions = router.bfd_sessions()
+    return all(sessions.get(f"10.{router.index}.0.{10 + n}") == "Up" for n in nodes)
+
+
+def test_with_bfd_a_node_that_dies_silently_leaves_the_ecmp_set_in_under_a_second(bfd_fleet: tuple[Fleet, Path]) -> None:
+    """300 ms x 3 against BIRD's `protocol bfd`: the router's kernel table drops the node in under a
+    second, where without BFD it took the hold time (the test above)."""
+    cluster, manifests = bfd_fleet
+    r1, r2 = started(cluster, manifests)
+    wait_until(lambda: bfd_up(r1, 1, 2, 3) and bfd_up(r2, 1, 2, 3), timeout=30, what="BFD up with every node")
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    node3 = cluster.nodes[2]
+    cluster.cut(node3)
+    cut_at = time.monotonic()
+    cluster.kill(node3)
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2), timeout=5, interval=0.02, what="router1 drops node-3")
+    gone_after = time.monotonic() - cut_at
+    print(f"with BFD 300 ms x 3, node-3 left router1's ECMP set {gone_after:.3f} s after it fell silent")
+    assert gone_after < 1.0
+    wait_until(lambda: r2.kernel().get(WEB) == hops(2, 1, 2), timeout=2, what="router2 drops node-3")
+    assert r1.routes()[WEB] == hops(1, 1, 2)
+
+
+def test_bfd_does_not_flap_while_the_speaker_process_is_paused(bfd_fleet: tuple[Fleet, Path]) -> None:
+    """The speaker's own interpreter stopped for 3 s (longer than any collection or reconcile): BFD runs
+    in its own process, so no session goes down and the ECMP set stays whole."""
+    cluster, manifests = bfd_fleet
+    r1, _r2 = started(cluster, manifests)
+    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    speaker = cluster.speakers["node-2"]
+    os.kill(speaker.pid, signal.SIGSTOP)  # the speaker itself; its ExaBGP and BFD children run on
+    try:
+        seen = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            seen.append((r1.bfd_sessions().get("10.1.0.12"), r1.kernel().get(WEB)))
+            time.sleep(0.1)
+    finally:
+        os.kill(speaker.pid, signal.SIGCONT)
+    assert seen and all(state == "Up" and found == hops(1, 1, 2, 3) for state, found in seen), seen[:5]
+    assert "node_2" in r1.protocols_established()
