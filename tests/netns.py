@@ -116,6 +116,7 @@ class Fleet:
     node_count: int = 3
     router_count: int = 2
     bfd: bool = False  # BIRD runs `protocol bfd` (300 ms x 3) and its BGP sessions follow it
+    bfd_graceful: bool = False  # ... and a BFD down is a graceful restart of the BGP session (`bfd graceful`)
     routers: list[Router] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     speakers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -166,7 +167,7 @@ class Fleet:
         sessions = "".join(
             f"protocol bgp {node.name.replace('-', '_')} {{\n  local {router.address} as {router.asn};\n"
             f"  neighbor {node.address(router.index)} as {NODE_ASN};\n  passive on;\n  hold time 9;\n"
-            f"  error wait time 1, 2;\n  graceful restart on;\n{'  bfd on;' if self.bfd else ''}\n"
+            f"  error wait time 1, 2;\n  graceful restart on;\n{self._bfd_option()}\n"
             "  ipv4 { import all; export none; };\n}\n"
             for node in self.nodes
         )  # fmt: skip
@@ -175,7 +176,7 @@ class Fleet:
             "protocol device { }\n"
             "protocol kernel { ipv4 { export all; }; merge paths on; }\n"
             + ('protocol bfd { interface "br0" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }; }\n'
-               if self.bfd else "")
+               if self.bfd or self.bfd_graceful else "")
             + sessions
         )
         router.process = subprocess.Popen(
@@ -184,6 +185,9 @@ class Fleet:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         wait_until(lambda: router.control.exists(), timeout=10, what=f"BIRD in {router.namespace}")
+
+    def _bfd_option(self) -> str:
+        return "  bfd graceful;" if self.bfd_graceful else "  bfd on;" if self.bfd else ""
 
     def start_speaker(self, node: Node, manifests: Path) -> subprocess.Popen[bytes]:
         workdir = self.directory / f"w{node.index}"

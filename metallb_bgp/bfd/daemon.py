@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import json
 import random
+import signal
 import socket
 import sys
 import time
@@ -189,4 +190,8 @@ async def _serve() -> None:
 
 
 def main() -> None:
+    # The parent ends us by closing stdin (or by dying, which closes it too): a SIGTERM sent to the
+    # whole process group must not kill us before each peer heard AdminDown.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(_serve())

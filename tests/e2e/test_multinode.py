@@ -233,7 +233,9 @@ spec: {receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}
 
 
 @pytest.fixture
-def bfd_fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
+def bfd_fleet(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Fleet, Path]]:
+    """The fleet with BFD at the routers (`bfd on`, or `bfd graceful` with the `bfd_graceful` marker)."""
+    graceful = request.node.get_closest_marker("bfd_graceful") is not None
     manifests = short_tmp / "manifests"
     manifests.mkdir()
     (manifests / "pool.yaml").write_text(POOL)
@@ -244,7 +246,7 @@ def bfd_fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
         (manifests / f"node{n}.yaml").write_text(node(n))
     (manifests / "web.yaml").write_text(service("web", "Cluster", ["node-1"]))
     (manifests / "local.yaml").write_text(service("local", "Local", ["node-1"]))
-    built = Fleet(short_tmp / "fleet", bfd=True).create()
+    built = Fleet(short_tmp / "fleet", bfd=True, bfd_graceful=graceful).create()
     try:
         yield built, manifests
     finally:
@@ -298,3 +300,56 @@ def test_bfd_does_not_flap_while_the_speaker_process_is_paused(bfd_fleet: tuple[
         os.kill(speaker.pid, signal.SIGCONT)
     assert seen and all(state == "Up" and found == hops(1, 1, 2, 3) for state, found in seen), seen[:5]
     assert "node_2" in r1.protocols_established()
+
+
+def _restart_and_watch(cluster: Fleet, manifests: Path, router: Router) -> list[set[str] | None]:
+    """Restart node-2's speaker (SIGTERM to its process group, then a new one); the router's kernel
+    table for web, sampled every 0.1 s until node-2's BGP and BFD sessions are both back."""
+    node2 = cluster.nodes[1]
+    cluster.stop_speaker(node2)
+    cluster.start_speaker(node2, manifests)
+    seen: list[set[str] | None] = []
+
+    def restarted() -> bool:
+        seen.append(router.kernel().get(WEB))
+        return bfd_up(router, 2) and "node_2" in router.protocols_established() and len(seen) > 20
+
+    wait_until(restarted, timeout=60, interval=0.1, what="node-2's BGP and BFD sessions back")
+    return seen
+
+
+def _graceful_restart_peers(manifests: Path) -> None:
+    for r in (1, 2):
+        (manifests / f"peer{r}.yaml").write_text(peer(r, graceful_restart=True, bfd="fast"))
+
+
+def test_with_bfd_a_restart_is_a_bfd_down_and_the_router_drops_the_node_for_about_a_second(bfd_fleet: tuple[Fleet, Path]) -> None:
+    """What BFD down means beside graceful restart (RFC 5882 4.3), as BIRD does it by default
+    (`bfd on`): a speaker that stops sends AdminDown (its BFD process outlives the SIGTERM for that),
+    and BIRD takes any BFD down as a failure, so even a graceful-restart peer's routes leave the ECMP
+    set until the new speaker is back, about a second later. BFD chooses failover over hitless
+    restarts; the next test shows the router's other choice."""
+    cluster, manifests = bfd_fleet
+    _graceful_restart_peers(manifests)
+    r1, _r2 = started(cluster, manifests)
+    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    seen = _restart_and_watch(cluster, manifests, r1)
+    missing = [found for found in seen if found != hops(1, 1, 2, 3)]
+    assert missing and all(found == hops(1, 1, 3) for found in missing)  # only node-2, and only for a while
+    assert len(missing) * 0.1 < 5
+    assert seen[-1] == hops(1, 1, 2, 3)
+
+
+@pytest.mark.bfd_graceful
+def test_with_bfd_graceful_at_the_router_a_restart_loses_nothing(bfd_fleet: tuple[Fleet, Path]) -> None:
+    """With `bfd graceful` (BIRD) a BFD down restarts the BGP session gracefully: our C bit 0 says BFD
+    shares fate with the speaker, so this is the configuration for hitless speaker restarts. The price,
+    said in docs/routers.md: a node that dies is then also kept until the graceful-restart time."""
+    cluster, manifests = bfd_fleet
+    _graceful_restart_peers(manifests)
+    r1, _r2 = started(cluster, manifests)
+    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    seen = _restart_and_watch(cluster, manifests, r1)
+    assert all(found == hops(1, 1, 2, 3) for found in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
