@@ -35,6 +35,7 @@ import asyncio
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,7 +227,7 @@ class Controller:
         for key in refusals.keys() - self._refusals_seen.keys():
             log.debug("ip_not_allocated", service=str(key), reason=refusals[key])
         self._refusals_seen = refusals
-        metrics.record_pools(computed.usage)
+        metrics.record_pools(computed.usage, Counter(a.pool for a in computed.allocation.assignments.values()))
         self.ledger.set_problems(computed.writes.problem_events)
         stats = self.planner.stats
         log.debug("controller_planned", recompiled=stats.recompiled, full=stats.full,

@@ -147,6 +147,7 @@ class Runner:
         if metrics.enabled():  # nobody can scrape them otherwise
             metrics.record_routes(plan.table, plan.peers)
             metrics.record_sessions({n: s.state is SessionState.ESTABLISHED for n, s in self.engine.peer_states().items()})
+            metrics.record_pending(self.engine.pending())
             metrics.record_config(plan.problems)
         metrics.record_reconcile(time.monotonic() - started)
         stats = self.planner.stats

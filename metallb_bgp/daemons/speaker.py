@@ -310,6 +310,7 @@ class Speaker:
             return
         sessions = self.engine.peer_states()
         metrics.record_sessions({name: s.state is SessionState.ESTABLISHED for name, s in sessions.items()})
+        metrics.record_pending(self.engine.pending())
         state = speaker_state(self.plan.compiled.errors, self.plan.peers, sessions, self.engine.rejected_peers)
         self.publisher.publish(state, events)
 

@@ -800,6 +800,15 @@ class ExaBGPEngine:
             self._retry.cancel()
         self._retry = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
+    def pending(self) -> dict[str, int]:
+        """Per peer of the table, the desired prefixes not acknowledged with these attributes yet."""
+        found = {peer.name: 0 for peer in self._peers}
+        sent = self._sent
+        for key, attrs in self._desired.routes.items():
+            if sent.get(key) != attrs:
+                found[key[0]] = found.get(key[0], 0) + 1
+        return found
+
     def unacknowledged(self) -> Mapping[str, int]:
         """Per peer, how many route updates ExaBGP has refused so far (each was kept as not sent)."""
         return MappingProxyType(self._unacknowledged)

@@ -40,6 +40,19 @@ NOT_ANNOUNCED = Gauge(
 )
 IN_USE = Gauge("metallb_allocator_addresses_in_use_total", "IP addresses assigned from the pool", ["pool"])
 TOTAL = Gauge("metallb_allocator_addresses_total", "Assignable IP addresses in the pool", ["pool"])
+IN_USE_V4 = Gauge("metallb_allocator_ipv4_addresses_in_use_total", "IPv4 addresses assigned from the pool", ["pool"])
+IN_USE_V6 = Gauge("metallb_allocator_ipv6_addresses_in_use_total", "IPv6 addresses assigned from the pool", ["pool"])
+TOTAL_V4 = Gauge("metallb_allocator_ipv4_addresses_total", "Assignable IPv4 addresses in the pool", ["pool"])
+TOTAL_V6 = Gauge("metallb_allocator_ipv6_addresses_total", "Assignable IPv6 addresses in the pool", ["pool"])
+SERVICES_ALLOCATED = Gauge("metallb_allocator_services_allocated_total", "Services with an IP from the pool", ["pool"])
+PENDING = Gauge(
+    "metallb_bgp_pending_prefixes_total", "Prefixes that should be announced to the peer and ExaBGP has not acknowledged", ["peer"]
+)
+CONFIG_LOADED = Gauge("metallb_k8s_client_config_loaded_bool", "1 once a configuration has been compiled and is in force")
+CONFIG_STALE = Gauge(
+    "metallb_k8s_client_config_stale_bool",
+    "1 while the configuration in force is not the latest: an object has errors and is left out or kept at its last valid version",
+)
 CONFIG_ERRORS = Gauge("metallb_config_errors", "Problems in the configuration objects, by severity", ["severity"])
 RECONCILES = Counter("metallb_bgp_reconciles_total", "Reconcile passes")
 RECONCILE_FAILURES = Counter(
@@ -74,6 +87,8 @@ def record_config(problems: Iterable[ObjectError]) -> None:
     errors = sum(1 for p in problems if p.is_error)
     CONFIG_ERRORS.labels("error").set(errors)
     CONFIG_ERRORS.labels("warning").set(len(problems) - errors)
+    CONFIG_LOADED.set(1)
+    CONFIG_STALE.set(1 if errors else 0)
 
 
 def record_routes(table: RouteTable, peers: Iterable[Peer]) -> None:
@@ -115,13 +130,25 @@ def record_reconcile(seconds: float) -> None:
     _ready.set()
 
 
-def record_pools(usage: Mapping[str, PoolUsage]) -> None:
-    """MetalLB's allocator gauges: addresses in use, and assignable addresses (in use + available)."""
+def record_pools(usage: Mapping[str, PoolUsage], services: Mapping[str, int] | None = None) -> None:
+    """MetalLB's allocator gauges: addresses in use and assignable addresses (in use + available), in all
+    and per family, and the services holding an address of each pool (`services`: pool -> count)."""
     _replace_children(IN_USE, {pool: u.assigned_ipv4 + u.assigned_ipv6 for pool, u in usage.items()})
     _replace_children(
         TOTAL,
         {pool: u.assigned_ipv4 + u.assigned_ipv6 + u.available_ipv4 + u.available_ipv6 for pool, u in usage.items()},
     )
+    _replace_children(IN_USE_V4, {pool: u.assigned_ipv4 for pool, u in usage.items()})
+    _replace_children(IN_USE_V6, {pool: u.assigned_ipv6 for pool, u in usage.items()})
+    _replace_children(TOTAL_V4, {pool: u.assigned_ipv4 + u.available_ipv4 for pool, u in usage.items()})
+    _replace_children(TOTAL_V6, {pool: u.assigned_ipv6 + u.available_ipv6 for pool, u in usage.items()})
+    if services is not None:
+        _replace_children(SERVICES_ALLOCATED, {pool: services.get(pool, 0) for pool in usage})
+
+
+def record_pending(pending: Mapping[str, int]) -> None:
+    """Per peer, the desired prefixes ExaBGP has not acknowledged yet (MetalLB's pending prefixes)."""
+    _replace_children(PENDING, dict(pending))
 
 
 def _replace_children(gauge: Gauge, values: Mapping[str, float]) -> None:

@@ -43,6 +43,7 @@ def test_routes_sessions_pools_and_config_errors_use_metallb_names() -> None:
     assert value("metallb_allocator_addresses_total", pool="pool") == 16
     assert value("metallb_config_errors", severity="error") == 1
     assert value("metallb_config_errors", severity="warning") == 1
+    assert value("metallb_k8s_client_config_loaded_bool") == 1 and value("metallb_k8s_client_config_stale_bool") == 1
 
 
 def test_a_peer_that_goes_away_leaves_the_metrics() -> None:
@@ -81,3 +82,29 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_the_allocator_gauges_have_metallbs_per_family_variants_and_services_per_pool() -> None:
+    metrics.record_pools({"dual": PoolUsage(assigned_ipv4=2, assigned_ipv6=1, available_ipv4=2, available_ipv6=3)}, {"dual": 2})
+    assert value("metallb_allocator_ipv4_addresses_in_use_total", pool="dual") == 2
+    assert value("metallb_allocator_ipv6_addresses_in_use_total", pool="dual") == 1
+    assert value("metallb_allocator_ipv4_addresses_total", pool="dual") == 4
+    assert value("metallb_allocator_ipv6_addresses_total", pool="dual") == 4
+    assert value("metallb_allocator_services_allocated_total", pool="dual") == 2
+    metrics.record_config([])
+    assert value("metallb_k8s_client_config_stale_bool") == 0
+
+
+def test_pending_prefixes_are_what_exabgp_has_not_acknowledged(tmp_path) -> None:
+    """MetalLB's pending prefixes, from the engine's own books: desired minus acknowledged."""
+    from metallb_bgp.exabgp.engine import ExaBGPEngine
+
+    engine = ExaBGPEngine(workdir=tmp_path, router_id=ipaddress.IPv4Address("192.0.2.9"))
+    engine._peers = PEERS  # noqa: SLF001 - the books only, no child started
+    key = ("a", ipaddress.ip_network("192.0.2.1/32"))
+    engine._desired = RouteTable(routes={key: RouteAttributes()})  # noqa: SLF001
+    assert engine.pending() == {"a": 1, "b": 0}
+    engine._sent[key] = RouteAttributes()  # noqa: SLF001 - ExaBGP acknowledged it
+    assert engine.pending() == {"a": 0, "b": 0}
+    metrics.record_pending(engine.pending())
+    assert value("metallb_bgp_pending_prefixes_total", peer="a") == 0
