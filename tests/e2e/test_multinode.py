@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,6 +204,22 @@ def test_a_node_that_dies_silently_leaves_the_ecmp_set_after_its_hold_time(fleet
     assert 6 <= gone_after <= 12
 
 
+def _restart_and_watch(cluster: Fleet, manifests: Path, router: Router, back: Callable[[], bool]) -> list[set[str] | None]:
+    """Restart node-2's speaker (SIGTERM to its process group, then a new one); the router's kernel
+    table for web, sampled every 0.1 s until `back()` says node-2 is back (and two seconds at least)."""
+    node2 = cluster.nodes[1]
+    cluster.stop_speaker(node2)
+    cluster.start_speaker(node2, manifests)
+    seen: list[set[str] | None] = []
+
+    def restarted() -> bool:
+        seen.append(router.kernel().get(WEB))
+        return back() and len(seen) > 20
+
+    wait_until(restarted, timeout=60, interval=0.1, what="node-2 back")
+    return seen
+
+
 def test_with_graceful_restart_a_restarted_node_loses_nothing(fleet: tuple[Fleet, Path]) -> None:
     """The speaker on node-2 is restarted (SIGTERM, then a new one): with graceful restart the routers
     keep its routes as stale meanwhile, so the ECMP set never loses node-2."""
@@ -212,16 +228,9 @@ def test_with_graceful_restart_a_restarted_node_loses_nothing(fleet: tuple[Fleet
         (manifests / f"peer{r}.yaml").write_text(peer(r, graceful_restart=True))
     r1, _r2 = started(cluster, manifests)
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
-    node2 = cluster.nodes[1]
-    cluster.stop_speaker(node2)
-    cluster.start_speaker(node2, manifests)
-    seen: list[set[str] | None] = []
-
-    def restarted() -> bool:
-        seen.append(r1.kernel().get(WEB))
-        return "node_2" in r1.protocols_established() and r1.routes().get(WEB) == hops(1, 1, 2, 3) and len(seen) > 20
-
-    wait_until(restarted, timeout=60, interval=0.1, what="node-2's session back with its route")
+    seen = _restart_and_watch(
+        cluster, manifests, r1, lambda: "node_2" in r1.protocols_established() and r1.routes().get(WEB) == hops(1, 1, 2, 3)
+    )
     assert all(hops_seen == hops(1, 1, 2, 3) for hops_seen in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
 
 
@@ -302,22 +311,6 @@ def test_bfd_does_not_flap_while_the_speaker_process_is_paused(bfd_fleet: tuple[
     assert "node_2" in r1.protocols_established()
 
 
-def _restart_and_watch(cluster: Fleet, manifests: Path, router: Router) -> list[set[str] | None]:
-    """Restart node-2's speaker (SIGTERM to its process group, then a new one); the router's kernel
-    table for web, sampled every 0.1 s until node-2's BGP and BFD sessions are both back."""
-    node2 = cluster.nodes[1]
-    cluster.stop_speaker(node2)
-    cluster.start_speaker(node2, manifests)
-    seen: list[set[str] | None] = []
-
-    def restarted() -> bool:
-        seen.append(router.kernel().get(WEB))
-        return bfd_up(router, 2) and "node_2" in router.protocols_established() and len(seen) > 20
-
-    wait_until(restarted, timeout=60, interval=0.1, what="node-2's BGP and BFD sessions back")
-    return seen
-
-
 def _graceful_restart_peers(manifests: Path) -> None:
     for r in (1, 2):
         (manifests / f"peer{r}.yaml").write_text(peer(r, graceful_restart=True, bfd="fast"))
@@ -334,7 +327,7 @@ def test_with_bfd_a_restart_is_a_bfd_down_and_the_router_drops_the_node_for_abou
     r1, _r2 = started(cluster, manifests)
     wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
-    seen = _restart_and_watch(cluster, manifests, r1)
+    seen = _restart_and_watch(cluster, manifests, r1, lambda: bfd_up(r1, 2) and "node_2" in r1.protocols_established())
     missing = [found for found in seen if found != hops(1, 1, 2, 3)]
     assert missing and all(found == hops(1, 1, 3) for found in missing)  # only node-2, and only for a while
     assert len(missing) * 0.1 < 5
@@ -351,5 +344,5 @@ def test_with_bfd_graceful_at_the_router_a_restart_loses_nothing(bfd_fleet: tupl
     r1, _r2 = started(cluster, manifests)
     wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
-    seen = _restart_and_watch(cluster, manifests, r1)
+    seen = _restart_and_watch(cluster, manifests, r1, lambda: bfd_up(r1, 2) and "node_2" in r1.protocols_established())
     assert all(found == hops(1, 1, 2, 3) for found in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
