@@ -147,7 +147,6 @@ class Runner:
         if metrics.enabled():  # nobody can scrape them otherwise
             metrics.record_routes(plan.table, plan.peers)
             metrics.record_sessions({n: s.state is SessionState.ESTABLISHED for n, s in self.engine.peer_states().items()})
-            metrics.record_pending(self.engine.pending())
             metrics.record_config(plan.problems)
         metrics.record_reconcile(time.monotonic() - started)
         stats = self.planner.stats
@@ -174,6 +173,7 @@ class Runner:
         node = find_node(change.config, self.options.node_name)
         hops = self.next_hops.update(node, peers)
         self.engine = engine_for(self.options.workdir, peers, hops, router_id=self.options.router_id, node=node)
+        metrics.watch_pending(self.engine.pending)
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")

@@ -287,6 +287,7 @@ class Speaker:
             self.options.workdir, peers, self.next_hops.update(node, peers), router_id=self.options.router_id, node=node,
             tuning=self.options.tuning,
         )
+        metrics.watch_pending(self.engine.pending)
         try:
             await self.engine.start(peers)
         except ExaBGPConfigError as exc:
@@ -310,7 +311,6 @@ class Speaker:
             return
         sessions = self.engine.peer_states()
         metrics.record_sessions({name: s.state is SessionState.ESTABLISHED for name, s in sessions.items()})
-        metrics.record_pending(self.engine.pending())
         state = speaker_state(self.plan.compiled.errors, self.plan.peers, sessions, self.engine.rejected_peers)
         self.publisher.publish(state, events)
 

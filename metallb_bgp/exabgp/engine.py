@@ -803,7 +803,7 @@ class ExaBGPEngine:
     def pending(self) -> dict[str, int]:
         """Per peer of the table, the desired prefixes not acknowledged with these attributes yet."""
         found = {peer.name: 0 for peer in self._peers}
-        sent = self._sent
+        sent = dict(self._sent)  # one copy in C: a scrape reads this while the loop may be sending
         for key, attrs in self._desired.routes.items():
             if sent.get(key) != attrs:
                 found[key[0]] = found.get(key[0], 0) + 1

@@ -641,6 +641,9 @@ def metrics_markdown() -> str:
     """Every metric the daemons export (the `metrics` region of docs/troubleshooting.md)."""
     lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
     for collector in vars(metrics).values():
+        if isinstance(collector, metrics.PendingPrefixes):  # counted when scraped, not kept
+            lines.append(f"| `{collector.name}` | gauge | `peer` | {markdown_escape(collector.help)} |")
+            continue
         if not isinstance(collector, MetricWrapperBase):
             continue
         name = collector._name  # noqa: SLF001 - prometheus_client has no public accessor for these

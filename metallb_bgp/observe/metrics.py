@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -26,6 +26,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.allocator.results import PoolUsage
@@ -45,9 +46,6 @@ IN_USE_V6 = Gauge("metallb_allocator_ipv6_addresses_in_use_total", "IPv6 address
 TOTAL_V4 = Gauge("metallb_allocator_ipv4_addresses_total", "Assignable IPv4 addresses in the pool", ["pool"])
 TOTAL_V6 = Gauge("metallb_allocator_ipv6_addresses_total", "Assignable IPv6 addresses in the pool", ["pool"])
 SERVICES_ALLOCATED = Gauge("metallb_allocator_services_allocated_total", "Services with an IP from the pool", ["pool"])
-PENDING = Gauge(
-    "metallb_bgp_pending_prefixes_total", "Prefixes that should be announced to the peer and ExaBGP has not acknowledged", ["peer"]
-)
 CONFIG_LOADED = Gauge("metallb_k8s_client_config_loaded_bool", "1 once a configuration has been compiled and is in force")
 CONFIG_STALE = Gauge(
     "metallb_k8s_client_config_stale_bool",
@@ -146,9 +144,34 @@ def record_pools(usage: Mapping[str, PoolUsage], services: Mapping[str, int] | N
         _replace_children(SERVICES_ALLOCATED, {pool: services.get(pool, 0) for pool in usage})
 
 
-def record_pending(pending: Mapping[str, int]) -> None:
-    """Per peer, the desired prefixes ExaBGP has not acknowledged yet (MetalLB's pending prefixes)."""
-    _replace_children(PENDING, dict(pending))
+class PendingPrefixes:
+    """`metallb_bgp_pending_prefixes_total`, counted when Prometheus scrapes: walking 10,000 routes on
+    every reconcile would cost each change milliseconds of CPU for a figure read every 30 s."""
+
+    name = "metallb_bgp_pending_prefixes_total"
+    help = "Prefixes that should be announced to the peer and ExaBGP has not acknowledged"
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.help, labels=["peer"])]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.help, labels=["peer"])
+        for peer, count in sorted((self.source() if self.source is not None else {}).items()):
+            family.add_metric([peer], count)
+        yield family
+
+
+PENDING = PendingPrefixes()
+REGISTRY.register(PENDING)
+
+
+def watch_pending(source: Callable[[], Mapping[str, int]]) -> None:
+    """Per peer, the desired prefixes ExaBGP has not acknowledged yet (MetalLB's pending prefixes),
+    read from `source` (the engine's books) at each scrape."""
+    PENDING.source = source
 
 
 def _replace_children(gauge: Gauge, values: Mapping[str, float]) -> None:

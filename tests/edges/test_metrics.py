@@ -106,5 +106,7 @@ def test_pending_prefixes_are_what_exabgp_has_not_acknowledged(tmp_path) -> None
     assert engine.pending() == {"a": 1, "b": 0}
     engine._sent[key] = RouteAttributes()  # noqa: SLF001 - ExaBGP acknowledged it
     assert engine.pending() == {"a": 0, "b": 0}
-    metrics.record_pending(engine.pending())
+    metrics.watch_pending(engine.pending)  # read at each scrape
     assert value("metallb_bgp_pending_prefixes_total", peer="a") == 0
+    del engine._sent[key]  # noqa: SLF001
+    assert value("metallb_bgp_pending_prefixes_total", peer="a") == 1
