@@ -24,48 +24,42 @@ from netns import Fleet  # noqa: E402
 
 def soak(seconds: float) -> dict[str, int]:
     directory = Path(tempfile.mkdtemp(prefix="mlb-soak-", dir="/tmp"))
-    manifests = directory / "manifests"
-    manifests.mkdir()
-    (manifests / "pool.yaml").write_text(topology.POOL.replace("198.51.100.0/28", "198.51.100.0/22"))
-    (manifests / "bfd.yaml").write_text(topology.BFD_PROFILE)
-    for r in (1, 2):
-        (manifests / f"peer{r}.yaml").write_text(topology.peer(r, bfd="fast"))
-    for n in (1, 2, 3):
-        (manifests / f"node{n}.yaml").write_text(topology.node(n))
-    (manifests / "local.yaml").write_text(topology.service("local", "Local", ["node-1"]))
-    fleet = Fleet(directory / "fleet", bfd=True).create()
+    with topology.built_fleet(directory, bfd=True) as (fleet, manifests):
+        return _churn(fleet, manifests, seconds)
+
+
+def _churn(fleet: Fleet, manifests: Path, seconds: float) -> dict[str, int]:
     counts = {"samples": 0, "not_up": 0, "changes": 0, "manifest_changes": 0}
-    try:
-        for node in fleet.nodes:
-            fleet.start_speaker(node, manifests)
-        deadline = time.monotonic() + 30
-        while not all(topology.bfd_up(router, 1, 2, 3) for router in fleet.routers):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"BFD did not come up: {[r.bfd_sessions() for r in fleet.routers]}")
-            time.sleep(0.5)
-        last = {router.index: router.bfd_sessions() for router in fleet.routers}
-        started, step = time.monotonic(), 0
-        while time.monotonic() - started < seconds:
-            step += 1
-            big = manifests / "big.yaml"
-            if step % 25 == 0:
-                if big.exists():
-                    big.unlink()
-                else:
-                    nodes = ("node-1", "node-2", "node-3")
-                    big.write_text("---\n".join(service_manifest(f"s{k}", endpoint_nodes=nodes) for k in range(200)))
+    # room for the 200 services of the bursts
+    (manifests / "pool.yaml").write_text(topology.POOL.replace("198.51.100.0/28", "198.51.100.0/22"))
+    for node in fleet.nodes:
+        fleet.start_speaker(node, manifests)
+    deadline = time.monotonic() + 30
+    while not all(topology.bfd_up(router, 1, 2, 3) for router in fleet.routers):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"BFD did not come up: {[r.bfd_sessions() for r in fleet.routers]}")
+        time.sleep(0.5)
+    last = {router.index: router.bfd_sessions() for router in fleet.routers}
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        step += 1
+        big = manifests / "big.yaml"
+        if step % 25 == 0:
+            if big.exists():
+                big.unlink()
             else:
-                (manifests / "local.yaml").write_text(topology.service("local", "Local", [f"node-{1 + step % 3}"]))
-            counts["manifest_changes"] += 1
-            for router in fleet.routers:
-                now = router.bfd_sessions()
-                counts["samples"] += 1
-                counts["not_up"] += sum(1 for state in now.values() if state != "Up")
-                counts["changes"] += sum(1 for address, state in now.items() if last[router.index].get(address) != state)
-                last[router.index] = now
-            time.sleep(0.2)
-    finally:
-        fleet.destroy()
+                nodes = ("node-1", "node-2", "node-3")
+                big.write_text("---\n".join(service_manifest(f"s{k}", endpoint_nodes=nodes) for k in range(200)))
+        else:
+            (manifests / "local.yaml").write_text(topology.service("local", "Local", [f"node-{1 + step % 3}"]))
+        counts["manifest_changes"] += 1
+        for router in fleet.routers:
+            now = router.bfd_sessions()
+            counts["samples"] += 1
+            counts["not_up"] += sum(1 for state in now.values() if state != "Up")
+            counts["changes"] += sum(1 for address, state in now.items() if last[router.index].get(address) != state)
+            last[router.index] = now
+        time.sleep(0.2)
     return counts
 
 

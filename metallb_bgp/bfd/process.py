@@ -34,10 +34,20 @@ class BfdProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._sessions: tuple[BfdSession, ...] = ()
+        self._wanted_for: object = None  # what `want` computed the sessions from, last time
+        self._wanted: tuple[BfdSession, ...] = ()
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    async def want(self, key: object, sessions: Callable[[], tuple[BfdSession, ...]]) -> None:
+        """`set_sessions(sessions())`, computing them again only when `key` (the peers) is another
+        object: they cost a route lookup per peer, and the peers change far less often than reconciles
+        run. A stopped process is still restarted on the next call."""
+        if key is not self._wanted_for:
+            self._wanted_for, self._wanted = key, sessions()
+        await self.set_sessions(self._wanted)
 
     async def set_sessions(self, sessions: tuple[BfdSession, ...]) -> None:
         if sessions == self._sessions and self._running():

@@ -141,7 +141,8 @@ class Runner:
         except ExaBGPConfigError as exc:
             log.error("peers_not_applied", error=str(exc), action="previous sessions kept")
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
-        await self.bfd.set_sessions(bfd_sessions(plan.peers, plan.compiled.config.bfd_profiles))
+        profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
+        await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
         self.plan = plan
         self._save_state()
         if metrics.enabled():  # nobody can scrape them otherwise

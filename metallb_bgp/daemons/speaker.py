@@ -249,7 +249,8 @@ class Speaker:
                 self.engine.set_next_hops(*self.next_hops.update(self.planner.node, plan.peers))
         assert self.engine is not None
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
-        await self.bfd.set_sessions(bfd_sessions(plan.peers, plan.compiled.config.bfd_profiles))
+        profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
+        await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
         events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
         self.plan = plan
         self.reconciles += 1

@@ -86,7 +86,8 @@ def record_config(problems: Iterable[ObjectError]) -> None:
     CONFIG_ERRORS.labels("error").set(errors)
     CONFIG_ERRORS.labels("warning").set(len(problems) - errors)
     CONFIG_LOADED.set(1)
-    CONFIG_STALE.set(1 if errors else 0)
+    # stale: a configuration object is not used as written (a Service's problems are the allocator's)
+    CONFIG_STALE.set(1 if any(p.is_error and p.kind != "Service" for p in problems) else 0)
 
 
 def record_routes(table: RouteTable, peers: Iterable[Peer]) -> None:

@@ -11,6 +11,7 @@ local address, and a refused update would be retried, never recorded as sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -69,24 +70,36 @@ metadata: {name: adv, namespace: metallb-system}
 """
 
 
-@pytest.fixture
-def fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
-    manifests = short_tmp / "manifests"
+@contextlib.contextmanager
+def built_fleet(directory: Path, *, bfd: bool = False, bfd_graceful: bool = False) -> Iterator[tuple[Fleet, Path]]:
+    """The topology with its manifests (a pool, a peer per router, three Nodes, web and local); with
+    `bfd`, BIRD runs BFD and the peers name a 300 ms x 3 profile. Logs are printed when it is removed."""
+    manifests = directory / "manifests"
     manifests.mkdir()
     (manifests / "pool.yaml").write_text(POOL)
+    if bfd:
+        (manifests / "bfd.yaml").write_text(BFD_PROFILE)
     for r in (1, 2):
-        (manifests / f"peer{r}.yaml").write_text(peer(r))
+        (manifests / f"peer{r}.yaml").write_text(peer(r, bfd="fast" if bfd else ""))
     for n in (1, 2, 3):
         (manifests / f"node{n}.yaml").write_text(node(n))
     (manifests / "web.yaml").write_text(service("web", "Cluster", ["node-1"]))
     (manifests / "local.yaml").write_text(service("local", "Local", ["node-1"]))
-    built = Fleet(short_tmp / "fleet").create()
+    built = Fleet(directory / "fleet", bfd=bfd, bfd_graceful=bfd_graceful).create()
     try:
         yield built, manifests
     finally:
         built.destroy()
         for n in built.nodes:
             print(f"--- {n.name}\n{built.log_of(n)[-3000:]}")
+        for router in built.routers:
+            print(f"--- router{router.index}\n{(router.directory / 'bird.log').read_text()[-3000:]}")
+
+
+@pytest.fixture
+def fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
+    with built_fleet(short_tmp) as found:
+        yield found
 
 
 def hops(r: int, *nodes: int) -> set[str]:
@@ -245,25 +258,8 @@ spec: {receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}
 def bfd_fleet(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Fleet, Path]]:
     """The fleet with BFD at the routers (`bfd on`, or `bfd graceful` with the `bfd_graceful` marker)."""
     graceful = request.node.get_closest_marker("bfd_graceful") is not None
-    manifests = short_tmp / "manifests"
-    manifests.mkdir()
-    (manifests / "pool.yaml").write_text(POOL)
-    (manifests / "bfd.yaml").write_text(BFD_PROFILE)
-    for r in (1, 2):
-        (manifests / f"peer{r}.yaml").write_text(peer(r, bfd="fast"))
-    for n in (1, 2, 3):
-        (manifests / f"node{n}.yaml").write_text(node(n))
-    (manifests / "web.yaml").write_text(service("web", "Cluster", ["node-1"]))
-    (manifests / "local.yaml").write_text(service("local", "Local", ["node-1"]))
-    built = Fleet(short_tmp / "fleet", bfd=True, bfd_graceful=graceful).create()
-    try:
-        yield built, manifests
-    finally:
-        built.destroy()
-        for n in built.nodes:
-            print(f"--- {n.name}\n{built.log_of(n)[-3000:]}")
-        for router in built.routers:
-            print(f"--- router{router.index}\n{(router.directory / 'bird.log').read_text()[-3000:]}")
+    with built_fleet(short_tmp, bfd=True, bfd_graceful=graceful) as found:
+        yield found
 
 
 def bfd_up(router: Router, *nodes: int) -> bool:

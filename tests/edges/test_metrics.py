@@ -93,6 +93,8 @@ def test_the_allocator_gauges_have_metallbs_per_family_variants_and_services_per
     assert value("metallb_allocator_services_allocated_total", pool="dual") == 2
     metrics.record_config([])
     assert value("metallb_k8s_client_config_stale_bool") == 0
+    metrics.record_config([ObjectError("Service", "default", "web", "metadata.annotations", "no such pool")])
+    assert value("metallb_k8s_client_config_stale_bool") == 0  # the allocator's problem, not the configuration's
 
 
 def test_pending_prefixes_are_what_exabgp_has_not_acknowledged(tmp_path) -> None:
