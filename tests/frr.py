@@ -19,12 +19,14 @@ from bird import free_port, stop_process
 from waiting import wait_until
 
 BGPD = "/usr/lib/frr/bgpd"
+FRR_DAEMONS = ("zebra", "bfdd", "bgpd")  # in the order they start: the others connect to zebra
 
 
 def require_frr() -> None:
     """A missing router binary is a failure, never a skip (install it: apt-get install frr)."""
-    if not Path(BGPD).exists() or shutil.which("vtysh") is None:
-        pytest.fail(f"FRR is missing ({BGPD}, vtysh): apt-get install frr")
+    missing = [f"/usr/lib/frr/{d}" for d in FRR_DAEMONS if not Path(f"/usr/lib/frr/{d}").exists()]
+    if missing or shutil.which("vtysh") is None:
+        pytest.fail(f"FRR is missing ({', '.join(missing) or 'vtysh'}): apt-get install frr")
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""A fleet in network namespaces: router namespaces running BIRD 2, node namespaces running speakers.
+"""A fleet in network namespaces: router namespaces running BIRD 2 (or FRR), node namespaces running speakers.
 
 Each router namespace holds a bridge with the router's address (`10.R.0.1/24` for router R) and runs
-BIRD with one BGP session per node and `merge paths on`, so its kernel table shows the ECMP set. Each
+BIRD with one BGP session per node and `merge paths on`, so its kernel table shows the ECMP set; or,
+with `router_kind="frr"`, FRR's zebra, bgpd (`maximum-paths`) and bfdd, the three daemons FRR needs
+for BGP with BFD and routes in the kernel. Each
 node namespace has one veth link to each router's bridge (`10.R.0.(10+N)` for node N) and runs a
 `metallb-bgp run` of its own; all nodes read one manifests folder, so they compute the same
 allocation. Everything is created by the test and removed at the end, also when it fails: names carry
@@ -17,16 +19,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from bird import BIRD, BIRDC, parse_protocols, parse_routes, require_bird
+from frr import FRR_DAEMONS, require_frr
 from waiting import wait_until
 
 ROUTER_ASN_BASE = 64510  # router R is AS 64510 + R
 NODE_ASN = 64500
 PREFIX = f"mlbt{os.getpid() % 100000}"
+_BFD_TIMERS = "min rx interval 300 ms; min tx interval 300 ms; multiplier 3;"
+BIRD_BFD = f'protocol bfd {{ interface "br0" {{ {_BFD_TIMERS} }}; multihop {{ {_BFD_TIMERS} }}; }}\n'
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -73,6 +79,8 @@ class Router:
         """Prefix -> the BGP next hops BIRD holds for it (one per node announcing it)."""
         found: dict[str, set[str]] = {}
         for route in parse_routes(self.birdc("show", "route", "all")):
+            if not route.protocol.startswith("node_"):
+                continue  # the link's own route (`protocol direct`, multihop only)
             found.setdefault(str(route.prefix), set()).add((route.next_hop or "").split()[0])
         return found
 
@@ -91,13 +99,61 @@ class Router:
 
     def kernel(self) -> dict[str, set[str]]:
         """Prefix -> next hops in the router's own kernel table (what traffic would follow)."""
-        result = subprocess.run(["ip", "netns", "exec", self.namespace, "ip", "-j", "route", "show", "proto", "bird"],
-                                capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
-        found: dict[str, set[str]] = {}
-        for entry in json.loads(result.stdout or "[]"):
-            hops = {entry["gateway"]} if "gateway" in entry else {hop["gateway"] for hop in entry.get("nexthops", [])}
-            found[str(ipaddress.ip_network(entry["dst"]))] = hops
-        return found
+        return _kernel_routes(self.namespace, "bird")
+
+    def log(self) -> str:
+        return (self.directory / "bird.log").read_text(errors="replace")
+
+
+def _node_name(address: str) -> str:
+    """The BGP protocol name BIRD gives node N (`node_N`), from its address 10.R.0.(10+N)."""
+    return f"node_{int(address.rsplit('.', 1)[1]) - 10}"
+
+
+@dataclass
+class FrrRouter(Router):
+    """The same router as FRR: zebra (routes into the kernel), bgpd and bfdd, read with vtysh. Names
+    and states are given as the BIRD router gives them, so one test reads either."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def vtysh(self, command: str) -> object:
+        result = subprocess.run(["vtysh", "--vty_socket", str(self.directory), "-c", command],
+                                capture_output=True, text=True, timeout=10, check=True)  # fmt: skip
+        return json.loads(result.stdout or "{}")
+
+    def routes(self) -> dict[str, set[str]]:
+        table = self.vtysh("show bgp ipv4 unicast json")
+        assert isinstance(table, dict)
+        return {prefix: {hop["ip"] for path in paths for hop in path.get("nexthops", [])}
+                for prefix, paths in table.get("routes", {}).items()}  # fmt: skip
+
+    def protocols_established(self) -> set[str]:
+        summary = self.vtysh("show bgp ipv4 unicast summary json")
+        assert isinstance(summary, dict)
+        return {_node_name(address) for address, peer in summary.get("peers", {}).items() if peer.get("state") == "Established"}
+
+    def bfd_sessions(self) -> dict[str, str]:
+        peers = self.vtysh("show bfd peers json")
+        assert isinstance(peers, list)
+        return {str(peer["peer"]): str(peer["status"]).capitalize() for peer in peers}
+
+    def kernel(self) -> dict[str, set[str]]:
+        return _kernel_routes(self.namespace, "bgp")
+
+    def log(self) -> str:
+        return "".join((self.directory / f"{daemon}.log").read_text(errors="replace")[-1500:]
+                       for daemon in FRR_DAEMONS if (self.directory / f"{daemon}.log").exists())  # fmt: skip
+
+
+def _kernel_routes(namespace: str, protocol: str) -> dict[str, set[str]]:
+    result = subprocess.run(["ip", "netns", "exec", namespace, "ip", "-j", "route", "show", "proto", protocol],
+                            capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
+    found: dict[str, set[str]] = {}
+    for entry in json.loads(result.stdout or "[]"):
+        hops = {entry["gateway"]} if "gateway" in entry else {hop["gateway"] for hop in entry.get("nexthops", [])}
+        found[str(ipaddress.ip_network(entry["dst"]))] = hops
+    return found
 
 
 @dataclass
@@ -117,13 +173,15 @@ class Fleet:
     router_count: int = 2
     bfd: bool = False  # BIRD runs `protocol bfd` (300 ms x 3) and its BGP sessions follow it
     bfd_graceful: bool = False  # ... and a BFD down is a graceful restart of the BGP session (`bfd graceful`)
+    multihop: bool = False  # the routers' sessions are multihop (BGP and BFD, RFC 5883), the nodes' too
+    router_kind: str = "bird"  # or "frr"
     routers: list[Router] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     speakers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def create(self) -> Fleet:
         require_root()
-        require_bird()
+        require_bird() if self.router_kind == "bird" else require_frr()
         remove_stale()
         try:
             for r in range(1, self.router_count + 1):
@@ -131,7 +189,7 @@ class Fleet:
             for n in range(1, self.node_count + 1):
                 self._node(n)
             for router in self.routers:
-                self._start_bird(router)
+                self._start_frr(router) if isinstance(router, FrrRouter) else self._start_bird(router)
         except BaseException:
             self.destroy()
             raise
@@ -140,7 +198,8 @@ class Fleet:
     def _router(self, r: int) -> None:
         namespace = f"{PREFIX}r{r}"
         _ip("netns", "add", namespace)
-        router = Router(r, namespace, self.directory / f"router{r}")
+        kind = FrrRouter if self.router_kind == "frr" else Router
+        router = kind(r, namespace, self.directory / f"router{r}")
         self.routers.append(router)
         router.directory.mkdir(parents=True, exist_ok=True)
         _ip("-n", namespace, "link", "set", "lo", "up")
@@ -167,16 +226,17 @@ class Fleet:
         sessions = "".join(
             f"protocol bgp {node.name.replace('-', '_')} {{\n  local {router.address} as {router.asn};\n"
             f"  neighbor {node.address(router.index)} as {NODE_ASN};\n  passive on;\n  hold time 9;\n"
-            f"  error wait time 1, 2;\n  graceful restart on;\n{self._bfd_option()}\n"
+            f"  error wait time 1, 2;\n  graceful restart on;\n{self._bfd_option()}\n{'  multihop;' if self.multihop else ''}\n"
             "  ipv4 { import all; export none; };\n}\n"
             for node in self.nodes
         )  # fmt: skip
         config.write_text(
             f'log "{router.directory / "bird.log"}" all;\nrouter id {router.address};\ntimeformat protocol iso long;\n'
             "protocol device { }\n"
-            "protocol kernel { ipv4 { export all; }; merge paths on; }\n"
-            + ('protocol bfd { interface "br0" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }; }\n'
-               if self.bfd or self.bfd_graceful else "")
+            "protocol kernel { ipv4 { export where source != RTS_DEVICE; }; merge paths on; }\n"
+            # a multihop session's next hop is resolved recursively, through the link's own route
+            + ('protocol direct { ipv4; interface "br0"; }\n' if self.multihop else "")
+            + (BIRD_BFD if self.bfd or self.bfd_graceful else "")
             + sessions
         )
         router.process = subprocess.Popen(
@@ -185,6 +245,38 @@ class Fleet:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         wait_until(lambda: router.control.exists(), timeout=10, what=f"BIRD in {router.namespace}")
+
+    def _start_frr(self, router: FrrRouter) -> None:
+        """zebra first (the others connect to its socket), then bfdd and bgpd, each as a plain process."""
+        router.directory.chmod(0o777)  # FRR's daemons drop to the frr user and write their sockets here
+        for parent in router.directory.parents:  # ... which must reach it through the test's 0700 temporary folder
+            if parent == Path(tempfile.gettempdir()):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+        (router.directory / "zebra.conf").write_text("hostname zebra\n")
+        (router.directory / "bfdd.conf").write_text(
+            "bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n")
+        lines = [f"router bgp {router.asn}", f" bgp router-id {router.address}", " no bgp ebgp-requires-policy",
+                 " bgp graceful-restart"]  # fmt: skip
+        for node in self.nodes:
+            neighbor = f" neighbor {node.address(router.index)}"
+            lines += [f"{neighbor} remote-as {NODE_ASN}", f"{neighbor} passive", f"{neighbor} timers 3 9"]
+            lines += [f"{neighbor} ebgp-multihop 2"] if self.multihop else []
+            lines += [f"{neighbor} bfd", f"{neighbor} bfd profile fast"] if self.bfd else []
+        lines += [" address-family ipv4 unicast", "  maximum-paths 8", " exit-address-family", "!"]
+        (router.directory / "bgpd.conf").write_text("\n".join(lines) + "\n")
+        zserv = router.directory / "zserv.api"
+        for daemon in FRR_DAEMONS:
+            extra = ["-p", "179", "-l", router.address] if daemon == "bgpd" else []
+            extra += ["--bfdctl", str(router.directory / "bfdd.sock")] if daemon == "bfdd" else []
+            router.processes.append(subprocess.Popen(
+                ["ip", "netns", "exec", router.namespace, f"/usr/lib/frr/{daemon}", "-f", str(router.directory / f"{daemon}.conf"),
+                 "-i", str(router.directory / f"{daemon}.pid"), "-z", str(zserv), "--vty_socket", str(router.directory),
+                 "-P", "0", "--log", f"file:{router.directory / f'{daemon}.log'}", *extra],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            ))  # fmt: skip
+            vty = router.directory / f"{daemon}.vty"
+            wait_until(vty.exists, timeout=10, what=f"FRR {daemon} in {router.namespace}")
 
     def _bfd_option(self) -> str:
         return "  bfd graceful;" if self.bfd_graceful else "  bfd on;" if self.bfd else ""
@@ -224,8 +316,9 @@ class Fleet:
         for process in self.speakers.values():
             _stop(process, signal.SIGTERM)
         for router in self.routers:
-            if router.process is not None:
-                _stop(router.process, signal.SIGTERM)
+            for process in [router.process] + (router.processes[::-1] if isinstance(router, FrrRouter) else []):
+                if process is not None:
+                    _stop(process, signal.SIGTERM)
         for namespace in [r.namespace for r in self.routers] + [n.namespace for n in self.nodes]:
             _ip("netns", "del", namespace, check=False)
 

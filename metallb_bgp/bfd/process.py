@@ -23,6 +23,8 @@ class BfdSession:
     receive_ms: int = 300
     detect_multiplier: int = 3
     passive: bool = False
+    multihop: bool = False  # RFC 5883: port 4784, a received TTL of at least minimum_ttl
+    minimum_ttl: int = 255
 
 
 class BfdProcess:

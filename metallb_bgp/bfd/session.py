@@ -2,7 +2,8 @@
 packets and state changes out. The daemon owns the sockets and the clock.
 
 Timers: while not Up, the session sends at most once a second (section 6.8.3); once Up it moves to
-the profile's intervals with a Poll sequence, and back to one second when it goes down. The detection
+the profile's intervals with a Poll sequence, and back to one second when it goes down. A shorter
+interval takes effect at once: the packet already scheduled a second away is pulled in. The detection
 time is the remote's detect multiplier times the slower of our required receive interval and its
 desired transmit interval (asynchronous mode). Echo and demand mode are not implemented.
 """
@@ -98,7 +99,16 @@ class Session:
                 self._up()
         elif packet.state is State.DOWN:  # Up
             self._down(Diag.NEIGHBOR_DOWN)
+        self._pull_in(now)
         return self.state if self.state is not before else None
+
+    def _pull_in(self, now: float) -> None:
+        """A shorter interval (we came Up, or the remote now accepts packets faster) takes effect now,
+        not after the slow packet already scheduled: the remote's detection time shrinks with the
+        interval we advertise, and a packet still a second away would expire it (FRR's bfdd did,
+        within a second of every Up, before this)."""
+        if self.next_tx > now + self.tx_interval():
+            self.schedule(now)
 
     def expire(self, now: float) -> bool:
         """Whether the detection time ran out (the session then went down)."""

@@ -246,12 +246,12 @@ async def until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> N
 
 
 def bfd_sessions(peers: tuple[Peer, ...], profiles: Mapping[str, BFDProfile]) -> tuple[BfdSession, ...]:
-    """The single-hop BFD sessions this node's peers ask for (a `bfdProfile`, no `ebgpMultiHop`), each
+    """The BFD sessions this node's peers ask for (a `bfdProfile`; multihop with `ebgpMultiHop`), each
     from the address the BGP session leaves from: its `sourceAddress`, else the kernel's route source."""
     found = []
     for peer in peers:
         profile = profiles.get(peer.bfd_profile or "")
-        if profile is None or peer.ebgp_multihop:
+        if profile is None:
             continue
         local = peer.source_address or route_source(peer.address)
         if local is None:
@@ -260,6 +260,7 @@ def bfd_sessions(peers: tuple[Peer, ...], profiles: Mapping[str, BFDProfile]) ->
         found.append(BfdSession(
             name=peer.name, peer=str(peer.address), local=str(local), transmit_ms=profile.transmit_interval,
             receive_ms=profile.receive_interval, detect_multiplier=profile.detect_multiplier, passive=profile.passive_mode,
+            multihop=peer.ebgp_multihop, minimum_ttl=profile.minimum_ttl if peer.ebgp_multihop else 255,
         ))  # fmt: skip
     return tuple(sorted(found))
 

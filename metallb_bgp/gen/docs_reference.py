@@ -162,9 +162,9 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
             "Unset: MetalLB's namespace (`metallb-system`). The daemons read Secrets only from that namespace."
         ),
         "spec.bfdProfile": (
-            "A BFDProfile's name (an unknown one is an error): the speaker runs a single-hop BFD session "
-            "to the peer beside the BGP session, see the note on BFD. With `ebgpMultiHop` it is a warning: "
-            "multihop BFD is not implemented."
+            "A BFDProfile's name (an unknown one is an error): the speaker runs a BFD session to the peer "
+            "beside the BGP session, see the note on BFD: single hop (RFC 5881), or multihop (RFC 5883) "
+            "with `ebgpMultiHop`."
         ),
         "spec.enableGracefulRestart": (
             f"Announce the graceful-restart capability (restart time {GRACEFUL_RESTART_TIME}s): the "
@@ -236,7 +236,10 @@ DESCRIPTIONS: Mapping[str, Mapping[str, str]] = {
         "spec.echoInterval": "Milliseconds. Range-checked, not used: echo mode is not implemented.",
         "spec.echoMode": "Not implemented: a warning, and the session runs in asynchronous mode.",
         "spec.passiveMode": "Wait for the router's first packet before sending any.",
-        "spec.minimumTtl": "Range-checked, not used: only single-hop BFD is implemented, which requires TTL 255.",
+        "spec.minimumTtl": (
+            "Multihop sessions only (a peer with `ebgpMultiHop`): the lowest TTL a received BFD packet may "
+            "carry (MetalLB's default 254: one router between). Single-hop sessions require 255 (RFC 5881)."
+        ),
     },
     "L2Advertisement": {
         "spec.ipAddressPools": "Accepted, not used (layer 2 mode is not handled).",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from builders import service_manifest
-from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet, Router
+from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet, FrrRouter, Router
 from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
 LOCAL, WEB = "198.51.100.0/32", "198.51.100.1/32"  # allocated in key order: default/local first
 
 
-def peer(r: int, selectors: str = "", graceful_restart: bool = False, bfd: str = "") -> str:
+def peer(r: int, selectors: str = "", graceful_restart: bool = False, bfd: str = "", multihop: bool = False) -> str:
     return f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {{name: router{r}, namespace: metallb-system}}
@@ -38,6 +38,7 @@ spec:
   peerAddress: 10.{r}.0.1
   holdTime: 9s
   enableGracefulRestart: {str(graceful_restart).lower()}
+  ebgpMultiHop: {str(multihop).lower()}
   bfdProfile: "{bfd}"
 {selectors}"""
 
@@ -71,21 +72,24 @@ metadata: {name: adv, namespace: metallb-system}
 
 
 @contextlib.contextmanager
-def built_fleet(directory: Path, *, bfd: bool = False, bfd_graceful: bool = False) -> Iterator[tuple[Fleet, Path]]:
+def built_fleet(
+    directory: Path, *, bfd: bool = False, bfd_graceful: bool = False, multihop: bool = False, router_kind: str = "bird"
+) -> Iterator[tuple[Fleet, Path]]:
     """The topology with its manifests (a pool, a peer per router, three Nodes, web and local); with
-    `bfd`, BIRD runs BFD and the peers name a 300 ms x 3 profile. Logs are printed when it is removed."""
+    `bfd`, the routers run BFD and the peers name a 300 ms x 3 profile; with `multihop`, BGP and BFD
+    are multihop on both sides. Logs are printed when it is removed."""
     manifests = directory / "manifests"
     manifests.mkdir()
     (manifests / "pool.yaml").write_text(POOL)
-    if bfd:
-        (manifests / "bfd.yaml").write_text(BFD_PROFILE)
+    if bfd:  # BIRD sends multihop BFD with TTL 64: MetalLB's default minimumTtl (254) would refuse it
+        (manifests / "bfd.yaml").write_text(BFD_PROFILE.replace("}", ", minimumTtl: 60}") if multihop else BFD_PROFILE)
     for r in (1, 2):
-        (manifests / f"peer{r}.yaml").write_text(peer(r, bfd="fast" if bfd else ""))
+        (manifests / f"peer{r}.yaml").write_text(peer(r, bfd="fast" if bfd else "", multihop=multihop))
     for n in (1, 2, 3):
         (manifests / f"node{n}.yaml").write_text(node(n))
     (manifests / "web.yaml").write_text(service("web", "Cluster", ["node-1"]))
     (manifests / "local.yaml").write_text(service("local", "Local", ["node-1"]))
-    built = Fleet(directory / "fleet", bfd=bfd, bfd_graceful=bfd_graceful).create()
+    built = Fleet(directory / "fleet", bfd=bfd, bfd_graceful=bfd_graceful, multihop=multihop, router_kind=router_kind).create()
     try:
         yield built, manifests
     finally:
@@ -93,12 +97,13 @@ def built_fleet(directory: Path, *, bfd: bool = False, bfd_graceful: bool = Fals
         for n in built.nodes:
             print(f"--- {n.name}\n{built.log_of(n)[-3000:]}")
         for router in built.routers:
-            print(f"--- router{router.index}\n{(router.directory / 'bird.log').read_text()[-3000:]}")
+            print(f"--- router{router.index}\n{router.log()[-3000:]}")
 
 
 @pytest.fixture
-def fleet(short_tmp: Path) -> Iterator[tuple[Fleet, Path]]:
-    with built_fleet(short_tmp) as found:
+def fleet(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Fleet, Path]]:
+    """BIRD routers; parametrized indirectly with "frr" for FRR's."""
+    with built_fleet(short_tmp, router_kind=str(getattr(request, "param", "bird"))) as found:
         yield found
 
 
@@ -198,6 +203,7 @@ def test_an_advertisement_to_router1_never_reaches_router2(fleet: tuple[Fleet, P
     assert all(routes == {} for routes in seen_at_router2)
 
 
+@pytest.mark.parametrize("fleet", ["bird", "frr"], indirect=True)
 def test_a_node_that_dies_silently_leaves_the_ecmp_set_after_its_hold_time(fleet: tuple[Fleet, Path]) -> None:
     """No BFD here: a node cut off and killed (no Cease, no withdrawal) stays in the routers' ECMP set
     until their hold time (9 s) expires, then leaves it; the other nodes' routes are not disturbed."""
@@ -213,7 +219,7 @@ def test_a_node_that_dies_silently_leaves_the_ecmp_set_after_its_hold_time(fleet
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2), timeout=15, interval=0.05, what="router1 drops node-3")
     gone_after = time.monotonic() - cut_at
     wait_until(lambda: r2.kernel().get(WEB) == hops(2, 1, 2), timeout=5, what="router2 drops node-3")
-    print(f"node-3 left router1's ECMP set {gone_after:.2f} s after it fell silent (hold time 9 s)")
+    print(f"node-3 left router1's ({type(r1).__name__}) ECMP set {gone_after:.2f} s after it fell silent (hold time 9 s)")
     assert 6 <= gone_after <= 12
 
 
@@ -256,9 +262,12 @@ spec: {receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}
 
 @pytest.fixture
 def bfd_fleet(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Fleet, Path]]:
-    """The fleet with BFD at the routers (`bfd on`, or `bfd graceful` with the `bfd_graceful` marker)."""
+    """The fleet with BFD at the routers (`bfd on`, or `bfd graceful` with the `bfd_graceful` marker);
+    parametrized indirectly with "frr" and/or "multihop" for FRR routers and multihop sessions."""
     graceful = request.node.get_closest_marker("bfd_graceful") is not None
-    with built_fleet(short_tmp, bfd=True, bfd_graceful=graceful) as found:
+    variant = str(getattr(request, "param", ""))
+    kind = "frr" if "frr" in variant else "bird"
+    with built_fleet(short_tmp, bfd=True, bfd_graceful=graceful, multihop="multihop" in variant, router_kind=kind) as found:
         yield found
 
 
@@ -267,12 +276,17 @@ def bfd_up(router: Router, *nodes: int) -> bool:
     return all(sessions.get(f"10.{router.index}.0.{10 + n}") == "Up" for n in nodes)
 
 
+@pytest.mark.parametrize("bfd_fleet", ["bird", "frr", "bird-multihop", "frr-multihop"], indirect=True)
 def test_with_bfd_a_node_that_dies_silently_leaves_the_ecmp_set_in_under_a_second(bfd_fleet: tuple[Fleet, Path]) -> None:
-    """300 ms x 3 against BIRD's `protocol bfd`: the router's kernel table drops the node in under a
-    second, where without BFD it took the hold time (the test above)."""
+    """300 ms x 3 against BIRD's `protocol bfd` and FRR's bfdd, single hop (RFC 5881) and multihop
+    (RFC 5883, peers with `ebgpMultiHop`): the router's kernel table drops the node in under a second,
+    where without BFD it took the hold time (the test above)."""
     cluster, manifests = bfd_fleet
     r1, r2 = started(cluster, manifests)
     wait_until(lambda: bfd_up(r1, 1, 2, 3) and bfd_up(r2, 1, 2, 3), timeout=30, what="BFD up with every node")
+    if isinstance(r1, FrrRouter):  # FRR says which kind of session it runs (BIRD's came up on the multihop port)
+        peers = r1.vtysh("show bfd peers json")
+        assert isinstance(peers, list) and {p["multihop"] for p in peers} == {cluster.multihop}
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
     node3 = cluster.nodes[2]
     cluster.cut(node3)
@@ -280,12 +294,14 @@ def test_with_bfd_a_node_that_dies_silently_leaves_the_ecmp_set_in_under_a_secon
     cluster.kill(node3)
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2), timeout=5, interval=0.02, what="router1 drops node-3")
     gone_after = time.monotonic() - cut_at
-    print(f"with BFD 300 ms x 3, node-3 left router1's ECMP set {gone_after:.3f} s after it fell silent")
+    print(f"with BFD 300 ms x 3 ({type(r1).__name__}, multihop={cluster.multihop}), "
+          f"node-3 left router1's ECMP set {gone_after:.3f} s after it fell silent")
     assert gone_after < 1.0
     wait_until(lambda: r2.kernel().get(WEB) == hops(2, 1, 2), timeout=2, what="router2 drops node-3")
     assert r1.routes()[WEB] == hops(1, 1, 2)
 
 
+@pytest.mark.parametrize("bfd_fleet", ["bird", "frr"], indirect=True)
 def test_bfd_does_not_flap_while_the_speaker_process_is_paused(bfd_fleet: tuple[Fleet, Path]) -> None:
     """The speaker's own interpreter stopped for 3 s (longer than any collection or reconcile): BFD runs
     in its own process, so no session goes down and the ECMP set stays whole."""

@@ -56,3 +56,23 @@ def test_admin_down_from_the_remote_takes_the_session_down_and_a_passive_one_wai
     packet = decode(encode(b.packet()))
     assert packet is not None
     assert a.receive(packet, 5.0) is State.DOWN and a.diag is Diag.NEIGHBOR_DOWN
+
+
+def test_a_shorter_interval_pulls_in_the_packet_already_scheduled_at_the_slow_rate() -> None:
+    """Coming Up drops our interval from 1 s to 300 ms and the remote's detection time with it: a packet
+    still scheduled a second away would arrive after the remote gave up (FRR's bfdd did, every time)."""
+    profile = Profile(transmit_ms=300, receive_ms=300, detect_multiplier=3)
+    a, b = Session(local_discr=1, profile=profile), Session(local_discr=2, profile=profile)
+    first = decode(encode(a.packet()))
+    assert first is not None
+    b.receive(first, 0.0)  # b heard a's Down: b is Init
+    a.schedule(0.0)  # a is Down: its next packet is 0.75-1.0 s away
+    assert a.state is State.DOWN and a.next_tx >= 0.75
+    packet = decode(encode(b.packet()))
+    assert packet is not None
+    a.receive(packet, 0.0)
+    assert a.state is State.UP and a.tx_interval() == 0.3
+    assert a.next_tx <= 0.3
+    later = a.next_tx
+    a.receive(packet, 0.1)  # an interval that did not shrink leaves the schedule alone
+    assert a.next_tx == later

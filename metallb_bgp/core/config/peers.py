@@ -109,7 +109,7 @@ def _peer(obj: BGPPeer, known: Known, issues: list[Issue]) -> cfg.Peer | None:
     connect = _connect_time(spec.connect_time, issues)
     node_selectors = parse_selectors(spec.node_selectors, "spec.nodeSelectors", issues)
     password = _password(obj, known, issues)
-    _check_bfd(spec.bfd_profile, spec.ebgp_multi_hop, known, issues)
+    _check_bfd(spec.bfd_profile, known, issues)
     _check_flags(obj, issues)
     if address is None or has_error(issues):
         return None
@@ -267,13 +267,10 @@ def _password(obj: BGPPeer, known: Known, issues: list[Issue]) -> str | None:
     return password or None
 
 
-def _check_bfd(profile: str, multihop: bool, known: Known, issues: list[Issue]) -> None:
+def _check_bfd(profile: str, known: Known, issues: list[Issue]) -> None:
     if not profile:
         return
-    if profile in known.bfd_profiles and multihop:
-        message = "multihop BFD (RFC 5883) is not implemented by this speaker: the session runs without BFD"
-        issues.append(warn("spec.bfdProfile", message))
-    elif profile in known.bfd_profiles:
+    if profile in known.bfd_profiles:
         if known.bfd_profiles[profile].echo_mode:
             issues.append(warn("spec.bfdProfile", f"BFDProfile {profile} asks for echo mode, which this speaker does not "
                                                   "implement: the session runs BFD in asynchronous mode", named("BFDProfile", profile)))
