@@ -13,6 +13,8 @@ Addresses live only inside these namespaces. Root is required (`ip netns`).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,23 @@ BIRD_BFD = f'protocol bfd {{ interface "br0" {{ {_BFD_TIMERS} }}; multihop {{ {_
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """This thread inside network namespace `namespace` for the block (sockets made here stay there)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{namespace}") as target:
+        if libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {namespace}")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back home")
 
 
 def remove_stale() -> None:
@@ -282,12 +302,19 @@ class Fleet:
         return "  bfd graceful;" if self.bfd_graceful else "  bfd on;" if self.bfd else ""
 
     def start_speaker(self, node: Node, manifests: Path) -> subprocess.Popen[bytes]:
-        workdir = self.directory / f"w{node.index}"
+        """`metallb-bgp run` on `node`, reading the manifests folder."""
+        return self._start(node, ["run", "--manifests", str(manifests), "--node", node.name,
+                                  "--state-file", str(self.directory / f"state-{node.index}.json")])  # fmt: skip
+
+    def start_kube_speaker(self, node: Node, kubeconfig: Path) -> subprocess.Popen[bytes]:
+        """`metallb-bgp speaker` on `node`, against an API server reachable from inside the namespace."""
+        return self._start(node, ["speaker", "--node-name", node.name, "--kubeconfig", str(kubeconfig)])
+
+    def _start(self, node: Node, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.directory / f"{node.name}.log").open("ab")
         process = subprocess.Popen(
-            ["ip", "netns", "exec", node.namespace, sys.executable, "-m", "metallb_bgp.cli", "run",
-             "--manifests", str(manifests), "--node", node.name, "--workdir", str(workdir),
-             "--state-file", str(self.directory / f"state-{node.index}.json"), "--log-format", "json"],
+            ["ip", "netns", "exec", node.namespace, sys.executable, "-m", "metallb_bgp.cli", *args,
+             "--workdir", str(self.directory / f"w{node.index}"), "--log-format", "json"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
         self.speakers[node.name] = process

@@ -14,13 +14,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import builders
 import pytest
 from builders import service_manifest
-from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet, FrrRouter, Router
+from fakekube import FakeKube, schemaless_crd
+from kubernetes import client
+from netns import NODE_ASN, ROUTER_ASN_BASE, Fleet, FrrRouter, Router, entered
+from runs import stop_child
 from waiting import wait_until
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(240)]
@@ -358,3 +365,99 @@ def test_with_bfd_graceful_at_the_router_a_restart_loses_nothing(bfd_fleet: tupl
     wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
     seen = _restart_and_watch(cluster, manifests, r1, lambda: bfd_up(r1, 2) and "node_2" in r1.protocols_established())
     assert all(found == hops(1, 1, 2, 3) for found in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
+
+
+# --- the same fleet through the Kubernetes path -----------------------------------------------------
+# One controller (on the host, through 127.0.0.1) and three `metallb-bgp speaker`s, one per node
+# namespace, reaching the fake API server through a second listener the test opens inside router1's
+# namespace (10.1.0.1): the path a node's API traffic takes in a real cluster.
+
+GROUP, NS = "metallb.io", "metallb-system"
+
+
+class KubeFleet:
+    def __init__(self, fleet: Fleet, fake: FakeKube, directory: Path) -> None:
+        self.fleet, self.fake, self.directory = fleet, fake, directory
+        self.core = client.CoreV1Api(fake.client)
+        self.custom = client.CustomObjectsApi(fake.client)
+        self.discovery = client.DiscoveryV1Api(fake.client)
+        router1 = fleet.routers[0]
+        url = fake.listen_also(router1.address, entered(router1.namespace))
+        self.node_kubeconfig = fake.write_kubeconfig(directory / "node-kubeconfig", server=url)
+        self.controller: subprocess.Popen[bytes] | None = None
+
+    def create(self, doc: Mapping[str, Any]) -> None:
+        group, _, version = str(doc["apiVersion"]).rpartition("/")
+        namespace = doc["metadata"].get("namespace", "default")
+        if group == GROUP:
+            plural = str(doc["kind"]).lower() + "s"
+            self.custom.create_namespaced_custom_object(group, version, namespace, plural, dict(doc))
+        elif doc["kind"] == "Node":
+            self.core.create_node(dict(doc))
+            if "status" in doc:  # status is a subresource: a create leaves it out, as the real API server does
+                self.core.patch_node_status(doc["metadata"]["name"], {"status": doc["status"]})
+        elif doc["kind"] == "Service":
+            self.core.create_namespaced_service(namespace, dict(doc))
+        else:
+            self.discovery.create_namespaced_endpoint_slice(namespace, dict(doc))
+
+    def start(self) -> None:
+        log = (self.directory / "controller.log").open("ab")
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "metallb_bgp.cli", "controller", "--identity", "c1", "--log-format", "json",
+             "--kubeconfig", str(self.fake.write_kubeconfig(self.directory / "kubeconfig"))],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for n in self.fleet.nodes:
+            self.fleet.start_kube_speaker(n, self.node_kubeconfig)
+
+
+@pytest.fixture
+def kube_fleet(short_tmp: Path, fake_kube: FakeKube) -> Iterator[KubeFleet]:
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    built = Fleet(short_tmp / "fleet").create()
+    kube = None
+    try:
+        kube = KubeFleet(built, fake_kube, short_tmp)
+        yield kube
+    finally:
+        built.destroy()
+        if kube is not None and kube.controller is not None:
+            stop_child(kube.controller, sig=signal.SIGTERM, timeout=20)
+        for n in built.nodes:
+            print(f"--- {n.name}\n{built.log_of(n)[-3000:]}")
+        if (short_tmp / "controller.log").exists():
+            print(f"--- controller\n{(short_tmp / 'controller.log').read_text()[-3000:]}")
+
+
+def test_through_the_kubernetes_path_three_speakers_give_the_ecmp_set_and_an_endpoint_move_moves_it(
+    kube_fleet: KubeFleet,
+) -> None:
+    """The controller assigns, each node's speaker announces from its own Node: web (ETP Cluster) from
+    all three, local (ETP Local) from node-1 only; its endpoint moves to node-3 through the API, and
+    both routers' kernel tables follow (the time is printed)."""
+    kube = kube_fleet
+    for n in (1, 2, 3):
+        kube.create(builders.node(f"node-{n}", addresses={"InternalIP": f"10.1.0.{10 + n}"}, **{"kubernetes.io/hostname": f"node-{n}"}))
+    kube.create(builders.pool("pool", "198.51.100.0/28"))
+    for r in (1, 2):
+        kube.create(builders.metallb_object("metallb.io/v1beta2", "BGPPeer", f"router{r}", {
+            "myASN": NODE_ASN, "peerASN": ROUTER_ASN_BASE + r, "peerAddress": f"10.{r}.0.1", "holdTime": "9s"}))
+    kube.create(builders.advertisement("adv"))
+    for name, local in (("local", True), ("web", False)):
+        kube.create(builders.service(name, traffic_policy="Local" if local else "Cluster", selector={"app": name}))
+        kube.create(builders.endpoint_slice(name, builders.endpoint("node-1")))
+    kube.start()
+    r1, r2 = kube.fleet.routers
+    expected = {WEB: hops(1, 1, 2, 3), LOCAL: hops(1, 1)}
+    wait_until(lambda: r1.kernel() == expected, timeout=60, what="router1's kernel: web from three nodes, local from node-1")
+    wait_until(lambda: r2.kernel() == {WEB: hops(2, 1, 2, 3), LOCAL: hops(2, 1)}, timeout=20, what="router2 likewise")
+
+    moved_at = time.monotonic()
+    kube.discovery.patch_namespaced_endpoint_slice("local-abc12", "default", {"endpoints": [builders.endpoint("node-3")]})
+    wait_until(lambda: r1.kernel().get(LOCAL) == hops(1, 3) and r2.kernel().get(LOCAL) == hops(2, 3),
+               timeout=10, interval=0.02, what="local moved to node-3 at both routers")  # fmt: skip
+    print(f"an ETP Local endpoint move through the API reached both routers' kernel tables in {time.monotonic() - moved_at:.3f} s")
+    assert r1.kernel()[WEB] == hops(1, 1, 2, 3) and r2.kernel()[WEB] == hops(2, 1, 2, 3)
+    assert kube.controller is not None and kube.controller.poll() is None
+    assert all(process.poll() is None for process in kube.fleet.speakers.values())

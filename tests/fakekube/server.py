@@ -71,11 +71,11 @@ class _HTTPServer(ThreadingHTTPServer):
     # listens with the system's somaxconn (4096).
     request_queue_size = 128
 
-    def __init__(self, fake: FakeKube, port: int) -> None:
+    def __init__(self, fake: FakeKube, port: int, host: str = "127.0.0.1") -> None:
         self.fake = fake
         self.stopping = threading.Event()
         self.connections: set[socket.socket] = set()
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
 
 
 def _translate(event: Event, rt: ResourceType, ns: str, match: Any, store: Store) -> Obj | None:
@@ -333,6 +333,7 @@ class FakeKube:
         self._requests: list[Request] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._also: list[tuple[_HTTPServer, threading.Thread]] = []  # listen_also()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -348,11 +349,12 @@ class FakeKube:
         configuration.connection_pool_maxsize = CLIENT_POOL_SIZE
         return configuration
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig file for this server, as the daemons' `--kubeconfig` reads it (JSON is YAML)."""
+    def write_kubeconfig(self, path: Path, server: str | None = None) -> Path:
+        """A kubeconfig file for this server (or for one of its `listen_also` addresses), as the
+        daemons' `--kubeconfig` reads it (JSON is YAML)."""
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": {"server": server or self.url}}],
             "users": [{"name": "nobody", "user": {}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
         }))  # fmt: skip
@@ -368,21 +370,36 @@ class FakeKube:
             self.client = ApiClient(self.configuration())
         return self
 
+    def listen_also(self, host: str, binding: contextlib.AbstractContextManager[object] | None = None) -> str:
+        """Serve the same store on another address too, bound inside `binding` (for example a network
+        namespace the test entered: the socket stays in it). The URL; `stop()` ends it for good."""
+        with binding or contextlib.nullcontext():
+            httpd = _HTTPServer(self, 0, host)
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name=f"fakekube:{host}", daemon=True)  # fmt: skip
+        thread.start()
+        self._also.append((httpd, thread))
+        return f"http://{host}:{httpd.server_address[1]}"
+
     def stop(self) -> None:
-        """Close the listener and every open connection (watches end abruptly, as in a crash)."""
+        """Close the listeners and every open connection (watches end abruptly, as in a crash)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        httpd.stopping.set()
+        servers = [(httpd, self._thread), *self._also]
+        self._also = []
+        for server, _thread in servers:
+            server.stopping.set()
         with self.store.cond:
             self.store.cond.notify_all()
-        httpd.shutdown()
-        httpd.server_close()
-        for conn in list(httpd.connections):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            for conn in list(server.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            if thread is not None:
+                thread.join(timeout=5)
 
     def restart(self, *, keep_state: bool = True) -> None:
         """Stop and start on the same port. Without state the cluster is re-seeded (namespaces, CRDs) and
