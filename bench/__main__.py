@@ -15,7 +15,11 @@ Measures, each on a fresh BIRD on loopback:
    CPU through the Kubernetes path (`metallb-bgp controller` + `metallb-bgp speaker` against the
    in-process fake API server, bench.kube), next to the embedded run and the raw baseline at the same
    N; single changes are timed from the API request and from the watch event the speaker acts on;
-   `--kube-only` skips 1-4.
+   `--kube-only` skips 1-4;
+6. three nodes converging (`--fleet`, default 1,000 and 10,000; root; `--fleet ''` skips it): the
+   tests' multi-node topology in network namespaces, three `metallb-bgp run` speakers to two BIRD
+   routers, until both hold every service from all three nodes, beside the raw baseline at the same N;
+   and ETP Local endpoint moves through the three nodes (bench.fleet).
 
 Figures go to stdout, bench/results/bench-<time>.json (and latest.json), and a PNG if matplotlib is
 installed. docs/performance.md explains them.
@@ -67,6 +71,8 @@ def parse_args() -> argparse.Namespace:
                         help="the small cluster for the Kubernetes path's CPU ratio (its single changes are measured too)")
     parser.add_argument("--kube-samples", type=int, default=50, help="samples per kind of Kubernetes single change (>= 50)")
     parser.add_argument("--kube-only", action="store_true", help="run only the Kubernetes path (--kube)")
+    parser.add_argument("--fleet", type=counts, default=counts("1000,10000"),
+                        help="three-node convergence sizes, in network namespaces (root); '' for none")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="afterwards, profile `metallb-bgp run` (cProfile) through 100 endpoint moves at N services")
     return parser.parse_args()
@@ -218,6 +224,10 @@ def main() -> int:
             from bench import kube
 
             results["kube"] = kube.measure(directory, args, log)
+        if args.fleet and not args.kube_only:
+            from bench import fleet
+
+            results["fleet"] = fleet.measure(args.fleet, log, baseline=not args.no_baseline)
     finally:
         if args.keep:
             log(f"scratch kept in {directory}")

@@ -107,6 +107,13 @@ def print_report(results: dict[str, Any]) -> None:
               f"relay {e['relay'] / MB:5.1f}  speaker+exabgp {(e['speaker'] + e['exabgp']) / MB:6.1f}")
     if "kube" in results:
         print_kube(results["kube"])
+    if results.get("fleet"):
+        print("\n== three nodes, two routers (network namespaces): start -> both routers hold N services x 3 paths (s)")
+        for e in results["fleet"]:
+            ratio = f"  ({e['ratio_to_baseline']:.2f}x the raw one-node baseline {e['baseline_s']:.2f}s)" if "baseline_s" in e else ""
+            move = e["endpoint_move"]
+            print(f"{e['count']:>7} {e['converge_s']:>7.2f}{ratio}; ETP Local move through three nodes, "
+                  f"file write -> both routers: p50 {move.get('p50_ms')} ms, p99 {move.get('p99_ms')} ms")  # fmt: skip
     print("\n== targets")
     for name, v in results["targets"].items():
         print(f"  {'MET ' if v['met'] else 'MISS'} {name:<40} {v['value']}  (target {v['target']})")
