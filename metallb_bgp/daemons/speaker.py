@@ -8,8 +8,13 @@ editing a BGPAdvertisement's community changes the attributes without touching t
 
 One asyncio loop owns the state. Watch threads only wake it; it coalesces a burst (milliseconds) and
 recomputes, so an EndpointSlice or Node change reaches the routers within milliseconds of its watch
-event. Nothing is announced or withdrawn before the source's initial sync, and a lost watch keeps its
-cache (see `sources.kubernetes`), so an API outage changes nothing at the routers.
+event. Nothing is withdrawn before the source's initial sync, and a lost watch keeps its cache (see
+`sources.kubernetes`), so an API outage changes nothing at the routers. Before the sync, once the
+configuration kinds have listed and ExaBGP runs, what the Services and EndpointSlices listed so far
+justify is offered to the engine as a provisional table (announced, nothing withdrawn, End-of-RIB
+held; `ExaBGPEngine.offer`): a restarting speaker's push overlaps its lists. That is sound because a
+service's routes need only its own object, the slices that name it (any serving endpoint: more slices
+only add) and the configuration, which has listed; so every provisional route is in the final table.
 
 What the speaker writes, off the route path (a background publisher; a slow API never delays a route):
 - a `nodeAssigned` Event on a Service when this node starts announcing it (once per transition);
@@ -69,6 +74,7 @@ from metallb_bgp.observe import metrics
 log = structlog.get_logger("metallb_bgp.daemons.speaker")
 
 COMPONENT = "metallb-speaker"
+PROVISIONAL_INTERVAL = 0.05  # seconds between provisional passes while the first lists come in
 
 
 def _iso(seconds: float) -> str:
@@ -202,6 +208,7 @@ class Speaker:
         writer = KubeWriter(api_client, component=COMPONENT, instance=options.node_name, host=options.node_name)
         self.publisher = _Publisher(writer, options)
         self.reconciles = 0
+        self.provisional_passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
@@ -213,9 +220,9 @@ class Speaker:
         early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
         log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
         try:
-            if not await wait_for_sync(self.source, stop):
+            if not await self._announce_while_listing(stop, wake):
                 return
-            log.info("cluster_synced")
+            log.info("cluster_synced", provisional_passes=self.provisional_passes)
             await early  # ExaBGP started while the Services and EndpointSlices were listed
             await self.reconcile()
             heap.release(freeze=True)
@@ -267,6 +274,27 @@ class Speaker:
             peers=len(plan.peers),
             seconds=round(time.monotonic() - started, 4),
         )
+
+    async def _announce_while_listing(self, stop: asyncio.Event, wake: Wakeup) -> bool:
+        """Until every kind has listed, offer the engine what is known (see the module docstring), at
+        most every `PROVISIONAL_INTERVAL`; True once synced, False if stopped first."""
+        assert self.source is not None
+        if not await wait_for_sync(self.source, stop, config_only=True):
+            return False
+        while not self.source.synced:
+            if stop.is_set():
+                return False
+            if self.engine is not None:  # created, maybe still starting: it sends once sessions are up
+                plan = self.planner.update(self.source.changes())
+                self.engine.offer(plan.table)
+                self.provisional_passes += 1
+                log.debug("routes_offered", routes=len(plan.table.routes), services=len(self.planner.services))
+            await wake.wait(stop, timeout=PROVISIONAL_INTERVAL)
+            for _ in range(5):  # let pages gather (each pass costs the loop a plan), unless the lists are done
+                if self.source.synced or stop.is_set():
+                    break
+                await asyncio.sleep(PROVISIONAL_INTERVAL / 5)
+        return not stop.is_set()
 
     def _withdraw_on_stop(self) -> set[str]:
         return set() if self.plan is None else peers_to_withdraw(self.plan.peers)

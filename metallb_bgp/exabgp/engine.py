@@ -11,7 +11,10 @@ what it has told each router (`sent`) and one sync pass at a time:
   End-of-RIB when graceful restart is on), because the router holds none of our routes, or stale ones;
 - nothing is sent before the first `apply`: a session may come up before the caller has read its
   cluster, and End-of-RIB over an empty table would make a graceful-restart router flush the stale
-  routes it kept for us across the restart;
+  routes it kept for us across the restart; before it, `offer` may hand over a *provisional* table
+  (what the part of the cluster listed so far already justifies): it is announced, nothing is
+  withdrawn, and End-of-RIB waits for the first `apply`, so a restarting speaker's push overlaps its
+  lists;
 - a session going down only stops traffic to that peer: its routes are held and re-pushed at the next
   session up;
 - only what ExaBGP acknowledged counts as sent: a command answered `error` leaves its routes as the
@@ -169,7 +172,9 @@ class ExaBGPEngine:
         self._established: set[str] = set()
         self._fresh: set[str] = set()
         self._desired = RouteTable()
-        self._table_given = False  # no sync pass before the first apply (see the module docstring)
+        self._table_given = False  # no sync pass before the first apply or offer (see the module docstring)
+        self._provisional = False  # `_desired` came from `offer`: announce only, End-of-RIB held
+        self._eor_due: set[str] = set()  # graceful-restart peers pushed provisionally: End-of-RIB at the first apply
         self._sent: dict[RouteKey, RouteAttributes] = {}
         self._touched: set[RouteKey] | None = None  # keys changed since the last pass; None: compare all
         self._last_pass: tuple[frozenset[str], str] | None = None  # sessions and config the last pass saw
@@ -275,6 +280,7 @@ class ExaBGPEngine:
         """
         self._desired = table
         self._table_given = True
+        self._provisional = False
         if touched is None or self._touched is None:
             self._touched = None
         else:
@@ -287,6 +293,21 @@ class ExaBGPEngine:
                 lambda: self._synced_generation >= generation or self._channel is None or self._stopping.is_set()
             )
 
+    def offer(self, table: RouteTable) -> None:
+        """A provisional desired state, before the first `apply`: its routes are announced as soon as
+        sessions allow, without waiting for the acks; nothing is withdrawn (what was sent stays), and a
+        graceful-restart peer gets End-of-RIB only after the first `apply`'s pass, so the stale routes
+        its router kept for us stay until the whole table is there. The caller offers only routes the
+        final table will hold too (the cluster listed so far justifies them); `apply` takes over."""
+        if self._table_given and not self._provisional:
+            raise RuntimeError("offer() after apply(): provisional tables are for the first push only")
+        self._desired = table
+        self._table_given = True
+        self._provisional = True
+        self._touched = None
+        self._generation += 1
+        self._wake.set()
+
     async def stop(self, *, withdraw: bool | Collection[str] = False) -> None:
         """Stop ExaBGP (SIGTERM, then SIGKILL) and every task of the engine.
 
@@ -296,7 +317,8 @@ class ExaBGPEngine:
         names withdraws from those peers only (those without graceful restart, say).
         """
         if withdraw and self._channel is not None and not self._stopping.is_set():
-            kept = {} if withdraw is True else {k: v for k, v in self._desired.routes.items() if k[0] not in withdraw}
+            known = {**self._sent, **self._desired.routes} if self._provisional else self._desired.routes
+            kept = {} if withdraw is True else {k: v for k, v in known.items() if k[0] not in withdraw}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.apply(RouteTable(routes=kept)), self._tuning.ack_timeout)
             await asyncio.sleep(WITHDRAW_GRACE)  # `done` means queued in ExaBGP, not yet on the wire
@@ -434,6 +456,7 @@ class ExaBGPEngine:
     def _forget_session(self, name: str) -> None:
         self._established.discard(name)
         self._fresh.discard(name)
+        self._eor_due.discard(name)
         self._sent = {key: attrs for key, attrs in self._sent.items() if key[0] != name}
         self._last_pass = None
 
@@ -722,20 +745,24 @@ class ExaBGPEngine:
             return commands.can_carry(neighbors.get(peer), family, self._next_hops)
 
         hop_lines = self._move_to_new_hops(neighbors, established, can_carry) if self._retired_hops else []
-        if touched is not None and not fresh and self._last_pass == seen:
+        provisional = self._provisional
+        desired = self._desired.routes
+        if provisional:  # announce only: whatever was sent stays
+            desired = {**{key: attrs for key, attrs in self._sent.items() if key[0] in established}, **desired}
+        if touched is not None and not fresh and not self._eor_due and self._last_pass == seen:
             plan = commands.plan_touched_sync(
-                desired=self._desired.routes, sent=self._sent, established=established, touched=touched,
-                can_carry=can_carry,
+                desired=desired, sent=self._sent, established=established, touched=touched, can_carry=can_carry,
             )
         else:
             plan = commands.plan_sync(
-                desired=self._desired.routes, sent=self._sent, established=established, fresh=fresh,
+                desired=desired, sent=self._sent, established=established, fresh=fresh,
                 can_carry=can_carry,
                 graceful_restart=lambda peer: (n := neighbors.get(peer)) is not None and n.graceful_restart,
             )
         self._last_pass = seen
         self._sent = plan.sent
         self._fresh -= fresh
+        end_of_rib = self._end_of_rib(plan.end_of_rib, established, provisional)
         route_commands = commands.keyed_commands(
             plan.change, neighbors, next_hops=self._next_hops, prefixes_per_command=self._tuning.prefixes_per_command
         )
@@ -744,21 +771,32 @@ class ExaBGPEngine:
         replies = [await channel.wait(f) for f in futures]
         failed = sum(1 for reply in replies if not reply.ok)
         refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :], strict=True) if not reply.ok]
-        for peer in plan.end_of_rib:
+        for peer in end_of_rib:
             for line in commands.end_of_rib_commands(neighbors[peer]):
                 reply = await channel.barrier(line)
                 failed += 0 if reply.ok else 1
         self._after_replies(refused, plan.replaced, failed)
-        if lines or plan.end_of_rib:
+        if lines or end_of_rib:
             self._log.info(
                 "routes_synced",
                 announced=sum(len(b.prefixes) * len(b.peers) for b in plan.change.announce),
                 withdrawn=sum(len(b.prefixes) * len(b.peers) for b in plan.change.withdraw),
                 full_push=sorted(fresh),
+                provisional=provisional,
                 commands=len(lines),
                 failed=failed,
                 seconds=round(time.monotonic() - started, 3),
             )
+
+    def _end_of_rib(self, due: tuple[str, ...], established: frozenset[str], provisional: bool) -> tuple[str, ...]:
+        """The peers this pass ends with End-of-RIB: none while provisional (they are remembered), else
+        the ones due now and those a provisional pass pushed to."""
+        if provisional:
+            self._eor_due |= set(due)
+            return ()
+        found = tuple(sorted(set(due) | (self._eor_due & established)))
+        self._eor_due -= set(found)
+        return found
 
     def _after_replies(
         self, refused: Sequence[commands.Command], replaced: Mapping[RouteKey, RouteAttributes], failed: int

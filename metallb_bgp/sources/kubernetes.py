@@ -14,6 +14,10 @@ is to keep an in-memory copy of the cluster that is never wrong in a way that wi
   longer contains them.
 - An object that does not parse (`metallb_bgp.api.loader.parse_object`) is reported in
   `snapshot().load_errors`, and its last good version, if any, stays (as in `sources/manifests.py`).
+- The first list of Services and EndpointSlices fills the cache page by page (each page parsed and
+  put as it arrives, the owner woken): a restarting speaker may announce what the part listed so far
+  justifies while the rest is still coming (`synced` stays False until every kind has listed; only
+  callers that announce and never withdraw may read a snapshot before that). Relists build beside.
 - Secrets are read in our namespace only, and only those named by some BGPPeer's `passwordSecret` are
   kept; the rest are dropped as they arrive. When the set of named Secrets changes, the Secret watcher
   relists. No Secret data is ever logged.
@@ -308,8 +312,10 @@ class ResourceWatcher:
         notify: Callable[[], None],
         keep: Callable[[Raw], bool] = lambda raw: True,
         list_after: threading.Event | None = None,
+        progressive: bool = False,
     ) -> None:
         self.resource = resource
+        self.progressive = progressive  # the first list fills the cache page by page
         self.cache = ResourceCache()
         self.resource_version = ""  # the last one seen: from the list, any event, or a bookmark
         self.listed = threading.Event()  # the first list completed
@@ -402,7 +408,7 @@ class ResourceWatcher:
                 self._response, self._watching = None, False
         _release(response)
 
-    def _list_pages(self) -> tuple[list[Raw], str]:
+    def _list_pages(self, on_page: Callable[[list[Raw]], None] | None = None) -> tuple[list[Raw], str]:
         items: list[Raw] = []
         token, version = "", ""
         options = self._options
@@ -417,7 +423,10 @@ class ResourceWatcher:
                 page = json.loads(response.data)
             finally:
                 self._close(response)
-            items.extend(page.get("items") or ())
+            page_items = page.get("items") or []
+            items.extend(page_items)
+            if on_page is not None:
+                on_page(page_items)
             meta = page.get("metadata") or {}
             version, token = str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
             if not token:
@@ -425,7 +434,8 @@ class ResourceWatcher:
 
     def _list(self) -> None:
         self._relist.clear()  # a relist asked for from now on needs another list
-        items, version = self._list_pages()
+        first_progressive = self.progressive and not self.listed.is_set()
+        items, version = self._list_pages(self._take_page if first_progressive else None)
         rebuilt = self.cache.rebuilt(items, self.resource, self._keep)
         with self._lock:
             changed = not rebuilt.same_as(self.cache)
@@ -439,6 +449,15 @@ class ResourceWatcher:
         self._log.debug("kube_listed", items=len(rebuilt.objects), resource_version=version, changed=changed)
         if changed or first:
             self._notify()
+
+    def _take_page(self, page: list[Raw]) -> None:
+        """One page of the first list into the cache now (parsed outside the lock); the rebuild after
+        the last page then finds every object unchanged and keeps them."""
+        parsed = [(object_key(raw), parse_item(raw, self.resource)) for raw in page if self._keep(raw)]
+        with self._lock:
+            for key, item in parsed:
+                self.cache.put(key, item)
+        self._notify()
 
     # --- watch --------------------------------------------------------------------------------------
 
@@ -541,6 +560,7 @@ class KubernetesSource:
                 changed=self._cache_changed,
                 notify=self._notify,
                 keep=self._secret_wanted if resource.kind == "Secret" else (lambda raw: True),
+                progressive=resource.field in ("services", "endpoint_slices"),
             )
             for resource in resources(api_client, namespace)
         }

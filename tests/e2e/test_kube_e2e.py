@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,48 @@ def test_each_speaker_presents_its_own_nodes_address_as_bgp_identifier(harness: 
     for node, address in identifiers.items():
         harness.router.wait_established(node[-1], timeout=20)
         assert harness.router.neighbor_id(node[-1]) == address
+
+
+def test_a_restarting_speaker_announces_what_it_has_listed_while_the_rest_is_still_listing(harness: Harness) -> None:
+    """1,200 services (three list pages); the speaker is restarted on a graceful-restart peer while the
+    advertisement's community changed, and the second page of its Services list is held back 3 s. The
+    first page's routes reach the router with the new community before the lists are done, the rest
+    stay there as stale copies meanwhile (nothing withdrawn, no End-of-RIB), and once synced every route
+    carries the new community: no route was missing at any sample."""
+    count = 1200
+    harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "router-a",
+                                                      {"spec": {"enableGracefulRestart": True}})  # fmt: skip
+    harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "pool",
+                                                      {"spec": {"addresses": ["10.96.0.0/20"]}})  # fmt: skip
+    store = harness.fake.store
+    services, slices = store.registry.lookup("", "v1", "services"), store.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
+    assert services is not None and slices is not None
+    for i in range(count):
+        name = f"s{i:04d}"
+        store.create(services, "default", {"metadata": {"name": name}, "spec": {
+            "type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}})
+        store.create(slices, "default", {"metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+                                         "addressType": "IPv4", "endpoints": [
+                                             {"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": True}}]})
+    harness.controller()
+    speaker = harness.speaker("node-a")
+    wait_until(lambda: len(harness.routes("a")) == count, timeout=60, what=f"{count} routes at the router")
+    assert speaker.stop() == 0  # graceful restart: the router keeps them as stale
+    harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta1", NS, "bgpadvertisements", "adv",
+                                                      {"spec": {"communities": ["64500:2"]}})  # fmt: skip
+    harness.fake.slow_next(1, seconds=3, method="GET", path=r"/services\?.*continue=")
+    restarted = harness.speaker("node-a")
+    samples: list[tuple[float, int, int]] = []  # (time, routes at the router, of which with the new community)
+
+    def sample() -> bool:
+        routes = harness.router.routes("a")
+        samples.append((time.time(), len(routes), sum(1 for r in routes.values() if r.communities == ("64500:2",))))
+        return samples[-1][1:] == (count, count)
+
+    wait_until(sample, timeout=60, interval=0.05, what="every route with the new community")
+    assert all(total == count for _at, total, _new in samples), "a route left the router during the restart"
+    synced = restarted.events("cluster_synced")[0]
+    synced_at = datetime.fromisoformat(synced["timestamp"].replace("Z", "+00:00")).timestamp()
+    early = [new for at, _total, new in samples if at < synced_at]
+    assert early and 0 < max(early) < count, f"nothing announced before the lists were done: {early[-5:]}"
+    assert synced["provisional_passes"] >= 1

@@ -555,3 +555,37 @@ def test_a_router_that_resets_the_session_is_not_stormed(short_tmp: Path, bird_f
                                on_notification=lambda *args: notified.append(args)))  # fmt: skip
     finally:
         router.stop()
+
+
+def test_an_offered_table_is_announced_withdrawing_nothing_and_end_of_rib_waits_for_the_first_apply(
+    bird_factory: BirdFactory, short_tmp: Path
+) -> None:
+    """A restarting speaker offers what its lists justify so far: the router gets those routes at once
+    (new attributes too), keeps every stale one (no End-of-RIB, no withdrawal, even when a later offer
+    is smaller), and only the first `apply` ends the RIB, flushing what the whole table no longer has."""
+    router = router_with_speaker(bird_factory, "r1")
+    old, new = hosts(20), hosts(3, base="10.2.0.0")
+    peers = [peer_for(router, "r1", graceful_restart=True)]
+    marked = RouteAttributes(communities=("65000:7",))
+
+    async def first(engine: ExaBGPEngine) -> None:
+        await established(router)
+        await engine.apply(table({("r1", p): RouteAttributes() for p in old}))
+        await router_has(router, set(old))
+
+    async def restarted(engine: ExaBGPEngine) -> None:
+        engine.offer(table({("r1", p): marked for p in old[:5] + new}))
+        await eventually(lambda: set(router.routes()) == set(old + new), timeout=15, what="offered routes beside the stale")
+        await eventually(lambda: all(router.routes()[p].communities == ("65000:7",) for p in old[:5]), timeout=5,
+                         what="the offered attributes")  # fmt: skip
+        engine.offer(table({("r1", p): marked for p in new[:1]}))  # smaller: withdraws nothing
+        for _ in range(20):
+            assert set(router.routes()) == set(old + new), "an offer withdrew, or End-of-RIB flushed, a route"
+            await asyncio.sleep(0.05)
+        await engine.apply(table({("r1", p): marked for p in old[:5] + new}))
+        await router_has(router, set(old[:5] + new))  # End-of-RIB after the first apply flushes the stale rest
+        with pytest.raises(RuntimeError):
+            engine.offer(table({}))
+
+    asyncio.run(run_engine(short_tmp, peers, first))  # stop() without withdraw: the router keeps them stale
+    asyncio.run(run_engine(short_tmp, peers, restarted))

@@ -140,6 +140,31 @@ def test_synced_waits_until_every_resource_has_listed(
         source.stop()
 
 
+def test_the_first_list_of_services_shows_page_by_page_and_a_config_kind_only_when_whole(
+    fake_kube: FakeKube, core: client.CoreV1Api, custom: client.CustomObjectsApi
+) -> None:
+    """Services and EndpointSlices enter the cache as each page of their first list arrives (a
+    restarting speaker announces what they justify meanwhile; `synced` stays False); the other kinds
+    appear only once whole, and a relist still swaps in a whole new cache."""
+    for i in range(5):
+        core.create_namespaced_service("default", service(f"s{i}"))
+        create_pool(custom, pool(f"p{i}", f"198.51.{100 + i}.0/28"))
+    fake_kube.slow_next(2, seconds=1.5, method="GET", path=r"/(services|ipaddresspools)\?.*continue=")
+    woken = threading.Event()
+    source = KubernetesSource(fake_kube.client, namespace=NS, watch_timeout_seconds=1, backoff_base=0.02, backoff_cap=0.1,
+                              page_size=2, on_change=woken.set)  # fmt: skip
+    source.start()
+    try:
+        wait_until(lambda: names(source.snapshot().services) == ["s0", "s1"], timeout=5, what="the first page of Services")
+        assert woken.is_set() and not source.synced
+        assert names(source.snapshot().pools) == []  # not whole yet: not there at all
+        assert source.wait_synced(10)
+        snapshot = source.snapshot()
+        assert names(snapshot.services) == [f"s{i}" for i in range(5)] and names(snapshot.pools) == [f"p{i}" for i in range(5)]
+    finally:
+        source.stop()
+
+
 # --- watch events ----------------------------------------------------------------------------------
 
 
