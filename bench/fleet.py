@@ -51,6 +51,18 @@ def _next_hops(control: BirdControl, prefix: str) -> set[str]:
     return {hop.decode() for hop in _VIA.findall(reply)}
 
 
+def _memory(control: BirdControl) -> dict[str, str]:
+    """BIRD's own account (`show memory`): its routing tables and the total, as it prints them."""
+    _code, reply = control.command("show memory")
+    found = {}
+    for line in reply.decode(errors="replace").splitlines():
+        name, _, rest = line.partition(":")
+        name = name.strip().lstrip("0123456789- ").strip()
+        if name in ("Routing tables", "Route attributes", "Total"):
+            found[name] = " ".join(rest.split()[:2])
+    return found
+
+
 def _manifests(directory: Path, count: int) -> Path:
     manifests = directory / "manifests"
     manifests.mkdir()
@@ -84,9 +96,10 @@ def converge(count: int, log: Callable[[str], None], timeout: float = 600) -> di
 
         at = wait_for(converged, timeout=timeout, interval=0.02, what=f"{count} services from three nodes at both routers")
         seconds = round(at - started, 3)
-        log(f"   three nodes -> both routers hold {count} services x 3 paths in {seconds}s")
+        memory = _memory(controls[0])
+        log(f"   three nodes -> both routers hold {count} services x 3 paths in {seconds}s; BIRD's memory {memory}")
         moves = _moves(fleet, manifests, controls, log)
-        return {"count": count, "converge_s": seconds, "endpoint_move": moves}
+        return {"count": count, "converge_s": seconds, "router_memory": memory, "endpoint_move": moves}
     finally:
         for control in controls:
             control.close()

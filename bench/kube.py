@@ -40,6 +40,8 @@ from fakekube import FakeKube, schemaless_crd  # noqa: E402  (the tests' fake AP
 from fakekube.store import Event  # noqa: E402
 from kubernetes import client  # noqa: E402
 
+from metallb_bgp.kube.client import user_agent  # noqa: E402
+
 NAMESPACE = "default"
 KINDS = ("create", "delete", "etp_local_move_away")
 
@@ -203,7 +205,7 @@ class KubeRun:
         allocation to wait for."""
         self.speaker.stop()
         wait_for(lambda: self.control.route_count() == 0, timeout=timeout, interval=0.02, what="BIRD emptied")
-        started = time.perf_counter()
+        started, sent = time.perf_counter(), self.speaker_bytes()
         self.speaker = self._speaker("speaker-restarted")
         self.daemons = [self.controller, self.speaker]
 
@@ -211,7 +213,10 @@ class KubeRun:
             self.alive()
             return self.control.route_count() == self.count
 
-        return round(wait_for(check, timeout=timeout, interval=0.02, what="routes after a speaker restart") - started, 3)
+        seconds = round(wait_for(check, timeout=timeout, interval=0.02, what="routes after a speaker restart") - started, 3)
+        self.restart_api_bytes = self.speaker_bytes() - sent  # its lists (and whatever it wrote meanwhile)
+        self.restart_cpu_s = procfs.cpu_seconds(self.speaker.pid)
+        return seconds
 
     def stop(self) -> None:
         try:
@@ -269,6 +274,10 @@ class KubeRun:
         endpoints = slice_body(service_name(index), node)["endpoints"]
         self.discovery.patch_namespaced_endpoint_slice(f"{service_name(index)}-1", NAMESPACE, {"endpoints": endpoints})
 
+    def speaker_bytes(self) -> int:
+        """Response bytes the fake API server sent to speakers (their User-Agent): lists, watch events."""
+        return sum(n for agent, n in self.fake.sent_bytes.items() if agent.startswith(user_agent("speaker")))
+
     def cpu(self) -> tuple[float, float]:
         return procfs.cpu_seconds(self.controller.pid), procfs.cpu_seconds(self.speaker.pid)
 
@@ -295,11 +304,12 @@ class KubeRun:
             return results[kind].take(timed, log)
 
         def measured(kind: str, body: Callable[[], int]) -> None:
-            before, started = self.cpu(), time.perf_counter()
+            before, started, read = self.cpu(), time.perf_counter(), self.speaker_bytes()
             done = body()
             elapsed = time.perf_counter() - started
             after = self.cpu()
             entry: dict[str, float] = {"changes": done, "wall_seconds": round(elapsed, 3)}
+            entry["speaker_api_bytes_per_change"] = round((self.speaker_bytes() - read) / max(done, 1))
             for role, b, a, rate in zip(("controller", "speaker"), before, after, idle, strict=True):
                 entry[f"{role}_cpu_ms_per_change"] = round((a - b) / max(done, 1) * 1000, 2)
                 entry[f"{role}_cpu_ms_per_change_minus_idle"] = round(
@@ -469,6 +479,8 @@ def measure(directory: Path, args: Any, log: Callable[[str], None]) -> dict[str,
             section["rss"].append({"routes": count, **run.rss()})
             if cold:
                 entry["speaker_restart_s"] = run.speaker_restart(args.timeout)
+                entry["speaker_restart_api_bytes"] = run.restart_api_bytes
+                entry["speaker_restart_cpu_s"] = run.restart_cpu_s
                 run.settle(args.timeout)
                 log(f"   speaker restarted -> {count} routes at BIRD in {entry['speaker_restart_s']}s")
                 section["cold_start"].append(entry)

@@ -148,7 +148,8 @@ def print_kube(kube: dict[str, Any]) -> None:
         print(f"{n:>7} services (idle: controller {idle['controller']} ms/s, speaker {idle['speaker']} ms/s)")
         for kind, c in entry["by_kind"].items():
             print(f"        {kind:<22} controller {c['controller_cpu_ms_per_change_minus_idle']:7.2f}  "
-                  f"speaker {c['speaker_cpu_ms_per_change_minus_idle']:7.2f}  ({c['changes']} changes)")
+                  f"speaker {c['speaker_cpu_ms_per_change_minus_idle']:7.2f}  ({c['changes']} changes; "
+                  f"{c.get('speaker_api_bytes_per_change', '?')} bytes a change sent to the speaker)")
     for e in kube.get("rss", []):
         print(f"{e['routes']:>7} routes RSS: controller {e['controller'] / MB:6.1f}  speaker {e['speaker'] / MB:6.1f}  "
               f"exabgp {e['exabgp'] / MB:6.1f} MB")
@@ -160,7 +161,9 @@ def print_kube(kube: dict[str, Any]) -> None:
         for e in restarts:
             base = e.get("baseline_s")
             ratio = f"  ({e['speaker_restart_s'] / base:.2f}x the raw baseline)" if base else ""
-            print(f"{e['count']:>7} {e['speaker_restart_s']:>7.2f}{ratio}")
+            read = (f"; the API server sent it {e['speaker_restart_api_bytes'] / 1e6:.1f} MB; its CPU {e['speaker_restart_cpu_s']:.2f} s"
+                    if "speaker_restart_api_bytes" in e else "")
+            print(f"{e['count']:>7} {e['speaker_restart_s']:>7.2f}{ratio}{read}")
 
 
 def write_kube_plot(kube: dict[str, Any], directory: Path, stamp: str) -> Path | None:

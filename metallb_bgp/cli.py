@@ -197,13 +197,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kube_client(args: argparse.Namespace) -> ApiClient:
+def _kube_client(args: argparse.Namespace, component: str) -> ApiClient:
     from metallb_bgp.kube.client import api_client_from
 
     if args.kubeconfig is not None and not args.kubeconfig.exists():
         raise SystemExit(f"error: no such kubeconfig: {args.kubeconfig}")
     try:
-        return api_client_from(args.kubeconfig)
+        return api_client_from(args.kubeconfig, component)
     except Exception as exc:  # noqa: BLE001 - kubernetes.config raises several types for a bad config
         raise SystemExit(f"error: cannot load the Kubernetes configuration: {exc}") from None
 
@@ -230,7 +230,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         timings=timings,
         leader_election=not args.no_leader_election,
     )
-    asyncio.run(run_controller(_kube_client(args), options))
+    asyncio.run(run_controller(_kube_client(args, "controller"), options))
     return 0
 
 
@@ -258,7 +258,7 @@ def cmd_speaker(args: argparse.Namespace) -> int:
     if any(value <= 0 for value in tuning.values()):
         print("error: --exabgp-* values must be positive", file=sys.stderr)
         return 1
-    api_client = _kube_client(args)
+    api_client = _kube_client(args, "speaker")
     with tempfile.TemporaryDirectory(prefix="metallb-bgp-") as scratch:
         options = SpeakerOptions(
             node_name=args.node_name,

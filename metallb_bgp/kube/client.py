@@ -112,11 +112,13 @@ class CoreV1:
         return response
 
 
-def api_client_from(kubeconfig: Path | None) -> ApiClient:
+def api_client_from(kubeconfig: Path | None, component: str = "cli") -> ApiClient:
     """An ApiClient from `kubeconfig`, else the in-cluster service account, else ~/.kube/config / $KUBECONFIG.
 
     The configuration also becomes the client's default, because parts of the official client
-    (`Watch`, `LeaseLock`) build their own ApiClient from it.
+    (`Watch`, `LeaseLock`) build their own ApiClient from it. Requests carry the User-Agent
+    `metallb-bgp-<component>/<version>`, so the API server's audit log, its request metrics and API
+    Priority and Fairness rules can tell the speakers' load from the controller's.
     """
     configuration = Configuration()
     if kubeconfig is not None:
@@ -129,4 +131,12 @@ def api_client_from(kubeconfig: Path | None) -> ApiClient:
     # a dozen watch threads and the writers share one pool: room for all of them, no discarded connections
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTION_POOL_SIZE)
     Configuration.set_default(configuration)
-    return ApiClient(configuration)
+    api = ApiClient(configuration)
+    api.user_agent = user_agent(component)
+    return api
+
+
+def user_agent(component: str) -> str:
+    from metallb_bgp import __version__
+
+    return f"metallb-bgp-{component}/{__version__}"

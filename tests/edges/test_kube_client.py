@@ -87,3 +87,18 @@ class _Timed:
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args: getattr(self.api, name)(*args, timeout=5)
+
+
+def test_the_daemons_say_who_they_are_to_the_api_server(fake_kube: FakeKube, tmp_path: Any) -> None:
+    """`metallb-bgp-<component>/<version>` on every request, so audit logs, request metrics and API
+    Priority and Fairness can tell the speakers' load from the controller's."""
+    from metallb_bgp import __version__
+    from metallb_bgp.kube.client import api_client_from
+
+    api = api_client_from(fake_kube.write_kubeconfig(tmp_path / "kubeconfig"), "speaker")
+    try:
+        client.CoreV1Api(api).list_namespaced_service("default")
+    finally:
+        api.close()
+    assert api.user_agent == f"metallb-bgp-speaker/{__version__}"
+    assert fake_kube.sent_bytes.get(f"metallb-bgp-speaker/{__version__}", 0) > 0

@@ -179,10 +179,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         with contextlib.suppress(OSError):
             self.wfile.write(data)
+            self.server.fake._count_sent(self.headers.get("User-Agent", ""), len(data))
 
     def _write_chunk(self, data: bytes) -> bool:
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.server.fake._count_sent(self.headers.get("User-Agent", ""), len(data))
             return True
         except OSError:
             self.close_connection = True
@@ -334,6 +336,7 @@ class FakeKube:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._also: list[tuple[_HTTPServer, threading.Thread]] = []  # listen_also()
+        self.sent_bytes: dict[str, int] = {}  # User-Agent -> body bytes sent (lists, objects, watch events)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -462,6 +465,10 @@ class FakeKube:
         load): what concurrent clients gain shows in the time they take."""
         with self._lock:
             self._faults.append(_Fault(count, 200, None, method, re.compile(path) if path else None, delay=seconds))
+
+    def _count_sent(self, agent: str, size: int) -> None:
+        with self._lock:
+            self.sent_bytes[agent] = self.sent_bytes.get(agent, 0) + size
 
     def clear_faults(self) -> None:
         with self._lock:
