@@ -154,6 +154,7 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
         self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
+        metrics.watch_k8s(self.source.update_counts)
         heap = GcPolicy()
         heap.hold()  # the first lists' objects live on: see `heap`
         self.source.start()

@@ -174,7 +174,8 @@ class Runner:
         node = find_node(change.config, self.options.node_name)
         hops = self.next_hops.update(node, peers)
         self.engine = engine_for(self.options.workdir, peers, hops, router_id=self.options.router_id, node=node)
-        metrics.watch_pending(self.engine.pending)
+        metrics.watch_engine(self.engine)
+        metrics.watch_announced(self.options.node_name, lambda: self.plan.table if self.plan is not None else None)
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
@@ -189,9 +190,10 @@ class Runner:
                 changed = await _next_or_stop(changes, stop)
                 if changed is None:
                     break
+                woken_at = time.monotonic()
                 while not changes.empty():  # coalesce whatever else arrived meanwhile
                     changed |= changes.get_nowait()
-                await self.step(changed)
+                await self.step(changed, woken_at=woken_at)
                 self.heap.settle()
         finally:
             watcher.cancel()
@@ -200,7 +202,7 @@ class Runner:
             await self.bfd.stop()  # AdminDown to each BFD peer: a stop, not a failure (RFC 5882 3.2)
             log.info("stopped")
 
-    async def step(self, changed: set[Path]) -> None:
+    async def step(self, changed: set[Path], *, woken_at: float | None = None) -> None:
         """One change set from the watcher, read, planned and applied.
 
         Whatever a file or object does to the code that reads, compiles or plans it, the failure stops
@@ -231,6 +233,8 @@ class Runner:
             node = find_node(change.config, self.options.node_name)
             self.engine.set_next_hops(*self.next_hops.update(node, plan.peers))
         await self.reconcile(plan)
+        if woken_at is not None:
+            metrics.record_change_latency(time.monotonic() - woken_at)
 
     def _start_over(self, _changed: set[Path]) -> ClusterChange:
         """Everything again, from the files, for a new planner that starts from the assignments in force."""

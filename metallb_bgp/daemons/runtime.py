@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -53,6 +54,8 @@ class ClusterSource(Protocol):
     def snapshot(self) -> ClusterSnapshot: ...
 
     def changes(self) -> ClusterChange: ...
+
+    def update_counts(self) -> tuple[int, int]: ...
 
     def stop(self) -> None: ...
 
@@ -206,8 +209,12 @@ class Wakeup:
         self.coalesce = coalesce
         self.event = asyncio.Event()
         self._returned: float | None = None  # loop time the last wake-up was handed to the caller
+        self._first: float | None = None  # monotonic time of the first notify not handed over yet
+        self.woken_at: float | None = None  # ... of the wake-up `wait` last returned (for the latency metric)
 
     def notify(self) -> None:
+        if self._first is None:  # a race between two threads loses nothing but a few microseconds
+            self._first = time.monotonic()
         with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is gone, nothing to wake
             self.loop.call_soon_threadsafe(self.event.set)
 
@@ -224,6 +231,7 @@ class Wakeup:
             pause = coalescing_pause(self.coalesce, busy, backlog=backlog)
             if pause > 0:
                 await asyncio.sleep(pause)
+            self.woken_at, self._first = self._first, None
             self.event.clear()
         self._returned = self.loop.time()  # what the caller does until its next wait is its pass
         return woken

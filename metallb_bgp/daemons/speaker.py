@@ -213,6 +213,8 @@ class Speaker:
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
         self.source = self.source_factory(self.api_client, self.options.namespace, wake.notify)
+        metrics.watch_k8s(self.source.update_counts)
+        metrics.watch_announced(self.options.node_name, lambda: self.plan.table if self.plan is not None else None)
         heap = GcPolicy()
         heap.hold()  # the first lists' objects live on: see `heap`
         self.source.start()
@@ -228,7 +230,7 @@ class Speaker:
             heap.release(freeze=True)
             while not stop.is_set():
                 if await wake.wait(stop, timeout=self.options.status_interval):
-                    await self.reconcile()
+                    await self.reconcile(woken_at=wake.woken_at)
                     heap.settle()
                 else:
                     self._publish()  # session states move without any watch event
@@ -243,7 +245,8 @@ class Speaker:
             self.source.stop()
             log.info("speaker_stopped")
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, *, woken_at: float | None = None) -> None:
+        """One pass over what changed; `woken_at`: when the first event of it arrived (the latency metric)."""
         assert self.source is not None
         started = time.monotonic()
         plan = self.planner.update(self.source.changes())
@@ -266,6 +269,8 @@ class Speaker:
             metrics.record_routes(plan.table, plan.peers)
             metrics.record_config(plan.compiled.errors)
         metrics.record_reconcile(time.monotonic() - started)
+        if woken_at is not None:
+            metrics.record_change_latency(time.monotonic() - woken_at)
         log.info(
             "reconciled",
             routes=len(plan.table.routes),
@@ -316,7 +321,7 @@ class Speaker:
             self.options.workdir, peers, self.next_hops.update(node, peers), router_id=self.options.router_id, node=node,
             tuning=self.options.tuning,
         )
-        metrics.watch_pending(self.engine.pending)
+        metrics.watch_engine(self.engine)
         try:
             await self.engine.start(peers)
         except ExaBGPConfigError as exc:

@@ -199,6 +199,8 @@ class ExaBGPEngine:
         self._on_notified = on_notification
         self._retry: asyncio.TimerHandle | None = None
         self._unacknowledged: dict[str, int] = {}
+        self._acknowledged: dict[str, int] = {}  # per peer, prefix updates ExaBGP took (metrics)
+        self.restarts = 0  # children that ended and were started again (metrics)
         self._on_refused = on_refused
 
     # ------------------------------------------------------------------ public API
@@ -498,6 +500,7 @@ class ExaBGPEngine:
             if loop.time() - started >= self._tuning.stable_after:
                 backoff.reset()
             delay = backoff.next()
+            self.restarts += 1
             self._log.warning("exabgp_child_restart_scheduled", delay_seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -771,6 +774,7 @@ class ExaBGPEngine:
         replies = [await channel.wait(f) for f in futures]
         failed = sum(1 for reply in replies if not reply.ok)
         refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :], strict=True) if not reply.ok]
+        self._count_acknowledged(route_commands, replies[len(hop_lines) :])
         for peer in end_of_rib:
             for line in commands.end_of_rib_commands(neighbors[peer]):
                 reply = await channel.barrier(line)
@@ -846,6 +850,16 @@ class ExaBGPEngine:
             if sent.get(key) != attrs:
                 found[key[0]] = found.get(key[0], 0) + 1
         return found
+
+    def updates(self) -> Mapping[str, int]:
+        """Per peer, how many prefix updates (announcements and withdrawals) ExaBGP acknowledged so far."""
+        return MappingProxyType(self._acknowledged)
+
+    def _count_acknowledged(self, sent: Sequence[commands.Command], replies: Sequence[Any]) -> None:
+        for command, reply in zip(sent, replies, strict=True):
+            if reply.ok:
+                for peer, _prefix in command.keys:
+                    self._acknowledged[peer] = self._acknowledged.get(peer, 0) + 1
 
     def unacknowledged(self) -> Mapping[str, int]:
         """Per peer, how many route updates ExaBGP has refused so far (each was kept as not sent)."""

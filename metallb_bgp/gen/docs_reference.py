@@ -644,8 +644,9 @@ def metrics_markdown() -> str:
     """Every metric the daemons export (the `metrics` region of docs/troubleshooting.md)."""
     lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
     for collector in vars(metrics).values():
-        if isinstance(collector, metrics.PendingPrefixes):  # counted when scraped, not kept
-            lines.append(f"| `{collector.name}` | gauge | `peer` | {markdown_escape(collector.help)} |")
+        if isinstance(collector, metrics.ScrapedMetric):  # counted when scraped, not kept
+            labels = ", ".join(f"`{label}`" for label in collector.labels) or "—"
+            lines.append(f"| `{collector.exposed}` | {collector.kind} | {labels} | {markdown_escape(collector.help)} |")
             continue
         if not isinstance(collector, MetricWrapperBase):
             continue

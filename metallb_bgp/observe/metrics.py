@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.allocator.results import PoolUsage
@@ -65,6 +66,12 @@ NOTIFICATIONS = Counter(
     "metallb_bgp_notifications_total",
     "BGP NOTIFICATION messages, by peer, direction (receive: the router reset the session), code and subcode",
     ["peer", "direction", "code", "subcode"],
+)
+CHANGE_LATENCY = Histogram(
+    "metallb_bgp_change_latency_seconds",
+    "Time from the event that woke the loop (a watch event, a manifest file change) until ExaBGP "
+    "acknowledged the routes it changed",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RECONCILE_SECONDS = Histogram(
     "metallb_bgp_reconcile_duration_seconds",
@@ -123,6 +130,10 @@ def record_reconcile_failure() -> None:
     RECONCILE_FAILURES.inc()
 
 
+def record_change_latency(seconds: float) -> None:
+    CHANGE_LATENCY.observe(seconds)
+
+
 def record_reconcile(seconds: float) -> None:
     RECONCILES.inc()
     RECONCILE_SECONDS.observe(seconds)
@@ -145,34 +156,92 @@ def record_pools(usage: Mapping[str, PoolUsage], services: Mapping[str, int] | N
         _replace_children(SERVICES_ALLOCATED, {pool: services.get(pool, 0) for pool in usage})
 
 
-class PendingPrefixes:
-    """`metallb_bgp_pending_prefixes_total`, counted when Prometheus scrapes: walking 10,000 routes on
-    every reconcile would cost each change milliseconds of CPU for a figure read every 30 s."""
+class ScrapedMetric:
+    """A metric computed when Prometheus scrapes, from a source the daemon registers (`watch`): the
+    engine's books, the source's counters, the table in force. Walking 10,000 routes on every reconcile
+    would cost each change milliseconds of CPU for a figure read every 30 s."""
 
-    name = "metallb_bgp_pending_prefixes_total"
-    help = "Prefixes that should be announced to the peer and ExaBGP has not acknowledged"
+    def __init__(self, name: str, kind: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.kind, self.help, self.labels = name, kind, help_text, labels
+        self.source: Callable[[], Mapping[tuple[str, ...], float]] | None = None
 
-    def __init__(self) -> None:
-        self.source: Callable[[], Mapping[str, int]] | None = None
+    @property
+    def exposed(self) -> str:
+        """The sample name Prometheus shows (a counter's ends in `_total`)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
 
-    def describe(self) -> list[GaugeMetricFamily]:
-        return [GaugeMetricFamily(self.name, self.help, labels=["peer"])]
+    def _family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        kind = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        return kind(self.name, self.help, labels=list(self.labels))
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.help, labels=["peer"])
-        for peer, count in sorted((self.source() if self.source is not None else {}).items()):
-            family.add_metric([peer], count)
+    def describe(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        family = self._family()
+        for labels, value in sorted((self.source() if self.source is not None else {}).items()):
+            family.add_metric(list(labels), value)
         yield family
 
 
-PENDING = PendingPrefixes()
-REGISTRY.register(PENDING)
+PENDING = ScrapedMetric("metallb_bgp_pending_prefixes_total", "gauge",
+                        "Prefixes that should be announced to the peer and ExaBGP has not acknowledged", ("peer",))
+UPDATES = ScrapedMetric("metallb_bgp_updates", "counter",
+                        "Prefix updates (announcements and withdrawals) ExaBGP acknowledged for the peer; ExaBGP "
+                        "packs several into one BGP UPDATE message", ("peer",))
+EXABGP_RESTARTS = ScrapedMetric("metallb_bgp_exabgp_restarts", "counter",
+                                "Times the ExaBGP child ended and was started again (with backoff)")
+K8S_UPDATES = ScrapedMetric("metallb_k8s_client_updates", "counter",
+                            "Kubernetes object updates processed (each watch event, and each object of a list)")
+K8S_UPDATE_ERRORS = ScrapedMetric("metallb_k8s_client_update_errors", "counter",
+                                  "Kubernetes object updates that failed: the object did not parse, and is left out or "
+                                  "kept at its last valid version")
+SPEAKER_ANNOUNCED = ScrapedMetric("metallb_speaker_announced", "gauge",
+                                  "1 for each service IP this node announces (`ip` is the announced prefix's address)",
+                                  ("ip", "node", "protocol", "service"))
+for _scraped in (PENDING, UPDATES, EXABGP_RESTARTS, K8S_UPDATES, K8S_UPDATE_ERRORS, SPEAKER_ANNOUNCED):
+    REGISTRY.register(_scraped)
 
 
-def watch_pending(source: Callable[[], Mapping[str, int]]) -> None:
-    """Per peer, the desired prefixes ExaBGP has not acknowledged yet (MetalLB's pending prefixes),
-    read from `source` (the engine's books) at each scrape."""
-    PENDING.source = source
+class EngineBooks(Protocol):
+    """What the engine's scraped metrics read (`exabgp.ExaBGPEngine`)."""
+
+    def pending(self) -> Mapping[str, int]: ...
+
+    def updates(self) -> Mapping[str, int]: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
+def watch_engine(engine: EngineBooks) -> None:
+    """MetalLB's pending prefixes and UPDATE count, and our ExaBGP restarts, read from the engine's own
+    books at each scrape (desired minus acknowledged; acknowledged updates; child restarts)."""
+    PENDING.source = lambda: {(peer,): count for peer, count in engine.pending().items()}
+    UPDATES.source = lambda: {(peer,): count for peer, count in engine.updates().items()}
+    EXABGP_RESTARTS.source = lambda: {(): engine.restarts}
+
+
+def watch_k8s(counts: Callable[[], tuple[int, int]]) -> None:
+    """`counts()`: (objects processed, objects that failed to parse), as the Kubernetes source keeps them."""
+    K8S_UPDATES.source = lambda: {(): counts()[0]}
+    K8S_UPDATE_ERRORS.source = lambda: {(): counts()[1]}
+
+
+def watch_announced(node: str, table: Callable[[], RouteTable | None]) -> None:
+    """MetalLB's `metallb_speaker_announced`: one sample per (service, prefix) in the table in force."""
+
+    def samples() -> dict[tuple[str, ...], float]:
+        current = table()
+        if current is None:
+            return {}
+        found: dict[tuple[str, ...], float] = {}
+        for prefix, services in current.services.items():
+            for service in services:
+                found[(str(prefix.network_address), node, "bgp", str(service))] = 1
+        return found
+
+    SPEAKER_ANNOUNCED.source = samples
 
 
 def _replace_children(gauge: Gauge, values: Mapping[str, float]) -> None:

@@ -316,6 +316,8 @@ class ResourceWatcher:
     ) -> None:
         self.resource = resource
         self.progressive = progressive  # the first list fills the cache page by page
+        self.updates = 0  # objects processed: each watch event, each object of a list (metrics)
+        self.update_errors = 0  # ... of which did not parse
         self.cache = ResourceCache()
         self.resource_version = ""  # the last one seen: from the list, any event, or a bookmark
         self.listed = threading.Event()  # the first list completed
@@ -437,6 +439,8 @@ class ResourceWatcher:
         first_progressive = self.progressive and not self.listed.is_set()
         items, version = self._list_pages(self._take_page if first_progressive else None)
         rebuilt = self.cache.rebuilt(items, self.resource, self._keep)
+        self.updates += len(items)
+        self.update_errors += len(rebuilt.errors)
         with self._lock:
             changed = not rebuilt.same_as(self.cache)
             if changed:
@@ -500,6 +504,8 @@ class ResourceWatcher:
     def _apply(self, kind: str, raw: Raw) -> None:
         key = object_key(raw)
         parsed = parse_item(raw, self.resource) if kind != "DELETED" and self._keep(raw) else None
+        self.updates += 1
+        self.update_errors += parsed is not None and parsed.obj is None
         with self._lock:
             changed = self.cache.remove(key) if parsed is None else self.cache.put(key, parsed)
         if changed:
@@ -602,6 +608,11 @@ class KubernetesSource:
             if not watcher.listed.wait(remaining):
                 return False
         return True
+
+    def update_counts(self) -> tuple[int, int]:
+        """(objects processed, objects that did not parse), over every watch: MetalLB's k8s client counters."""
+        watchers = list(self._watchers.values())
+        return sum(w.updates for w in watchers), sum(w.update_errors for w in watchers)
 
     @property
     def resource_versions(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,10 +134,10 @@ class Harness:
         return self._start(f"controller-{identity}", ["controller", "--kubeconfig", str(self.config),
                                                       "--identity", identity, *extra])
 
-    def speaker(self, node: str = "node-a") -> Daemon:
+    def speaker(self, node: str = "node-a", *extra: str) -> Daemon:
         return self._start(f"speaker-{node}", ["speaker", "--node-name", node, "--kubeconfig", str(self.config),
                                                "--workdir", str(self.directory / node),
-                                               "--exabgp-commands-in-flight", "4"])
+                                               "--exabgp-commands-in-flight", "4", *extra])
 
     def _start(self, name: str, args: list[str]) -> Daemon:
         daemon = Daemon(self.directory, name, args)
@@ -436,3 +437,37 @@ def test_a_restarting_speaker_announces_what_it_has_listed_while_the_rest_is_sti
     early = [new for at, _total, new in samples if at < synced_at]
     assert early and 0 < max(early) < count, f"nothing announced before the lists were done: {early[-5:]}"
     assert synced["provisional_passes"] >= 1
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}  # fmt: skip
+
+
+def test_the_speakers_metrics_follow_the_router_and_the_cluster(harness: Harness) -> None:
+    """Scraped from a real speaker: its session to the router (down when the router disables it, up
+    again after), what it announces (MetalLB's metallb_speaker_announced), ExaBGP's acknowledged updates,
+    the Kubernetes objects it processed, and the change latency."""
+    port = free_peer_port()
+    harness.controller()
+    harness.speaker("node-a", "--metrics-address", f"127.0.0.1:{port}")
+    harness.router.wait_established("a")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's /32 at the router")
+    session = ("metallb_bgp_session_up", frozenset({("peer", "router-a")}))
+    announced = ("metallb_speaker_announced", frozenset({("ip", "198.51.100.0"), ("node", "node-a"), ("protocol", "bgp"),
+                                                          ("service", "default/web")}))  # fmt: skip
+    wait_until(lambda: _scrape(port).get(session) == 1 and _scrape(port).get(announced) == 1, timeout=10,
+               what="the session up and web announced in the metrics")  # fmt: skip
+    found = _scrape(port)
+    assert found[("metallb_bgp_updates_total", frozenset({("peer", "router-a")}))] >= 1
+    assert found[("metallb_k8s_client_updates_total", frozenset())] >= 1
+    assert found[("metallb_bgp_change_latency_seconds_count", frozenset())] >= 1
+    harness.router.birdc("disable", "a")
+    wait_until(lambda: _scrape(port).get(session) == 0, timeout=15, what="metallb_bgp_session_up 0 once the router dropped it")
+    harness.router.birdc("enable", "a")
+    wait_until(lambda: _scrape(port).get(session) == 1, timeout=30, what="metallb_bgp_session_up 1 again")

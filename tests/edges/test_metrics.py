@@ -108,7 +108,51 @@ def test_pending_prefixes_are_what_exabgp_has_not_acknowledged(tmp_path) -> None
     assert engine.pending() == {"a": 1, "b": 0}
     engine._sent[key] = RouteAttributes()  # noqa: SLF001 - ExaBGP acknowledged it
     assert engine.pending() == {"a": 0, "b": 0}
-    metrics.watch_pending(engine.pending)  # read at each scrape
+    metrics.watch_engine(engine)  # read at each scrape
     assert value("metallb_bgp_pending_prefixes_total", peer="a") == 0
     del engine._sent[key]  # noqa: SLF001
     assert value("metallb_bgp_pending_prefixes_total", peer="a") == 1
+
+
+def test_updates_and_restarts_are_read_from_the_engine_and_the_k8s_counts_from_the_source(tmp_path) -> None:
+    """MetalLB's `metallb_bgp_updates_total` (here: prefix updates ExaBGP acknowledged) and k8s client
+    counters, and our ExaBGP restarts, as counters read at each scrape."""
+    from metallb_bgp.exabgp.commands import Command
+    from metallb_bgp.exabgp.engine import ExaBGPEngine
+
+    engine = ExaBGPEngine(workdir=tmp_path, router_id=ipaddress.IPv4Address("192.0.2.9"))
+    metrics.watch_engine(engine)
+    keys = tuple(("a", ipaddress.ip_network(f"192.0.2.{i}/32")) for i in range(3))
+
+    class Reply:
+        def __init__(self, ok: bool) -> None:
+            self.ok = ok
+
+    sent = [Command("announce ...", "announce", keys[:2], RouteAttributes()), Command("withdraw ...", "withdraw", keys[2:], RouteAttributes())]
+    engine._count_acknowledged(sent, [Reply(True), Reply(False)])  # noqa: SLF001 - the books, no child
+    assert value("metallb_bgp_updates_total", peer="a") == 2  # the refused withdrawal does not count
+    engine.restarts = 2
+    assert value("metallb_bgp_exabgp_restarts_total") == 2
+    metrics.watch_k8s(lambda: (120, 3))
+    assert (value("metallb_k8s_client_updates_total"), value("metallb_k8s_client_update_errors_total")) == (120, 3)
+
+
+def test_speaker_announced_has_metallbs_labels_for_each_service_prefix_in_force() -> None:
+    web, api = ServiceKey("default", "web"), ServiceKey("prod", "api")
+    prefix = ipaddress.ip_network("198.51.100.7/32")
+    table = RouteTable(routes={("a", prefix): RouteAttributes()}, services={prefix: (web, api)})
+    current: list[RouteTable | None] = [None]
+    metrics.watch_announced("node-1", lambda: current[0])
+    assert value("metallb_speaker_announced", ip="198.51.100.7", node="node-1", protocol="bgp", service="default/web") is None
+    current[0] = table
+    for service in ("default/web", "prod/api"):
+        assert value("metallb_speaker_announced", ip="198.51.100.7", node="node-1", protocol="bgp", service=service) == 1
+    current[0] = RouteTable()
+    assert value("metallb_speaker_announced", ip="198.51.100.7", node="node-1", protocol="bgp", service="default/web") is None
+
+
+def test_the_change_latency_histogram_counts_each_change_once() -> None:
+    before = value("metallb_bgp_change_latency_seconds_count") or 0
+    metrics.record_change_latency(0.004)
+    assert value("metallb_bgp_change_latency_seconds_count") == before + 1
+    assert (value("metallb_bgp_change_latency_seconds_bucket", le="0.005") or 0) >= 1
