@@ -48,6 +48,7 @@ VALUE_SETS: dict[str, Doc] = {
             "serviceMonitor": {"enabled": True},
             "rules": {"enabled": True, "sessionDownFor": "5m", "poolUsageHighPercent": 90},
         },
+        "grafana": {"dashboard": {"enabled": True, "namespace": "monitoring"}},
     },
     "network-policy": {
         "networkPolicy": {
@@ -492,3 +493,37 @@ def test_helm_installs_upgrades_and_uninstalls_against_the_fake_api_server(
     # Helm never deletes CRDs: the users' metallb.io objects survive an uninstall.
     assert client.CustomObjectsApi(fake_kube.client).list_namespaced_custom_object(
         "metallb.io", "v1beta2", NAMESPACE, "bgppeers")["items"] == []
+
+
+def _exported_samples() -> set[str]:
+    """Every sample name the daemons can export: counters end in _total, histograms in _bucket/_sum/_count."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from metallb_bgp.observe import metrics
+
+    found = set()
+    for collector in vars(metrics).values():
+        if isinstance(collector, metrics.ScrapedMetric):
+            found.add(collector.exposed)
+        elif isinstance(collector, MetricWrapperBase):
+            name, kind = collector._name, collector._type  # noqa: SLF001 - no public accessor
+            found |= {"counter": {f"{name}_total"}, "histogram": {f"{name}_bucket", f"{name}_sum", f"{name}_count"}}.get(
+                kind, {name})
+    return found
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_daemons_export(rendered: dict[str, str]) -> None:
+    config_map = one(documents(rendered["monitoring"]), "ConfigMap", "-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"  # kube-prometheus-stack's sidecar label
+    dashboard = json.loads(config_map["data"]["metallb-bgp.json"])
+    assert dashboard["uid"] == "metallb-bgp" and dashboard["panels"]
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for query in queries for name in re.findall(r"\bmetallb_[a-z0-9_]+", query)}
+    exported = _exported_samples()
+    assert used <= exported, f"the dashboard queries metrics nobody exports: {sorted(used - exported)}"
+    assert {"metallb_bgp_session_up", "metallb_bfd_session_up", "metallb_bgp_pending_prefixes_total",
+            "metallb_speaker_announced", "metallb_bgp_change_latency_seconds_bucket", "metallb_bgp_notifications_total",
+            "metallb_allocator_addresses_in_use_total"} <= used  # fmt: skip
+    assert all(panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"])
+    assert not [d for d in documents(rendered["default"]) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
