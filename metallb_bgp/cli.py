@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     speaker.add_argument("--router-id", type=ipaddress.IPv4Address, default=None,
                          help="BGP router ID (default: the Node's IPv4 InternalIP, else an IPv4 sourceAddress or the route source)")
     speaker.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
+    speaker.add_argument("--service-bgp-status", action=argparse.BooleanOptionalAction, default=True,
+                         help="write MetalLB's ServiceBGPStatus objects, one per service this node announces (default: on)")
+    speaker.add_argument("--pod-name", default=os.environ.get("POD_NAME", ""),
+                         help="this speaker's Pod, owner of its ServiceBGPStatus objects (default: $POD_NAME)")
+    speaker.add_argument("--pod-uid", default=os.environ.get("POD_UID", ""), help="that Pod's UID (default: $POD_UID)")
     speaker.add_argument("--exabgp-prefixes-per-command", type=int, default=None, metavar="N",
                          help="prefixes per bulk announce/withdraw command (default 500)")
     speaker.add_argument("--exabgp-commands-in-flight", type=int, default=None, metavar="N",
@@ -267,6 +272,9 @@ def cmd_speaker(args: argparse.Namespace) -> int:
             router_id=args.router_id,
             load_balancer_class=args.load_balancer_class,
             tuning=EngineTuning(**tuning),
+            service_bgp_status=args.service_bgp_status,
+            pod_name=args.pod_name,
+            pod_uid=args.pod_uid,
         )
         asyncio.run(run_speaker(api_client, options))
     return 0

@@ -13,7 +13,8 @@ service IPs, pool names, counters, object references, `ObjectError` texts and pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -21,7 +22,9 @@ from typing import Any
 
 from metallb_bgp.api.problems import ObjectError
 from metallb_bgp.core.allocator.results import PoolUsage
-from metallb_bgp.core.net import IPAddress
+from metallb_bgp.core.keys import ServiceKey
+from metallb_bgp.core.net import IPAddress, IPNetwork
+from metallb_bgp.core.routes.table import RouteKey, RouteTable
 
 GROUP = "metallb.io"
 POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
@@ -216,3 +219,58 @@ def event_namespace(ref: ObjectRef) -> str:
     return ref.namespace or "default"
 
 
+
+
+# --- ServiceBGPStatus: one per service and announcing node (MetalLB's kind) ------------------------------
+
+SERVICE_BGP_STATUS_VERSION = "v1beta1"
+SERVICE_BGP_STATUS_PLURAL = "servicebgpstatuses"
+# MetalLB's labels on these objects, so `kubectl get servicebgpstatuses -l metallb.io/node=...` works the same
+LABEL_NODE = "metallb.io/node"
+LABEL_SERVICE_NAME = "metallb.io/service-name"
+LABEL_SERVICE_NAMESPACE = "metallb.io/service-namespace"
+
+
+def service_bgp_status_name(node: str, namespace: str, name: str) -> str:
+    """A name the same speaker computes again after a restart (MetalLB's are generated, `bgp-xxxxx`): a
+    create is then idempotent and a restarted speaker finds its own objects without a lookup."""
+    digest = hashlib.sha256(f"{node}\0{namespace}\0{name}".encode()).hexdigest()[:20]
+    return f"bgp-{digest}"
+
+
+def service_bgp_statuses(
+    node: str, table: RouteTable, advertised: Callable[[RouteKey], bool]
+) -> dict[str, Body]:
+    """Object name -> status, for every service this node announces in `table`: MetalLB's fields (the
+    peers it is configured to be advertised to) and ours (`peerStatus`: per peer, whether every one of
+    its prefixes is `advertised`, i.e. acknowledged on an established session)."""
+    peers_of: dict[IPNetwork, list[str]] = {}
+    for peer, prefix in table.routes:
+        peers_of.setdefault(prefix, []).append(peer)
+    per_service: dict[ServiceKey, dict[str, bool]] = {}
+    for prefix, services in table.services.items():
+        for peer in peers_of.get(prefix, ()):
+            ok = advertised((peer, prefix))
+            for service in services:
+                seen = per_service.setdefault(service, {})
+                seen[peer] = seen.get(peer, True) and ok
+    found: dict[str, Body] = {}
+    for service, peers in per_service.items():
+        names = sorted(peers)
+        found[service_bgp_status_name(node, service.namespace, service.name)] = {
+            "node": node, "serviceName": service.name, "serviceNamespace": service.namespace, "peers": names,
+            "peerStatus": [{"peer": peer, "advertised": peers[peer]} for peer in names],
+        }  # fmt: skip
+    return found
+
+
+def service_bgp_status_object(name: str, namespace: str, status: Body, owner: Body | None) -> Body:
+    """The object to create (its status goes in a second write: the kind has a status subresource)."""
+    metadata: Body = {
+        "name": name, "namespace": namespace,
+        "labels": {LABEL_NODE: status["node"], LABEL_SERVICE_NAME: status["serviceName"],
+                   LABEL_SERVICE_NAMESPACE: status["serviceNamespace"]},
+    }  # fmt: skip
+    if owner is not None:  # the speaker's Pod, as in MetalLB: its objects go when it goes
+        metadata["ownerReferences"] = [owner]
+    return {"apiVersion": f"{GROUP}/{SERVICE_BGP_STATUS_VERSION}", "kind": "ServiceBGPStatus", "metadata": metadata}

@@ -43,7 +43,7 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
-from metallb_bgp.core.writes import Body, EventSpec, configuration_state_status
+from metallb_bgp.core.writes import Body, EventSpec, WriteResult, configuration_state_status, service_bgp_statuses
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
     ClusterSource,
@@ -75,6 +75,10 @@ log = structlog.get_logger("metallb_bgp.daemons.speaker")
 
 COMPONENT = "metallb-speaker"
 PROVISIONAL_INTERVAL = 0.05  # seconds between provisional passes while the first lists come in
+# ServiceBGPStatus writes (two requests for a new object: create, then its status): a flapping session
+# changes every service's status at once, and must not become thousands of requests at once
+STATUS_QPS = 20.0
+STATUS_BURST = 50
 
 
 def _iso(seconds: float) -> str:
@@ -123,14 +127,74 @@ class SpeakerOptions:
     tuning: EngineTuning = field(default_factory=EngineTuning)
     event_qps: float = EVENT_QPS  # Events written (kube.writer.EventPacer)
     event_burst: int = EVENT_BURST
+    service_bgp_status: bool = True  # write MetalLB's ServiceBGPStatus objects
+    pod_name: str = ""  # the speaker's own Pod, owner of those objects (garbage-collected with it)
+    pod_uid: str = ""
 
     @property
     def state_name(self) -> str:
         return f"speaker-{self.node_name}"
 
 
+class _ServiceStatuses:
+    """This node's ServiceBGPStatus objects: the wanted set (latest wins) against what is known to be
+    written, sent paced (`STATUS_QPS`, burst `STATUS_BURST`), deletions included. The node's objects are
+    listed once first, so a restarted speaker removes what its predecessor left for services it no
+    longer announces; until that list succeeds nothing is written or deleted."""
+
+    def __init__(self, writer: KubeWriter, options: SpeakerOptions) -> None:
+        self.writer, self.options = writer, options
+        self.wanted: dict[str, Body] | None = None
+        self.written: dict[str, Body] | None = None  # None: not listed yet
+        self.pacer = EventPacer(STATUS_QPS, STATUS_BURST)
+        self.owner: Body | None = (
+            {"apiVersion": "v1", "kind": "Pod", "name": options.pod_name, "uid": options.pod_uid}
+            if options.pod_name and options.pod_uid else None
+        )  # fmt: skip
+
+    def due(self) -> list[tuple[str, Body | None]]:
+        if self.wanted is None or self.written is None:
+            return []
+        changed: list[tuple[str, Body | None]] = [(n, b) for n, b in self.wanted.items() if self.written.get(n) != b]
+        return changed + [(name, None) for name in self.written if name not in self.wanted]
+
+    def pending(self) -> bool:
+        return self.wanted is not None and (self.written is None or bool(self.due()))
+
+    async def step(self) -> tuple[bool, int]:
+        """One paced batch: (whether a write failed, how many are held back by the pacer)."""
+        if self.wanted is None:
+            return False, 0
+        if self.written is None:
+            self.written = await asyncio.to_thread(self.writer.list_service_bgp_statuses, self.options.namespace,
+                                                   self.options.node_name)  # fmt: skip
+            if self.written is None:
+                return True, 0
+        due = self.due()
+        batch = due[: self.pacer.take(len(due))]
+        results = await asyncio.to_thread(concurrently, self._send, batch)
+        failed = False
+        for (name, body), result in results:
+            if result.ok:
+                if body is None:
+                    self.written.pop(name, None)
+                else:
+                    self.written[name] = body
+            failed |= result.needs_retry
+        return failed, len(due) - len(batch)
+
+    def _send(self, item: tuple[str, Body | None]) -> WriteResult:  # worker thread
+        name, body = item
+        if body is None:
+            return self.writer.delete_service_bgp_status(self.options.namespace, name)
+        assert self.written is not None
+        return self.writer.write_service_bgp_status(self.options.namespace, name, body, exists=name in self.written,
+                                                    owner=self.owner)  # fmt: skip
+
+
 class _Publisher:
-    """Writes Events and the ConfigurationState in the background, latest state wins.
+    """Writes Events, the ConfigurationState and the ServiceBGPStatus objects in the background,
+    latest state wins.
 
     The loop hands it immutable values (`publish`); a write that fails stays due and is retried at the
     next publish or after a short delay. It runs on the loop; only the requests go to a worker thread.
@@ -145,11 +209,14 @@ class _Publisher:
         self.wake = asyncio.Event()
         self.retry_delay: float | None = None
         self.pacer = EventPacer(options.event_qps, options.event_burst)
+        self.statuses = _ServiceStatuses(writer, options)
 
-    def publish(self, state: Body, events: Sequence[EventSpec]) -> None:
+    def publish(self, state: Body, events: Sequence[EventSpec], statuses: dict[str, Body] | None = None) -> None:
         self.state = state
         self.ledger.add_once(events)
-        if events or state != self.written:
+        if statuses is not None:
+            self.statuses.wanted = statuses
+        if events or state != self.written or self.statuses.pending():
             self.wake.set()
 
     async def run(self) -> None:
@@ -158,7 +225,7 @@ class _Publisher:
                 await asyncio.wait_for(self.wake.wait(), self.retry_delay)
             self.wake.clear()
             pending, state, known = self.ledger.pending(), self.state, self.written
-            if not pending and (state is None or state == known):
+            if not pending and (state is None or state == known) and not self.statuses.pending():
                 self.retry_delay = None
                 continue
             due = self.ledger.due(limit=self.pacer.take(pending))
@@ -171,10 +238,13 @@ class _Publisher:
             if state_result is not None:
                 self.written = state if state_result.ok else None
                 failed |= state_result.needs_retry
+            statuses_failed, statuses_held = await self.statuses.step()
+            failed |= statuses_failed
             self.retry_delay = min(30.0, (self.retry_delay or 0.5) * 2) if failed else None
-            if held:
-                paced = self.pacer.delay(min(held, PACED_BATCH))
-                self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
+            for pacer, waiting in ((self.pacer, held), (self.statuses.pacer, statuses_held)):
+                if waiting:
+                    paced = pacer.delay(min(waiting, PACED_BATCH))
+                    self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
 
     def _write(self, due: list[EventSpec], state: Body | None, known: Body | None):  # worker thread
         results = concurrently(self.writer.emit_event, due)  # a cold start announces thousands at once
@@ -209,6 +279,8 @@ class Speaker:
         self.publisher = _Publisher(writer, options)
         self.reconciles = 0
         self.provisional_passes = 0
+        self._statuses_seen: object = None
+        self._statuses: dict[str, Body] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
@@ -346,7 +418,20 @@ class Speaker:
         sessions = self.engine.peer_states()
         metrics.record_sessions({name: s.state is SessionState.ESTABLISHED for name, s in sessions.items()})
         state = speaker_state(self.plan.compiled.errors, self.plan.peers, sessions, self.engine.rejected_peers)
-        self.publisher.publish(state, events)
+        self.publisher.publish(state, events, self._service_statuses(sessions))
+
+    def _service_statuses(self, sessions: Mapping[str, PeerState]) -> dict[str, Body] | None:
+        """The ServiceBGPStatus objects wanted now, computed again only when the table, the sessions or
+        ExaBGP's acknowledgements moved (it walks every route); None when they are turned off."""
+        assert self.plan is not None and self.engine is not None
+        if not self.options.service_bgp_status:
+            return None
+        established = frozenset(name for name, s in sessions.items() if s.state is SessionState.ESTABLISHED)
+        seen = (id(self.plan.table), established, sum(self.engine.updates().values()))
+        if seen != self._statuses_seen:
+            self._statuses_seen = seen
+            self._statuses = service_bgp_statuses(self.options.node_name, self.plan.table, self.engine.advertised)
+        return self._statuses
 
 
 async def run_speaker(api_client: ApiClient, options: SpeakerOptions) -> None:

@@ -851,6 +851,11 @@ class ExaBGPEngine:
                 found[key[0]] = found.get(key[0], 0) + 1
         return found
 
+    def advertised(self, key: RouteKey) -> bool:
+        """Whether the route is out: its session established, and ExaBGP acknowledged it with the
+        attributes desired now."""
+        return key[0] in self._established and (want := self._desired.routes.get(key)) is not None and self._sent.get(key) == want
+
     def updates(self) -> Mapping[str, int]:
         """Per peer, how many prefix updates (announcements and withdrawals) ExaBGP acknowledged so far."""
         return MappingProxyType(self._acknowledged)

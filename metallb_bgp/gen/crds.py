@@ -122,6 +122,43 @@ class ConfigurationState(MetalLBObject):
     status: ConfigurationStateStatus | None = None  # type: ignore[assignment]
 
 
+# --- ServiceBGPStatus: MetalLB's per-service, per-node status, and what MetalLB leaves out -------------------
+
+
+class PeerAdvertisement(_OpenStatus):
+    peer: str = Field(default="", description="BGPPeer name.")
+    advertised: bool = Field(
+        default=False,
+        description="The session to this peer is established and ExaBGP acknowledged every prefix of the "
+        "service with its attributes (MetalLB's `peers` says only where the service is configured to go).",
+    )
+
+
+class ServiceBGPStatusStatus(_OpenStatus):
+    node: str = Field(default="", description="The node announcing the service.")
+    service_name: str = Field(default="", description="The service this status represents.")
+    service_namespace: str = Field(default="", description="The namespace of the service.")
+    peers: list[str] = Field(
+        default_factory=list, description="The BGP peers the service is configured to be advertised to from this node."
+    )
+    peer_status: list[PeerAdvertisement] = Field(
+        default_factory=list, description="metallb-bgp's addition: per peer, whether the service is advertised now."
+    )
+
+
+class ServiceBGPStatusSpec(Strict):
+    """Empty, as MetalLB's: everything is in the status."""
+
+
+class ServiceBGPStatus(MetalLBObject):
+    """One per service and announcing node, written by that node's speaker (MetalLB's schema, plus
+    `status.peerStatus`)."""
+
+    kind: Literal["ServiceBGPStatus"]
+    spec: ServiceBGPStatusSpec = Field(default_factory=ServiceBGPStatusSpec)
+    status: ServiceBGPStatusStatus | None = None  # type: ignore[assignment]
+
+
 # --- what to generate -----------------------------------------------------------------------------------
 
 
@@ -268,6 +305,21 @@ KINDS: tuple[Kind, ...] = (
             Version("v1beta1", ConfigurationState, storage=True, columns=(
                 Column("Result", "string", ".status.result"),
                 Column("Error Summary", "string", ".status.errorSummary", priority=1),
+                AGE,
+            )),
+        ),
+    ),
+    Kind(
+        "ServiceBGPStatus",
+        "servicebgpstatuses",
+        "Written by the speakers, not by users (MetalLB's kind): one per LoadBalancer service and node "
+        "announcing it, with the BGP peers it is configured to be advertised to and, in status.peerStatus, "
+        "whether it is advertised to each now.",
+        (
+            Version("v1beta1", ServiceBGPStatus, storage=True, columns=(
+                Column("Node", "string", ".status.node"),
+                Column("Service Name", "string", ".status.serviceName"),
+                Column("Service Namespace", "string", ".status.serviceNamespace"),
                 AGE,
             )),
         ),

@@ -27,6 +27,9 @@ from kubernetes.client.rest import ApiException
 from metallb_bgp.core.writes import (
     CONFIGURATION_STATE_VERSION,
     GROUP,
+    LABEL_NODE,
+    SERVICE_BGP_STATUS_PLURAL,
+    SERVICE_BGP_STATUS_VERSION,
     Body,
     EventSpec,
     WriteOutcome,
@@ -35,6 +38,7 @@ from metallb_bgp.core.writes import (
     event_body,
     event_namespace,
     ingress_ips,
+    service_bgp_status_object,
 )
 from metallb_bgp.kube.client import MERGE_PATCH, CoreV1
 
@@ -145,6 +149,41 @@ class KubeWriter:
             ),
             status=patch.get("status"),
         )
+
+    # --- ServiceBGPStatus ---------------------------------------------------------------------------
+
+    def list_service_bgp_statuses(self, namespace: str, node: str) -> dict[str, Body] | None:
+        """Name -> status of the ServiceBGPStatus objects of `node` (what an earlier speaker left), or
+        None if they could not be listed (then nothing is deleted on their account)."""
+        try:
+            answer: Any = self.custom.list_namespaced_custom_object(
+                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL,
+                label_selector=f"{LABEL_NODE}={node}", _request_timeout=self.timeout,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - an API error or a connection error: try again later
+            log.warning("kube_read_failed", object=f"ServiceBGPStatus {namespace} node={node}",
+                        error=getattr(exc, "status", None) or type(exc).__name__)  # fmt: skip
+            return None
+        return {item["metadata"]["name"]: dict(item.get("status") or {}) for item in answer.get("items") or ()}
+
+    def write_service_bgp_status(self, namespace: str, name: str, status: Body, *, exists: bool, owner: Body | None) -> WriteResult:
+        """Create the object if it does not exist yet (409: it does), then set its status."""
+        target = f"ServiceBGPStatus {namespace}/{name}"
+        if not exists:
+            created = self._send("service_bgp_status_created", target, lambda: self.custom.create_namespaced_custom_object(
+                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL,
+                service_bgp_status_object(name, namespace, status, owner), _request_timeout=self.timeout))  # fmt: skip
+            if created.outcome not in (WriteOutcome.OK, WriteOutcome.CONFLICT):
+                return created
+        return self.patch_custom_status(version=SERVICE_BGP_STATUS_VERSION, plural=SERVICE_BGP_STATUS_PLURAL,
+                                        namespace=namespace, name=name, patch={"status": status}, kind="ServiceBGPStatus")  # fmt: skip
+
+    def delete_service_bgp_status(self, namespace: str, name: str) -> WriteResult:
+        result = self._send("service_bgp_status_deleted", f"ServiceBGPStatus {namespace}/{name}",
+                            lambda: self.custom.delete_namespaced_custom_object(
+                                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL, name,
+                                _request_timeout=self.timeout))  # fmt: skip
+        return WriteResult(WriteOutcome.OK) if result.outcome is WriteOutcome.NOT_FOUND else result
 
     def emit_event(self, spec: EventSpec) -> WriteResult:
         """Create the Event, or, when this writer created the same one before (a service announced

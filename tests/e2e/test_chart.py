@@ -77,6 +77,7 @@ VALUE_SETS: dict[str, Doc] = {
             "tolerations": [{"operator": "Exists"}],
             "nodeSelector": {"bgp": "enabled"},
             "routerIDFromHostIP": True,
+            "serviceBGPStatus": False,
             "exabgp": {"prefixesPerCommand": 200, "reactorSpeed": 0.2},
             "extraCapabilities": ["NET_RAW"],
             "serviceAccount": {"name": "bgp-speaker", "annotations": {"example.com/owner": "network"}},
@@ -272,8 +273,10 @@ def test_the_speaker_runs_on_the_host_network_named_after_its_node(rendered: dic
     container = speaker["containers"][0]
     assert container["args"][:2] == ["speaker", "--node-name=$(NODE_NAME)"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    # the node's address: the metrics endpoint listens there only (hostNetwork), not on every interface
-    assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
+    # the node's address: the metrics endpoint listens there only (hostNetwork), not on every interface;
+    # the Pod's name and UID: its ServiceBGPStatus objects are owned by it (garbage-collected with it)
+    assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP", "POD_NAME": "metadata.name",
+                   "POD_UID": "metadata.uid"}  # fmt: skip
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/var/run/metallb-bgp", "/tmp"}
 
 
@@ -318,6 +321,9 @@ def test_custom_values_reach_the_pods(rendered: dict[str, str]) -> None:
         assert pod["imagePullSecrets"] == [{"name": "registry"}]
     speaker_args = speaker_pod["containers"][0]["args"]
     assert "--router-id=$(HOST_IP)" in speaker_args
+    assert "--no-service-bgp-status" in speaker_args
+    default_speaker = one(documents(rendered["default"]), "DaemonSet", "-speaker")["spec"]["template"]["spec"]
+    assert "--no-service-bgp-status" not in default_speaker["containers"][0]["args"]  # on by default, as in MetalLB
     assert {"--exabgp-prefixes-per-command=200", "--exabgp-reactor-speed=0.2"} <= set(speaker_args)
     assert not any(a.startswith(("--exabgp-commands-in-flight", "--exabgp-ack-timeout")) for a in speaker_args)
     assert "--lease-duration=30" in controller_pod["containers"][0]["args"]

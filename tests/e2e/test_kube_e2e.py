@@ -23,15 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from bird import BirdRouter, Speaker
 from fakekube import FakeKube, schemaless_crd
 from kubernetes import client
 from runs import free_peer_port, stop_child
 from waiting import wait_until
 
+from metallb_bgp.core.writes import service_bgp_status_name
+
 pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]
 
 GROUP = "metallb.io"
+ROOT = Path(__file__).resolve().parents[2]
 NS = "metallb-system"
 NODES = {"node-a": "127.0.0.2", "node-b": "127.0.0.3"}  # node -> the address its speaker uses
 ROUTER_ASN, NODE_ASN = 64501, 64500
@@ -471,3 +475,50 @@ def test_the_speakers_metrics_follow_the_router_and_the_cluster(harness: Harness
     wait_until(lambda: _scrape(port).get(session) == 0, timeout=15, what="metallb_bgp_session_up 0 once the router dropped it")
     harness.router.birdc("enable", "a")
     wait_until(lambda: _scrape(port).get(session) == 1, timeout=30, what="metallb_bgp_session_up 1 again")
+
+
+def test_service_bgp_status_objects_say_where_a_service_is_configured_to_go_and_whether_it_is_advertised(
+    harness: Harness,
+) -> None:
+    """MetalLB's ServiceBGPStatus (its CRD schema, generated here, and its labels), one per service and
+    node, owned by the speaker's Pod; ours beside MetalLB's fields: per peer, `advertised`, which follows
+    the session when the router drops it. A predecessor's object for a service no longer announced is
+    deleted at start; a deleted service's object goes."""
+    crd = yaml.safe_load((ROOT / "charts/metallb-bgp/crds/metallb.io_servicebgpstatuses.yaml").read_text())
+    harness.fake.register_crd(crd)
+    custom = harness.api.custom
+    ghost = {"apiVersion": f"{GROUP}/v1beta1", "kind": "ServiceBGPStatus",
+             "metadata": {"name": "bgp-left-behind", "labels": {"metallb.io/node": "node-a"}}}  # fmt: skip
+    custom.create_namespaced_custom_object(GROUP, "v1beta1", NS, "servicebgpstatuses", ghost)
+    harness.controller()
+    harness.speaker("node-a", "--pod-name", "speaker-abc12", "--pod-uid", "0b2c-uid")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's /32 at the router")
+    name = service_bgp_status_name("node-a", "default", "web")
+
+    def status() -> dict[str, Any] | None:
+        try:
+            return dict(custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "servicebgpstatuses", name))
+        except client.ApiException:
+            return None
+
+    def advertised(value: bool) -> bool:
+        found = status()
+        return found is not None and (found.get("status") or {}).get("peerStatus") == [{"peer": "router-a", "advertised": value}]
+
+    wait_until(lambda: advertised(True), timeout=15, what="web's ServiceBGPStatus, advertised to router-a")
+    found = status()
+    assert found is not None
+    assert {k: v for k, v in found["status"].items() if k != "peerStatus"} == {
+        "node": "node-a", "serviceName": "web", "serviceNamespace": "default", "peers": ["router-a"]}
+    assert found["metadata"]["labels"] == {"metallb.io/node": "node-a", "metallb.io/service-name": "web",
+                                           "metallb.io/service-namespace": "default"}  # fmt: skip
+    assert found["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "speaker-abc12", "uid": "0b2c-uid"}]
+    listed = custom.list_namespaced_custom_object(GROUP, "v1beta1", NS, "servicebgpstatuses", label_selector="metallb.io/node=node-a")
+    assert [item["metadata"]["name"] for item in listed["items"]] == [name]  # the predecessor's leftover is gone
+    harness.router.birdc("disable", "a")
+    wait_until(lambda: advertised(False), timeout=15, what="advertised false once the router dropped the session")
+    harness.router.birdc("enable", "a")
+    wait_until(lambda: advertised(True), timeout=30, what="advertised again")
+    harness.api.core.delete_namespaced_service("web", "default")
+    wait_until(lambda: status() is None, timeout=15, what="the deleted service's ServiceBGPStatus gone")

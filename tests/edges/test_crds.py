@@ -106,7 +106,7 @@ def test_the_committed_crds_are_what_the_models_generate() -> None:
 
 def test_every_metallb_kind_the_daemons_read_or_write_has_a_crd() -> None:
     assert set(BY_KIND) == {"IPAddressPool", "BGPPeer", "BGPAdvertisement", "Community", "BFDProfile",
-                            "L2Advertisement", "ConfigurationState"}
+                            "L2Advertisement", "ConfigurationState", "ServiceBGPStatus"}
     for kind, crd in BY_KIND.items():
         assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.metallb.io"
         assert crd["spec"]["scope"] == "Namespaced"
@@ -358,3 +358,15 @@ def test_exclusive_bounds_become_openapi_flags() -> None:
 def test_shapes_a_structural_schema_cannot_express_are_refused_by_name(field: str, why: str) -> None:
     with pytest.raises(crds.UnsupportedSchema, match=why):
         crds.field_schema(_Shapes, field)
+
+
+def test_service_bgp_status_keeps_metallbs_schema_and_columns_and_adds_peer_status() -> None:
+    """`kubectl get servicebgpstatuses -A` shows what MetalLB users expect: its columns and fields."""
+    crd = BY_KIND["ServiceBGPStatus"]
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1beta1"
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Node", "Service Name", "Service Namespace", "Age"]
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert {"node", "serviceName", "serviceNamespace", "peers", "peerStatus"} <= set(status)
+    assert status["peers"]["items"]["type"] == "string"
+    assert status["peerStatus"]["items"]["properties"]["advertised"]["type"] == "boolean"

@@ -1,0 +1,29 @@
+"""The status objects the speakers write, as values (metallb_bgp.core.writes): pure, no API server."""
+
+from __future__ import annotations
+
+
+def test_service_bgp_statuses_name_each_service_and_node_and_say_per_peer_whether_it_is_out() -> None:
+    """MetalLB's fields (node, service, the peers it is configured to go to) and ours: advertised only
+    when every prefix of the service is acknowledged to that peer; two services sharing an IP each get
+    their own object; names are the same after a restart."""
+    from ipaddress import ip_network
+
+    from metallb_bgp.core.keys import ServiceKey
+    from metallb_bgp.core.routes.table import RouteAttributes, RouteTable
+    from metallb_bgp.core.writes import service_bgp_status_name, service_bgp_statuses
+
+    web, api = ServiceKey("default", "web"), ServiceKey("prod", "api")
+    v4, v6 = ip_network("198.51.100.7/32"), ip_network("2001:db8::7/128")
+    table = RouteTable(
+        routes={(peer, prefix): RouteAttributes() for peer in ("r1", "r2") for prefix in (v4, v6)},
+        services={v4: (web, api), v6: (web,)},
+    )
+    statuses = service_bgp_statuses("node-1", table, lambda key: key != ("r2", v6))
+    assert set(statuses) == {service_bgp_status_name("node-1", "default", "web"), service_bgp_status_name("node-1", "prod", "api")}
+    web_status = statuses[service_bgp_status_name("node-1", "default", "web")]
+    assert web_status == {"node": "node-1", "serviceName": "web", "serviceNamespace": "default", "peers": ["r1", "r2"],
+                          "peerStatus": [{"peer": "r1", "advertised": True}, {"peer": "r2", "advertised": False}]}  # fmt: skip
+    assert statuses[service_bgp_status_name("node-1", "prod", "api")]["peerStatus"][1] == {"peer": "r2", "advertised": True}
+    assert service_bgp_status_name("node-1", "default", "web") != service_bgp_status_name("node-2", "default", "web")
+    assert service_bgp_status_name("node-1", "default", "web").startswith("bgp-")
