@@ -188,7 +188,7 @@ class SpeakerRun:
             sys.executable, *profiler, "-m", self.module, "run",
             "--manifests", str(self.cluster.folder), "--node", NODE,
             "--workdir", str(self.directory / "w"), "--state-file", str(self.directory / "state.json"),
-            "--log-format", "json",
+            "--log-format", "json", "--control-socket", str(self.directory / "control" / "control.sock"),
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
             self.started_at = time.perf_counter()

@@ -50,7 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--load-balancer-class", default=None, help="only handle services of this class")
     run.add_argument("--watch-step-ms", type=_positive_int, default=1, metavar="MS",
                      help="file watcher step: a change is seen 1-2 steps after it; each step wakes a thread (default 1)")
+    run.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
+                     help="where `status` and `explain` ask this daemon (mode 0600 in a 0700 folder; "
+                          "default: /run/metallb-bgp/control.sock as root, else in $XDG_RUNTIME_DIR)")
     _logging_flags(run)
+
+    for name, what in (("status", "sessions, routes, configuration problems and ExaBGP's health"),
+                       ("explain", "why a service is (not) announced: pool, IPs, advertisements, per node and peer")):
+        inspect = sub.add_parser(name, help=f"{what}; from a running `run`, or with --kubeconfig from the cluster's status objects")
+        if name == "explain":
+            inspect.add_argument("service", metavar="NAMESPACE/NAME", help="the Service (NAME alone: namespace default)")
+        inspect.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
+                             help="the `run` daemon's control socket (default: as `run`'s)")
+        inspect.add_argument("--kubeconfig", type=Path, default=None,
+                             help="Kubernetes mode: read the status objects the speakers write (as kubectl does)")
+        inspect.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
+        inspect.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
     controller = sub.add_parser(
         "controller", help="Kubernetes mode: allocate service IPs (one leader), write status, annotations, events"
@@ -174,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from metallb_bgp.daemons.run import RunOptions, run
     from metallb_bgp.observe import logs
+    from metallb_bgp.observe.control import default_socket
     from metallb_bgp.sources.state_file import StateFileError
 
     logs.configure(level=args.log_level, fmt=args.log_format)
@@ -193,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             load_balancer_class=args.load_balancer_class,
             watch_step_ms=args.watch_step_ms,
+            control_socket=args.control_socket or default_socket(),
         )
         try:
             asyncio.run(run(options))
@@ -280,7 +297,45 @@ def cmd_speaker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """`status` and `explain`: ask the running `run`, or (with --kubeconfig) read the cluster's status objects."""
+    from metallb_bgp.observe import control
+    from metallb_bgp.observe.inspect import explain_table, render, status_table
+
+    namespace, _, name = getattr(args, "service", "").rpartition("/")
+    service = (namespace or "default", name)
+    if args.kubeconfig is not None:
+        from metallb_bgp.kube import inspect as cluster
+
+        api = _kube_client(args, "cli")
+        try:
+            answer = (cluster.cluster_status(api, args.namespace) if args.command == "status"
+                      else cluster.cluster_explain(api, args.namespace, *service))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - API errors and connection errors alike: say so, exit 1
+            print(f"error: reading the cluster: {type(exc).__name__}: {exc}"[:500], file=sys.stderr)
+            return 1
+        finally:
+            api.close()
+    else:
+        path = args.control_socket or control.default_socket()
+        request = {"command": "status"} if args.command == "status" else {"command": "explain", "service": "/".join(service)}
+        try:
+            answer = control.ask(path, request)
+        except OSError as exc:
+            print(f"error: no `metallb-bgp run` answers on {path} ({exc.strerror or exc}); "
+                  "in Kubernetes mode give --kubeconfig", file=sys.stderr)  # fmt: skip
+            return 1
+    if "error" in answer:
+        print(f"error: {answer['error']}", file=sys.stderr)
+        return 1
+    table = status_table(answer) if args.command == "status" else explain_table(answer)
+    sys.stdout.write(render(answer, args.output, table))
+    return 0 if answer.get("found", True) else 1
+
+
 COMMANDS = {
+    "status": cmd_inspect,
+    "explain": cmd_inspect,
     "validate": cmd_validate,
     "plan": cmd_plan,
     "run": cmd_run,

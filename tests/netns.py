@@ -304,7 +304,8 @@ class Fleet:
     def start_speaker(self, node: Node, manifests: Path) -> subprocess.Popen[bytes]:
         """`metallb-bgp run` on `node`, reading the manifests folder."""
         return self._start(node, ["run", "--manifests", str(manifests), "--node", node.name,
-                                  "--state-file", str(self.directory / f"state-{node.index}.json")])  # fmt: skip
+                                  "--state-file", str(self.directory / f"state-{node.index}.json"),
+                                  "--control-socket", str(self.directory / f"control-{node.index}" / "control.sock")])  # fmt: skip
 
     def start_kube_speaker(self, node: Node, kubeconfig: Path) -> subprocess.Popen[bytes]:
         """`metallb-bgp speaker` on `node`, against an API server reachable from inside the namespace."""

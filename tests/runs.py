@@ -54,10 +54,12 @@ class Run:
     def __init__(self, manifests: Path, workdir: Path, state_file: Path) -> None:
         self.workdir = workdir
         self.log_path = workdir.parent / f"{workdir.name}.log"
+        self.control = workdir.parent / f"{workdir.name}-control" / "control.sock"  # its own, not the machine's
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "metallb_bgp.cli", "run", "--manifests", str(manifests), "--node", "node-a",
-             "--workdir", str(workdir), "--state-file", str(state_file), "--log-format", "json"],
+             "--workdir", str(workdir), "--state-file", str(state_file), "--log-format", "json",
+             "--control-socket", str(self.control)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -185,6 +185,11 @@ def timestamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def timestamp_of(seconds: float) -> str:
+    """`timestamp` of a `time.time()` value (when a session entered its state, say)."""
+    return timestamp(datetime.fromtimestamp(seconds, UTC))
+
+
 def event_body(spec: EventSpec, *, component: str, instance: str, host: str = "", now: datetime | None = None) -> Body:
     """A core/v1 Event about `spec.ref` (namespaced objects: in their namespace; others: default)."""
     ref = spec.ref

@@ -36,15 +36,18 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from metallb_bgp.api.problems import printable
 from metallb_bgp.core.change import ClusterChange
+from metallb_bgp.core.explain import explain_service
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
+from metallb_bgp.core.writes import problem_entry, timestamp_of
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
     NextHops,
@@ -62,7 +65,7 @@ from metallb_bgp.exabgp import (
     ExaBGPEngine,
     SessionState,
 )
-from metallb_bgp.observe import metrics
+from metallb_bgp.observe import control, metrics
 from metallb_bgp.sources.manifests import ManifestFolder
 from metallb_bgp.sources.state_file import StateFile, load_state
 
@@ -79,6 +82,7 @@ class RunOptions:
     namespace: str = "metallb-system"
     load_balancer_class: str | None = None
     watch_step_ms: int = 1  # the watcher reports a change 1-2 steps after it; each step wakes a thread
+    control_socket: Path | None = None  # where `metallb-bgp status` / `explain` ask (observe.control)
 
 
 class Runner:
@@ -179,6 +183,7 @@ class Runner:
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
+        control = await self._serve_control()
         try:
             try:
                 plan = await asyncio.to_thread(self._first_plan, change, started)
@@ -198,6 +203,8 @@ class Runner:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            if control is not None:
+                control.close()
             await self.engine.stop(withdraw=self._withdraw_on_stop())
             await self.bfd.stop()  # AdminDown to each BFD peer: a stop, not a failure (RFC 5882 3.2)
             log.info("stopped")
@@ -235,6 +242,65 @@ class Runner:
         await self.reconcile(plan)
         if woken_at is not None:
             metrics.record_change_latency(time.monotonic() - woken_at)
+
+    # --- what `metallb-bgp status` and `explain` ask (observe.control) --------------------------------
+
+    async def _serve_control(self) -> asyncio.AbstractServer | None:
+        if self.options.control_socket is None:
+            return None
+        try:
+            return await control.serve(self.options.control_socket, self._answer)
+        except OSError as exc:  # a question channel is not worth refusing to announce routes over
+            log.error("control_socket_failed", path=str(self.options.control_socket), error=str(exc))
+            return None
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.plan is None or self.engine is None:
+            return {"error": "starting: the manifests have not been planned yet"}
+        command = request.get("command")
+        if command == "status":
+            return self.status()
+        if command == "explain":
+            namespace, _, name = str(request.get("service", "")).rpartition("/")
+            return self.explain(ServiceKey(namespace or "default", name))
+        return {"error": f"unknown command {command!r} (status, explain)"}
+
+    def status(self) -> dict[str, Any]:
+        """Sessions, route counts, configuration problems and ExaBGP's health, from the books in force."""
+        assert self.plan is not None and self.engine is not None
+        table, engine = self.plan.table, self.engine
+        announced: dict[str, int] = {}
+        for peer, _prefix in table.routes:
+            announced[peer] = announced.get(peer, 0) + 1
+        pending, updates, states = engine.pending(), engine.updates(), engine.peer_states()
+        skipped: dict[str, int] = {}
+        for skip in table.skipped.values():
+            skipped[skip.reason.value] = skipped.get(skip.reason.value, 0) + 1
+        peers = [
+            {"name": peer.name, "address": str(peer.address), "state": states[peer.name].state.value if peer.name in states else "idle",
+             "since": timestamp_of(states[peer.name].since) if peer.name in states else None,
+             "lastError": states[peer.name].last_error if peer.name in states else None,
+             "announced": announced.get(peer.name, 0), "pending": pending.get(peer.name, 0),
+             "updates": updates.get(peer.name, 0), "bfd": self.bfd.states.get(peer.name)}
+            for peer in self.plan.peers
+        ]  # fmt: skip
+        return {
+            "mode": "embedded", "node": self.options.node_name, "peers": peers,
+            "routes": len(table.routes), "servicesAnnounced": len({k for keys in table.services.values() for k in keys}),
+            "servicesNotAnnounced": skipped, "problems": [problem_entry(p) for p in self.plan.problems],
+            "exabgp": {"pid": engine.child_pid, "relayPid": engine.relay_pid, "restarts": engine.restarts},
+        }  # fmt: skip
+
+    def explain(self, key: ServiceKey) -> dict[str, Any]:
+        assert self.plan is not None and self.engine is not None
+        node = self.planner.node
+        states = {name: state.state.value for name, state in self.engine.peer_states().items()}
+        return explain_service(
+            key, service=self.planner.services.get(key), allocation=self.plan.allocation,
+            config=self.plan.compiled.config, node_name=self.options.node_name,
+            node_labels=node.metadata.labels if node is not None else {}, table=self.plan.table,
+            advertised=self.engine.advertised, sessions=states,
+        )  # fmt: skip
 
     def _start_over(self, _changed: set[Path]) -> ClusterChange:
         """Everything again, from the files, for a new planner that starts from the assignments in force."""

@@ -28,7 +28,6 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
-from metallb_bgp.core.writes import Body, EventSpec, WriteResult, configuration_state_status, service_bgp_statuses
+from metallb_bgp.core.writes import Body, EventSpec, WriteResult, configuration_state_status, service_bgp_statuses, timestamp_of
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
     ClusterSource,
@@ -81,10 +80,6 @@ STATUS_QPS = 20.0
 STATUS_BURST = 50
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def peer_entries(
     peers: Sequence[Peer], states: Mapping[str, PeerState], rejected: Mapping[str, str]
 ) -> list[Body]:
@@ -98,7 +93,7 @@ def peer_entries(
             "state": state.state.value if state is not None else "idle",
         }
         if state is not None:
-            entry["since"] = _iso(state.since)
+            entry["since"] = timestamp_of(state.since)
         error = rejected.get(peer.name) or (state.last_error if state is not None else None)
         if error:
             entry["lastError"] = error

@@ -317,3 +317,60 @@ def _run_with_local_asn(directory: Path, router_port: int, local_asn: int) -> Ru
     (manifests / "web.yaml").write_text(service("web"))
     return Run(manifests, directory / "run", directory / "state.json")
 
+
+
+def _inspect(run: Run, *args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "metallb_bgp.cli", *args, "--control-socket", str(run.control)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_status_and_explain_ask_the_running_daemon_and_agree_with_the_routers_rib(cluster) -> None:
+    """`metallb-bgp status` / `explain` over the control socket (0600 in a 0700 folder): the session,
+    what is announced and acknowledged, why a service is not announced, as the router's RIB shows it;
+    and the session going down at the router turns `advertised` off."""
+    import json
+
+    router, manifests, start = cluster
+    (manifests / "web.yaml").write_text(service("web"))
+    (manifests / "local.yaml").write_text(service_manifest("local", local=True, endpoint_node="node-b"))
+    run = start()
+    router.wait_routes(lambda r: host("198.51.100.1/32") in r, what="web's /32")  # local is 198.51.100.0, not announced
+    assert oct(run.control.stat().st_mode & 0o777) == "0o600" and oct(run.control.parent.stat().st_mode & 0o777) == "0o700"
+
+    def explained(name: str) -> dict:
+        code, out = _inspect(run, "explain", f"default/{name}", "-o", "json")
+        assert code in (0, 1), out
+        return json.loads(out)
+
+    wait_until(lambda: explained("web")["routes"] and explained("web")["routes"][0]["advertised"], what="web advertised")
+    web = explained("web")
+    assert (web["found"], web["announced"], web["ips"], web["pool"]) == (True, True, ["198.51.100.1"], "pool")
+    (route,) = web["routes"]
+    at_router = router.routes()[host("198.51.100.1/32")]
+    assert (route["peer"], route["prefix"], route["session"]) == ("router", "198.51.100.1/32", "established")
+    assert tuple(route["communities"]) == at_router.communities == ("64500:1",)
+    assert [a["name"] for a in web["advertisements"] if a["appliesToNode"] and a["selectsService"]] == ["adv"]
+    local = explained("local")
+    assert (local["announced"], local["routes"]) == (False, []) and "endpoint" in local["reason"]
+    assert host("198.51.100.0/32") not in router.routes()
+    code, out = _inspect(run, "explain", "default/nope", "-o", "json")
+    assert code == 1 and json.loads(out)["found"] is False
+
+    code, out = _inspect(run, "status", "-o", "json")
+    status = json.loads(out)
+    assert code == 0 and status["mode"] == "embedded" and status["node"] == "node-a"
+    (peer,) = status["peers"]
+    assert (peer["name"], peer["state"], peer["announced"], peer["pending"]) == ("router", "established", len(router.routes()), 0)
+    assert status["exabgp"]["pid"] in run.children() and status["servicesNotAnnounced"] == {"noEndpoints": 1}
+    code, table = _inspect(run, "status")
+    assert code == 0 and "PEER" in table and "established" in table.splitlines()[2]
+
+    router.birdc("disable", "speaker")
+    wait_until(lambda: not explained("web")["routes"][0]["advertised"], what="advertised off with the session down")
+    assert explained("web")["routes"][0]["session"] != "established"
+    code, table = _inspect(run, "explain", "web")
+    assert code == 0 and "ADVERTISED" in table and " no " in table

@@ -522,3 +522,35 @@ def test_service_bgp_status_objects_say_where_a_service_is_configured_to_go_and_
     wait_until(lambda: advertised(True), timeout=30, what="advertised again")
     harness.api.core.delete_namespaced_service("web", "default")
     wait_until(lambda: status() is None, timeout=15, what="the deleted service's ServiceBGPStatus gone")
+
+
+def test_status_and_explain_read_the_clusters_status_objects(harness: Harness) -> None:
+    """Kubernetes mode of `metallb-bgp status` / `explain` (--kubeconfig, as kubectl): from the
+    speakers' ConfigurationState and ServiceBGPStatus objects, no daemon asked."""
+    harness.fake.register_crd(yaml.safe_load((ROOT / "charts/metallb-bgp/crds/metallb.io_servicebgpstatuses.yaml").read_text()))
+    harness.controller()
+    harness.speaker("node-a")
+    harness.api.service("web")
+    harness.wait_routes("a", {FIRST}, what="web's /32 at the router")
+
+    def cli(*args: str) -> tuple[int, Any]:
+        result = subprocess.run([sys.executable, "-m", "metallb_bgp.cli", *args, "--kubeconfig", str(harness.config),
+                                 "-o", "json"], capture_output=True, text=True, timeout=30)  # fmt: skip
+        return result.returncode, json.loads(result.stdout) if result.stdout.strip() else result.stderr
+
+    def explained() -> Any:
+        code, answer = cli("explain", "default/web")
+        return answer if code == 0 and answer.get("nodes") and answer["nodes"][0]["routes"][0]["advertised"] else None
+
+    wait_until(explained, timeout=20, what="explain: web advertised from node-a")
+    answer = explained()
+    assert answer["ips"] == ["198.51.100.0"] and answer["pool"] == "pool"
+    assert answer["nodes"] == [{"node": "node-a", "announced": True, "routes": [
+        {"peer": "router-a", "prefix": "198.51.100.0", "session": "established", "advertised": True}]}]
+    code, status = cli("status")
+    assert code == 0
+    speaker = next(d for d in status["daemons"] if d["name"] == "speaker-node-a")
+    assert speaker["servicesAnnounced"] == 1 and speaker["peers"][0]["state"] == "established"
+    assert {d["name"] for d in status["daemons"]} >= {"controller", "speaker-node-a"}
+    code, missing = cli("explain", "default/nope")
+    assert code == 1 and missing["found"] is False

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from metallb_bgp.api.core import Service
+from metallb_bgp.api.core import Node, Service
 from metallb_bgp.core.allocator.incremental import IncrementalAllocation
 from metallb_bgp.core.allocator.results import Allocation
 from metallb_bgp.core.change import ClusterChange
@@ -85,6 +85,16 @@ class IncrementalPlanner:
         self.assignments_changed: frozenset[ServiceKey] = frozenset()  # by the last update
         # routes (peer, prefix) the last update may have changed; None: any (the table was rebuilt)
         self.routes_touched: frozenset[RouteKey] | None = None
+
+    @property
+    def services(self) -> Mapping[ServiceKey, Service]:
+        """The LoadBalancer services as the last update saw them (the definition that counts), by key."""
+        return self._services
+
+    @property
+    def node(self) -> Node | None:
+        """This node's Node object, if the cluster has one."""
+        return self._config.node
 
     @property
     def remembered(self) -> Mapping[ServiceKey, tuple[IPAddress, ...]]:
