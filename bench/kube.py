@@ -113,6 +113,7 @@ class KubeRun:
         self.api = client.CoreV1Api(self.fake.client)
         self.discovery = client.DiscoveryV1Api(self.fake.client)
         self.seed_seconds = self._seed()
+        self.speaker_flags = ["--no-service-bgp-status"]
 
     def is_local(self, index: int) -> bool:
         return self.local_every > 0 and index % self.local_every == 0
@@ -152,9 +153,11 @@ class KubeRun:
         return str(self.fake.write_kubeconfig(self.directory / "kubeconfig"))
 
     def _speaker(self, name: str) -> Daemon:
+        # Without ServiceBGPStatus objects: at 10,000 services they trickle in for ~500 s (paced at 20 a
+        # second), through every single-change sample; `python -m bench.status_writes` measures them.
         return Daemon(self.directory, name, [
             "speaker", "--kubeconfig", self._kubeconfig(), "--node-name", NODE, "--workdir", str(self.directory / "w"),
-            *metrics_flag()])  # fmt: skip
+            *self.speaker_flags, *metrics_flag()])  # fmt: skip
 
     def alive(self) -> None:
         for daemon in self.daemons:

@@ -141,17 +141,25 @@ class _ServiceStatuses:
         self.writer, self.options = writer, options
         self.wanted: dict[str, Body] | None = None
         self.written: dict[str, Body] | None = None  # None: not listed yet
+        self._due: list[tuple[str, Body | None]] | None = None  # wanted against written, once per wanted set
         self.pacer = EventPacer(STATUS_QPS, STATUS_BURST)
         self.owner: Body | None = (
             {"apiVersion": "v1", "kind": "Pod", "name": options.pod_name, "uid": options.pod_uid}
             if options.pod_name and options.pod_uid else None
         )  # fmt: skip
 
+    def want(self, wanted: dict[str, Body]) -> None:
+        if wanted is not self.wanted:  # the speaker hands over the very same dict while nothing moved
+            self.wanted, self._due = wanted, None
+
     def due(self) -> list[tuple[str, Body | None]]:
+        """The writes still to make (computed once per wanted set: 10,000 comparisons are milliseconds)."""
         if self.wanted is None or self.written is None:
             return []
-        changed: list[tuple[str, Body | None]] = [(n, b) for n, b in self.wanted.items() if self.written.get(n) != b]
-        return changed + [(name, None) for name in self.written if name not in self.wanted]
+        if self._due is None:
+            self._due = [(n, b) for n, b in self.wanted.items() if self.written.get(n) != b]
+            self._due += [(name, None) for name in self.written if name not in self.wanted]
+        return self._due
 
     def pending(self) -> bool:
         return self.wanted is not None and (self.written is None or bool(self.due()))
@@ -167,16 +175,22 @@ class _ServiceStatuses:
                 return True, 0
         due = self.due()
         batch = due[: self.pacer.take(len(due))]
+        wanted = self.wanted
         results = await asyncio.to_thread(concurrently, self._send, batch)
         failed = False
+        retry = []
         for (name, body), result in results:
             if result.ok:
                 if body is None:
                     self.written.pop(name, None)
                 else:
                     self.written[name] = body
+            else:
+                retry.append((name, body))
             failed |= result.needs_retry
-        return failed, len(due) - len(batch)
+        if self.wanted is wanted and self._due is due:  # nothing new meanwhile: the rest, then the retries
+            self._due = due[len(batch) :] + retry
+        return failed, len(self.due())
 
     def _send(self, item: tuple[str, Body | None]) -> WriteResult:  # worker thread
         name, body = item
@@ -210,7 +224,7 @@ class _Publisher:
         self.state = state
         self.ledger.add_once(events)
         if statuses is not None:
-            self.statuses.wanted = statuses
+            self.statuses.want(statuses)
         if events or state != self.written or self.statuses.pending():
             self.wake.set()
 

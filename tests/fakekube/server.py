@@ -177,14 +177,14 @@ class _Handler(BaseHTTPRequestHandler):
             for item in value if isinstance(value, list) else [value]:
                 self.send_header(name, f'299 - {json.dumps(item)}' if name == "Warning" else item)
         self.end_headers()
+        self.server.fake._count_sent(self.headers.get("User-Agent", ""), len(data))  # before: the client may read it first
         with contextlib.suppress(OSError):
             self.wfile.write(data)
-            self.server.fake._count_sent(self.headers.get("User-Agent", ""), len(data))
 
     def _write_chunk(self, data: bytes) -> bool:
         try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.server.fake._count_sent(self.headers.get("User-Agent", ""), len(data))
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             return True
         except OSError:
             self.close_connection = True
