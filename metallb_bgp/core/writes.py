@@ -226,21 +226,56 @@ def event_namespace(ref: ObjectRef) -> str:
 
 
 
-# --- ServiceBGPStatus: one per service and announcing node (MetalLB's kind) ------------------------------
+# --- status objects the speakers keep, one per service or session and node -----------------------------------
 
-SERVICE_BGP_STATUS_VERSION = "v1beta1"
-SERVICE_BGP_STATUS_PLURAL = "servicebgpstatuses"
-# MetalLB's labels on these objects, so `kubectl get servicebgpstatuses -l metallb.io/node=...` works the same
+
+@dataclass(frozen=True)
+class StatusKind:
+    """A kind of object a speaker keeps one of per thing it reports on (a service, a session), with the
+    node in a label so a restarted speaker finds its predecessor's."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    node_label: str
+    labels: Callable[[Body], dict[str, str]]  # the object's labels, from its status
+
+    def object(self, name: str, namespace: str, status: Body, owner: Body | None) -> Body:
+        """The object to create (its status goes in a second write: the kind has a status subresource)."""
+        metadata: Body = {"name": name, "namespace": namespace, "labels": self.labels(status)}
+        if owner is not None:  # the speaker's Pod, as in MetalLB: its objects go when it goes
+            metadata["ownerReferences"] = [owner]
+        return {"apiVersion": f"{self.group}/{self.version}", "kind": self.kind, "metadata": metadata}
+
+
+def _object_name(prefix: str, *parts: str) -> str:
+    """A name the same speaker computes again after a restart (MetalLB's are generated, `bgp-xxxxx`): a
+    create is then idempotent and a restarted speaker finds its own objects without a lookup."""
+    return f"{prefix}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:20]}"
+
+
+# MetalLB's labels on ServiceBGPStatus objects, so `kubectl get servicebgpstatuses -l metallb.io/node=...` works the same
 LABEL_NODE = "metallb.io/node"
 LABEL_SERVICE_NAME = "metallb.io/service-name"
 LABEL_SERVICE_NAMESPACE = "metallb.io/service-namespace"
+SESSION_GROUP = "metallb-bgp.io"
+LABEL_SESSION_NODE = f"{SESSION_GROUP}/node"
+LABEL_SESSION_PEER = f"{SESSION_GROUP}/peer"
+
+SERVICE_BGP_STATUS = StatusKind(
+    "ServiceBGPStatus", GROUP, "v1beta1", "servicebgpstatuses", LABEL_NODE,
+    lambda status: {LABEL_NODE: status["node"], LABEL_SERVICE_NAME: status["serviceName"],
+                    LABEL_SERVICE_NAMESPACE: status["serviceNamespace"]},
+)  # fmt: skip
+BGP_SESSION_STATE = StatusKind(
+    "BGPSessionState", SESSION_GROUP, "v1beta1", "bgpsessionstates", LABEL_SESSION_NODE,
+    lambda status: {LABEL_SESSION_NODE: status["node"], LABEL_SESSION_PEER: status["peerName"]},
+)  # fmt: skip
 
 
 def service_bgp_status_name(node: str, namespace: str, name: str) -> str:
-    """A name the same speaker computes again after a restart (MetalLB's are generated, `bgp-xxxxx`): a
-    create is then idempotent and a restarted speaker finds its own objects without a lookup."""
-    digest = hashlib.sha256(f"{node}\0{namespace}\0{name}".encode()).hexdigest()[:20]
-    return f"bgp-{digest}"
+    return _object_name("bgp", node, namespace, name)
 
 
 def service_bgp_statuses(
@@ -269,13 +304,38 @@ def service_bgp_statuses(
     return found
 
 
-def service_bgp_status_object(name: str, namespace: str, status: Body, owner: Body | None) -> Body:
-    """The object to create (its status goes in a second write: the kind has a status subresource)."""
-    metadata: Body = {
-        "name": name, "namespace": namespace,
-        "labels": {LABEL_NODE: status["node"], LABEL_SERVICE_NAME: status["serviceName"],
-                   LABEL_SERVICE_NAMESPACE: status["serviceNamespace"]},
-    }  # fmt: skip
-    if owner is not None:  # the speaker's Pod, as in MetalLB: its objects go when it goes
-        metadata["ownerReferences"] = [owner]
-    return {"apiVersion": f"{GROUP}/{SERVICE_BGP_STATUS_VERSION}", "kind": "ServiceBGPStatus", "metadata": metadata}
+@dataclass(frozen=True)
+class SessionView:
+    """What a BGPSessionState says of one session (from the engine's books and the BFD process)."""
+
+    peer_name: str
+    address: str
+    state: str  # idle, connected, established
+    since: str | None = None
+    last_error: str | None = None
+    bfd: str | None = None
+    prefixes_sent: int = 0
+    vrf: str = ""
+
+
+def bgp_session_state_name(node: str, peer: str) -> str:
+    return _object_name("session", node, peer)
+
+
+def bgp_session_states(node: str, sessions: Sequence[SessionView]) -> dict[str, Body]:
+    """Object name -> status, one per session of this node (frr-k8s' fields, and ours)."""
+    found: dict[str, Body] = {}
+    for view in sessions:
+        status: Body = {"bgpStatus": view.state.capitalize(), "bfdStatus": _bfd_word(view.bfd), "node": node,
+                        "peer": view.address, "vrf": view.vrf, "peerName": view.peer_name,
+                        "prefixesSent": view.prefixes_sent}  # fmt: skip
+        if view.since:
+            status["since"] = view.since
+        if view.last_error:
+            status["lastError"] = view.last_error
+        found[bgp_session_state_name(node, view.peer_name)] = status
+    return found
+
+
+def _bfd_word(state: str | None) -> str:
+    return {"up": "Up", "down": "Down", "init": "Init", "admin_down": "AdminDown"}.get(state or "", "")

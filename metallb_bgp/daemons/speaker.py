@@ -42,7 +42,20 @@ from metallb_bgp.core.config.model import Peer
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
-from metallb_bgp.core.writes import Body, EventSpec, WriteResult, configuration_state_status, service_bgp_statuses, timestamp_of
+from metallb_bgp.core.writes import (
+    BGP_SESSION_STATE,
+    SERVICE_BGP_STATUS,
+    Body,
+    EventSpec,
+    SessionView,
+    StatusKind,
+    WriteOutcome,
+    WriteResult,
+    bgp_session_states,
+    configuration_state_status,
+    service_bgp_statuses,
+    timestamp_of,
+)
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
     ClusterSource,
@@ -67,7 +80,17 @@ from metallb_bgp.exabgp import (
     SessionState,
 )
 from metallb_bgp.kube.events import EventLedger
-from metallb_bgp.kube.writer import COMPONENT_LABEL, EVENT_BURST, EVENT_QPS, NODE_LABEL, PACED_BATCH, EventPacer, KubeWriter, concurrently
+from metallb_bgp.kube.writer import (
+    COMPONENT_LABEL,
+    EVENT_BURST,
+    EVENT_QPS,
+    NODE_LABEL,
+    PACED_BATCH,
+    STATE_UNAVAILABLE_BACKOFF,
+    EventPacer,
+    KubeWriter,
+    concurrently,
+)
 from metallb_bgp.observe import metrics
 
 log = structlog.get_logger("metallb_bgp.daemons.speaker")
@@ -131,17 +154,19 @@ class SpeakerOptions:
         return f"speaker-{self.node_name}"
 
 
-class _ServiceStatuses:
-    """This node's ServiceBGPStatus objects: the wanted set (latest wins) against what is known to be
-    written, sent paced (`STATUS_QPS`, burst `STATUS_BURST`), deletions included. The node's objects are
-    listed once first, so a restarted speaker removes what its predecessor left for services it no
-    longer announces; until that list succeeds nothing is written or deleted."""
+class _StatusObjects:
+    """This node's objects of one `StatusKind` (ServiceBGPStatus, BGPSessionState): the wanted set
+    (latest wins) against what is known to be written, sent paced (`STATUS_QPS`, burst `STATUS_BURST`),
+    deletions included. The node's objects are listed once first, so a restarted speaker removes what
+    its predecessor left for what it no longer reports on; until that list succeeds nothing is written
+    or deleted."""
 
-    def __init__(self, writer: KubeWriter, options: SpeakerOptions) -> None:
-        self.writer, self.options = writer, options
+    def __init__(self, writer: KubeWriter, options: SpeakerOptions, kind: StatusKind) -> None:
+        self.writer, self.options, self.kind = writer, options, kind
         self.wanted: dict[str, Body] | None = None
         self.written: dict[str, Body] | None = None  # None: not listed yet
         self._due: list[tuple[str, Body | None]] | None = None  # wanted against written, once per wanted set
+        self.unavailable_until = 0.0  # monotonic: the kind is not served (no CRD) until then, as far as we know
         self.pacer = EventPacer(STATUS_QPS, STATUS_BURST)
         self.owner: Body | None = (
             {"apiVersion": "v1", "kind": "Pod", "name": options.pod_name, "uid": options.pod_uid}
@@ -162,17 +187,28 @@ class _ServiceStatuses:
         return self._due
 
     def pending(self) -> bool:
-        return self.wanted is not None and (self.written is None or bool(self.due()))
+        if self.written is None:
+            return self.wanted is not None and time.monotonic() >= self.unavailable_until
+        return self.wanted is not None and bool(self.due())
 
     async def step(self) -> tuple[bool, int]:
         """One paced batch: (whether a write failed, how many are held back by the pacer)."""
         if self.wanted is None:
             return False, 0
         if self.written is None:
-            self.written = await asyncio.to_thread(self.writer.list_service_bgp_statuses, self.options.namespace,
-                                                   self.options.node_name)  # fmt: skip
-            if self.written is None:
+            if time.monotonic() < self.unavailable_until:
+                return False, 0
+            listed = await asyncio.to_thread(self.writer.list_status_objects, self.kind, self.options.namespace,
+                                             self.options.node_name)  # fmt: skip
+            if listed is WriteOutcome.NOT_FOUND:
+                self.unavailable_until = time.monotonic() + STATE_UNAVAILABLE_BACKOFF
+                crd = f"{self.kind.plural}.{self.kind.group}"
+                log.warning("status_kind_unavailable", kind=self.kind.kind, retry_in=STATE_UNAVAILABLE_BACKOFF,
+                            hint=f"is the {crd} CRD installed? `helm upgrade` does not add CRDs")  # fmt: skip
+                return False, 0
+            if not isinstance(listed, dict):
                 return True, 0
+            self.written = listed
         due = self.due()
         batch = due[: self.pacer.take(len(due))]
         wanted = self.wanted
@@ -195,10 +231,10 @@ class _ServiceStatuses:
     def _send(self, item: tuple[str, Body | None]) -> WriteResult:  # worker thread
         name, body = item
         if body is None:
-            return self.writer.delete_service_bgp_status(self.options.namespace, name)
+            return self.writer.delete_status_object(self.kind, self.options.namespace, name)
         assert self.written is not None
-        return self.writer.write_service_bgp_status(self.options.namespace, name, body, exists=name in self.written,
-                                                    owner=self.owner)  # fmt: skip
+        return self.writer.write_status_object(self.kind, self.options.namespace, name, body, exists=name in self.written,
+                                               owner=self.owner)  # fmt: skip
 
 
 class _Publisher:
@@ -218,14 +254,16 @@ class _Publisher:
         self.wake = asyncio.Event()
         self.retry_delay: float | None = None
         self.pacer = EventPacer(options.event_qps, options.event_burst)
-        self.statuses = _ServiceStatuses(writer, options)
+        self.objects = tuple(_StatusObjects(writer, options, kind) for kind in (SERVICE_BGP_STATUS, BGP_SESSION_STATE))
 
-    def publish(self, state: Body, events: Sequence[EventSpec], statuses: dict[str, Body] | None = None) -> None:
+    def publish(self, state: Body, events: Sequence[EventSpec], objects: tuple[dict[str, Body] | None, ...] = ()) -> None:
+        """`objects`: the ServiceBGPStatus and BGPSessionState objects wanted now (None: that kind is not written)."""
         self.state = state
         self.ledger.add_once(events)
-        if statuses is not None:
-            self.statuses.want(statuses)
-        if events or state != self.written or self.statuses.pending():
+        for kept, wanted in zip(self.objects, objects, strict=False):
+            if wanted is not None:
+                kept.want(wanted)
+        if events or state != self.written or any(kept.pending() for kept in self.objects):
             self.wake.set()
 
     async def run(self) -> None:
@@ -234,7 +272,7 @@ class _Publisher:
                 await asyncio.wait_for(self.wake.wait(), self.retry_delay)
             self.wake.clear()
             pending, state, known = self.ledger.pending(), self.state, self.written
-            if not pending and (state is None or state == known) and not self.statuses.pending():
+            if not pending and (state is None or state == known) and not any(kept.pending() for kept in self.objects):
                 self.retry_delay = None
                 continue
             due = self.ledger.due(limit=self.pacer.take(pending))
@@ -247,10 +285,13 @@ class _Publisher:
             if state_result is not None:
                 self.written = state if state_result.ok else None
                 failed |= state_result.needs_retry
-            statuses_failed, statuses_held = await self.statuses.step()
-            failed |= statuses_failed
+            waiting_objects = []
+            for kept in self.objects:
+                kept_failed, kept_held = await kept.step()
+                failed |= kept_failed
+                waiting_objects.append((kept.pacer, kept_held))
             self.retry_delay = min(30.0, (self.retry_delay or 0.5) * 2) if failed else None
-            for pacer, waiting in ((self.pacer, held), (self.statuses.pacer, statuses_held)):
+            for pacer, waiting in ((self.pacer, held), *waiting_objects):
                 if waiting:
                     paced = pacer.delay(min(waiting, PACED_BATCH))
                     self.retry_delay = paced if self.retry_delay is None else min(self.retry_delay, paced)
@@ -289,7 +330,7 @@ class Speaker:
         self.reconciles = 0
         self.provisional_passes = 0
         self._statuses_seen: object = None
-        self._statuses: dict[str, Body] | None = None
+        self._statuses: tuple[dict[str, Body] | None, dict[str, Body]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         wake = Wakeup(asyncio.get_running_loop(), coalesce=self.options.coalesce_seconds)
@@ -427,19 +468,33 @@ class Speaker:
         sessions = self.engine.peer_states()
         metrics.record_sessions({name: s.state is SessionState.ESTABLISHED for name, s in sessions.items()})
         state = speaker_state(self.plan.compiled.errors, self.plan.peers, sessions, self.engine.rejected_peers)
-        self.publisher.publish(state, events, self._service_statuses(sessions))
+        self.publisher.publish(state, events, self._status_objects(sessions))
 
-    def _service_statuses(self, sessions: Mapping[str, PeerState]) -> dict[str, Body] | None:
-        """The ServiceBGPStatus objects wanted now, computed again only when the table, the sessions or
-        ExaBGP's acknowledgements moved (it walks every route); None when they are turned off."""
+    def _status_objects(self, sessions: Mapping[str, PeerState]) -> tuple[dict[str, Body] | None, dict[str, Body]]:
+        """The ServiceBGPStatus (None when turned off) and BGPSessionState objects wanted now, computed
+        again only when the table, the sessions, BFD or ExaBGP's acknowledgements moved (it walks every
+        route)."""
         assert self.plan is not None and self.engine is not None
-        if not self.options.service_bgp_status:
-            return None
-        established = frozenset(name for name, s in sessions.items() if s.state is SessionState.ESTABLISHED)
-        seen = (id(self.plan.table), established, sum(self.engine.updates().values()))
-        if seen != self._statuses_seen:
+        seen = (id(self.plan.table), tuple(sorted((n, s.state, s.since, s.last_error) for n, s in sessions.items())),
+                sum(self.engine.updates().values()), tuple(sorted(self.bfd.states.items())))  # fmt: skip
+        if seen != self._statuses_seen or self._statuses is None:
             self._statuses_seen = seen
-            self._statuses = service_bgp_statuses(self.options.node_name, self.plan.table, self.engine.advertised)
+            table, advertised = self.plan.table, self.engine.advertised
+            sent: dict[str, int] = {}
+            for key in table.routes:
+                if advertised(key):
+                    sent[key[0]] = sent.get(key[0], 0) + 1
+            views = []
+            for peer in self.plan.peers:
+                state = sessions.get(peer.name)
+                views.append(SessionView(
+                    peer.name, str(peer.address), state.state.value if state is not None else "idle",
+                    timestamp_of(state.since) if state is not None else None,
+                    self.engine.rejected_peers.get(peer.name) or (state.last_error if state is not None else None),
+                    self.bfd.states.get(peer.name), sent.get(peer.name, 0), peer.vrf or "",
+                ))  # fmt: skip
+            services = service_bgp_statuses(self.options.node_name, table, advertised) if self.options.service_bgp_status else None
+            self._statuses = (services, bgp_session_states(self.options.node_name, views))
         return self._statuses
 
 

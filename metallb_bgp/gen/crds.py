@@ -159,6 +159,39 @@ class ServiceBGPStatus(MetalLBObject):
     status: ServiceBGPStatusStatus | None = None  # type: ignore[assignment]
 
 
+# --- BGPSessionState: one per node and peer (frr-k8s' shape, in our own group) --------------------------------
+
+
+class BGPSessionStateStatus(_OpenStatus):
+    bgp_status: str = Field(default="", description="The session's state: Idle, Connect or Established (frr-k8s' field).")
+    bfd_status: str = Field(default="", description="The BFD session's state (Up, Down, Init, AdminDown); empty without BFD.")
+    node: str = Field(default="", description="The node whose speaker holds the session.")
+    peer: str = Field(default="", description="The peer's address (frr-k8s' field).")
+    vrf: str = Field(default="", description="The VRF of the session (empty: the default).")
+    peer_name: str = Field(default="", description="The BGPPeer.")
+    since: str | None = Field(default=None, description="When the session entered this state (RFC 3339).")
+    last_error: str | None = Field(
+        default=None,
+        description="The last failure: the NOTIFICATION the router sent (code and subcode), or why the peer could not be configured.",
+    )
+    prefixes_sent: int = Field(default=0, description="Prefixes ExaBGP acknowledged to this peer with the attributes desired now.")
+
+
+class BGPSessionStateSpec(Strict):
+    """Empty: everything is in the status."""
+
+
+class BGPSessionState(MetalLBObject):
+    """One per node and BGP peer, written by that node's speaker."""
+
+    kind: Literal["BGPSessionState"]
+    spec: BGPSessionStateSpec = Field(default_factory=BGPSessionStateSpec)
+    status: BGPSessionStateStatus | None = None  # type: ignore[assignment]
+
+
+SESSION_GROUP = "metallb-bgp.io"
+
+
 # --- what to generate -----------------------------------------------------------------------------------
 
 
@@ -200,14 +233,15 @@ class Kind:
     description: str
     versions: tuple[Version, ...]
     categories: tuple[str, ...] = ("metallb",)
+    group: str = GROUP  # MetalLB's, except for kinds MetalLB does not have
 
     @property
     def crd_name(self) -> str:
-        return f"{self.plural}.{GROUP}"
+        return f"{self.plural}.{self.group}"
 
     @property
     def file_name(self) -> str:
-        return f"{GROUP}_{self.plural}.yaml"
+        return f"{self.group}_{self.plural}.yaml"
 
 
 _PEER_COLUMNS = (
@@ -308,6 +342,25 @@ KINDS: tuple[Kind, ...] = (
                 AGE,
             )),
         ),
+    ),
+    Kind(
+        "BGPSessionState",
+        "bgpsessionstates",
+        "Written by the speakers, not by users (frr-k8s' BGPSessionState, in metallb-bgp's own group): one per "
+        "node and BGP peer, with the BGP and BFD states, since when, the last error and the prefixes sent.",
+        (
+            Version("v1beta1", BGPSessionState, storage=True, columns=(
+                Column("Node", "string", ".status.node"),
+                Column("Peer", "string", ".status.peer"),
+                Column("VRF", "string", ".status.vrf"),
+                Column("BGP", "string", ".status.bgpStatus"),
+                Column("BFD", "string", ".status.bfdStatus"),
+                Column("Prefixes", "integer", ".status.prefixesSent", priority=1),
+                Column("Last Error", "string", ".status.lastError", priority=1),
+                AGE,
+            )),
+        ),
+        group=SESSION_GROUP,
     ),
     Kind(
         "ServiceBGPStatus",
@@ -516,7 +569,7 @@ def crd(kind: Kind) -> Schema:
         for version in kind.versions
     ]
     spec: Schema = {
-        "group": GROUP,
+        "group": kind.group,
         "names": {
             "kind": kind.kind,
             "listKind": f"{kind.kind}List",
@@ -561,7 +614,8 @@ def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
     """Names of files in `directory` that differ from `files`, are missing, or are generated CRDs no longer made."""
     differing = [name for name, text in files.items()
                  if not (directory / name).is_file() or (directory / name).read_text() != text]
-    leftover = [p.name for p in sorted(directory.glob(f"{GROUP}_*.yaml")) if p.name not in files]
+    groups = {kind.group for kind in KINDS}
+    leftover = [p.name for p in sorted(directory.glob("*_*.yaml")) if p.name not in files and p.name.split("_", 1)[0] in groups]
     return differing + leftover
 
 

@@ -19,8 +19,7 @@ from metallb_bgp.core.writes import (
     GROUP,
     LABEL_SERVICE_NAME,
     LABEL_SERVICE_NAMESPACE,
-    SERVICE_BGP_STATUS_PLURAL,
-    SERVICE_BGP_STATUS_VERSION,
+    SERVICE_BGP_STATUS,
 )
 
 Answer = dict[str, Any]
@@ -36,7 +35,7 @@ def cluster_status(api_client: ApiClient, namespace: str) -> Answer:
     """Every daemon's ConfigurationState, with the ServiceBGPStatus count of each speaker's node."""
     custom = client.CustomObjectsApi(api_client)
     announced: dict[str, int] = {}
-    for item in _items(custom, namespace, SERVICE_BGP_STATUS_VERSION, SERVICE_BGP_STATUS_PLURAL):
+    for item in _items(custom, namespace, SERVICE_BGP_STATUS.version, SERVICE_BGP_STATUS.plural):
         node = (item.get("status") or {}).get("node", "")
         announced[node] = announced.get(node, 0) + 1
     daemons = []
@@ -74,7 +73,7 @@ def cluster_explain(api_client: ApiClient, namespace: str, service_namespace: st
         peers = (item.get("status") or {}).get("peers") or []
         sessions[item["metadata"]["name"].removeprefix("speaker-")] = {p.get("name"): p.get("state") for p in peers}
     nodes = []
-    for item in _items(custom, namespace, SERVICE_BGP_STATUS_VERSION, SERVICE_BGP_STATUS_PLURAL, label_selector=selector):
+    for item in _items(custom, namespace, SERVICE_BGP_STATUS.version, SERVICE_BGP_STATUS.plural, label_selector=selector):
         status = item.get("status") or {}
         node = status.get("node", "")
         advertised = {p.get("peer"): p.get("advertised") for p in status.get("peerStatus") or []}

@@ -27,18 +27,15 @@ from kubernetes.client.rest import ApiException
 from metallb_bgp.core.writes import (
     CONFIGURATION_STATE_VERSION,
     GROUP,
-    LABEL_NODE,
-    SERVICE_BGP_STATUS_PLURAL,
-    SERVICE_BGP_STATUS_VERSION,
     Body,
     EventSpec,
+    StatusKind,
     WriteOutcome,
     WriteResult,
     configuration_state_object,
     event_body,
     event_namespace,
     ingress_ips,
-    service_bgp_status_object,
 )
 from metallb_bgp.kube.client import MERGE_PATCH, CoreV1
 
@@ -150,39 +147,46 @@ class KubeWriter:
             status=patch.get("status"),
         )
 
-    # --- ServiceBGPStatus ---------------------------------------------------------------------------
+    # --- the speakers' status objects (ServiceBGPStatus, BGPSessionState) -----------------------------
 
-    def list_service_bgp_statuses(self, namespace: str, node: str) -> dict[str, Body] | None:
-        """Name -> status of the ServiceBGPStatus objects of `node` (what an earlier speaker left), or
-        None if they could not be listed (then nothing is deleted on their account)."""
+    def list_status_objects(self, kind: StatusKind, namespace: str, node: str) -> dict[str, Body] | WriteOutcome:
+        """Name -> status of `node`'s objects of `kind` (what an earlier speaker left); NOT_FOUND when the
+        kind is not served (its CRD not installed: `helm upgrade` does not add CRDs), FAILED otherwise
+        (then nothing is deleted on their account)."""
         try:
             answer: Any = self.custom.list_namespaced_custom_object(
-                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL,
-                label_selector=f"{LABEL_NODE}={node}", _request_timeout=self.timeout,
+                kind.group, kind.version, namespace, kind.plural, label_selector=f"{kind.node_label}={node}",
+                _request_timeout=self.timeout,
             )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - an API error or a connection error: try again later
-            log.warning("kube_read_failed", object=f"ServiceBGPStatus {namespace} node={node}",
-                        error=getattr(exc, "status", None) or type(exc).__name__)  # fmt: skip
-            return None
+        except ApiException as exc:
+            if exc.status == 404:
+                return WriteOutcome.NOT_FOUND
+            log.warning("kube_read_failed", object=f"{kind.kind} {namespace} node={node}", code=exc.status)
+            return WriteOutcome.FAILED
+        except Exception as exc:  # noqa: BLE001 - a connection error: try again later
+            log.warning("kube_read_failed", object=f"{kind.kind} {namespace} node={node}", error=type(exc).__name__)
+            return WriteOutcome.FAILED
         return {item["metadata"]["name"]: dict(item.get("status") or {}) for item in answer.get("items") or ()}
 
-    def write_service_bgp_status(self, namespace: str, name: str, status: Body, *, exists: bool, owner: Body | None) -> WriteResult:
+    def write_status_object(
+        self, kind: StatusKind, namespace: str, name: str, status: Body, *, exists: bool, owner: Body | None
+    ) -> WriteResult:
         """Create the object if it does not exist yet (409: it does), then set its status."""
-        target = f"ServiceBGPStatus {namespace}/{name}"
+        target = f"{kind.kind} {namespace}/{name}"
         if not exists:
-            created = self._send("service_bgp_status_created", target, lambda: self.custom.create_namespaced_custom_object(
-                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL,
-                service_bgp_status_object(name, namespace, status, owner), _request_timeout=self.timeout))  # fmt: skip
+            created = self._send(f"{kind.kind.lower()}_created", target, lambda: self.custom.create_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, kind.object(name, namespace, status, owner),
+                _request_timeout=self.timeout))  # fmt: skip
             if created.outcome not in (WriteOutcome.OK, WriteOutcome.CONFLICT):
                 return created
-        return self.patch_custom_status(version=SERVICE_BGP_STATUS_VERSION, plural=SERVICE_BGP_STATUS_PLURAL,
-                                        namespace=namespace, name=name, patch={"status": status}, kind="ServiceBGPStatus")  # fmt: skip
+        return self._send(f"{kind.kind.lower()}_status_written", target, lambda: self.custom.patch_namespaced_custom_object_status(
+            kind.group, kind.version, namespace, kind.plural, name, {"status": status}, _content_type=MERGE_PATCH,
+            _request_timeout=self.timeout), status=status)  # fmt: skip
 
-    def delete_service_bgp_status(self, namespace: str, name: str) -> WriteResult:
-        result = self._send("service_bgp_status_deleted", f"ServiceBGPStatus {namespace}/{name}",
+    def delete_status_object(self, kind: StatusKind, namespace: str, name: str) -> WriteResult:
+        result = self._send(f"{kind.kind.lower()}_deleted", f"{kind.kind} {namespace}/{name}",
                             lambda: self.custom.delete_namespaced_custom_object(
-                                GROUP, SERVICE_BGP_STATUS_VERSION, namespace, SERVICE_BGP_STATUS_PLURAL, name,
-                                _request_timeout=self.timeout))  # fmt: skip
+                                kind.group, kind.version, namespace, kind.plural, name, _request_timeout=self.timeout))  # fmt: skip
         return WriteResult(WriteOutcome.OK) if result.outcome is WriteOutcome.NOT_FOUND else result
 
     def emit_event(self, spec: EventSpec) -> WriteResult:

@@ -27,3 +27,18 @@ def test_service_bgp_statuses_name_each_service_and_node_and_say_per_peer_whethe
     assert statuses[service_bgp_status_name("node-1", "prod", "api")]["peerStatus"][1] == {"peer": "r2", "advertised": True}
     assert service_bgp_status_name("node-1", "default", "web") != service_bgp_status_name("node-2", "default", "web")
     assert service_bgp_status_name("node-1", "default", "web").startswith("bgp-")
+
+
+def test_bgp_session_states_have_frr_k8s_fields_and_ours_one_per_node_and_peer() -> None:
+    from metallb_bgp.core.writes import BGP_SESSION_STATE, SessionView, bgp_session_state_name, bgp_session_states
+
+    states = bgp_session_states("node-1", [
+        SessionView("tor-a", "192.0.2.1", "established", since="2026-12-04T10:00:00Z", bfd="up", prefixes_sent=3),
+        SessionView("tor-b", "192.0.2.2", "idle", last_error="notification receive code 6 subcode 2"),
+    ])  # fmt: skip
+    a, b = states[bgp_session_state_name("node-1", "tor-a")], states[bgp_session_state_name("node-1", "tor-b")]
+    assert a == {"bgpStatus": "Established", "bfdStatus": "Up", "node": "node-1", "peer": "192.0.2.1", "vrf": "",
+                 "peerName": "tor-a", "prefixesSent": 3, "since": "2026-12-04T10:00:00Z"}  # fmt: skip
+    assert (b["bgpStatus"], b["bfdStatus"], b["lastError"]) == ("Idle", "", "notification receive code 6 subcode 2")
+    assert BGP_SESSION_STATE.labels(a) == {"metallb-bgp.io/node": "node-1", "metallb-bgp.io/peer": "tor-a"}
+    assert bgp_session_state_name("node-1", "tor-a") != bgp_session_state_name("node-2", "tor-a")

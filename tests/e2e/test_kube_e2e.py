@@ -30,7 +30,7 @@ from kubernetes import client
 from runs import free_peer_port, stop_child
 from waiting import wait_until
 
-from metallb_bgp.core.writes import service_bgp_status_name
+from metallb_bgp.core.writes import bgp_session_state_name, service_bgp_status_name
 
 pytestmark = [pytest.mark.router, pytest.mark.timeout(90)]
 
@@ -483,9 +483,10 @@ def test_service_bgp_status_objects_say_where_a_service_is_configured_to_go_and_
     """MetalLB's ServiceBGPStatus (its CRD schema, generated here, and its labels), one per service and
     node, owned by the speaker's Pod; ours beside MetalLB's fields: per peer, `advertised`, which follows
     the session when the router drops it. A predecessor's object for a service no longer announced is
-    deleted at start; a deleted service's object goes."""
-    crd = yaml.safe_load((ROOT / "charts/metallb-bgp/crds/metallb.io_servicebgpstatuses.yaml").read_text())
-    harness.fake.register_crd(crd)
+    deleted at start; a deleted service's object goes. Beside them, a BGPSessionState per node and peer
+    (frr-k8s' shape, our group) follows the session down and up, with the prefixes sent."""
+    for crd in ("metallb.io_servicebgpstatuses.yaml", "metallb-bgp.io_bgpsessionstates.yaml"):
+        harness.fake.register_crd(yaml.safe_load((ROOT / "charts/metallb-bgp/crds" / crd).read_text()))
     custom = harness.api.custom
     ghost = {"apiVersion": f"{GROUP}/v1beta1", "kind": "ServiceBGPStatus",
              "metadata": {"name": "bgp-left-behind", "labels": {"metallb.io/node": "node-a"}}}  # fmt: skip
@@ -516,10 +517,26 @@ def test_service_bgp_status_objects_say_where_a_service_is_configured_to_go_and_
     assert found["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "speaker-abc12", "uid": "0b2c-uid"}]
     listed = custom.list_namespaced_custom_object(GROUP, "v1beta1", NS, "servicebgpstatuses", label_selector="metallb.io/node=node-a")
     assert [item["metadata"]["name"] for item in listed["items"]] == [name]  # the predecessor's leftover is gone
+    session_name = bgp_session_state_name("node-a", "router-a")
+
+    def session() -> dict[str, Any]:
+        try:
+            found = custom.get_namespaced_custom_object("metallb-bgp.io", "v1beta1", NS, "bgpsessionstates", session_name)
+        except client.ApiException:
+            return {}
+        return dict(found.get("status") or {})
+
+    wait_until(lambda: session().get("prefixesSent") == 1, timeout=15, what="the BGPSessionState with web's prefix sent")
+    state = session()
+    assert {k: state[k] for k in ("bgpStatus", "node", "peer", "peerName", "bfdStatus")} == {
+        "bgpStatus": "Established", "node": "node-a", "peer": "127.0.0.1", "peerName": "router-a", "bfdStatus": ""}
     harness.router.birdc("disable", "a")
     wait_until(lambda: advertised(False), timeout=15, what="advertised false once the router dropped the session")
+    wait_until(lambda: session().get("bgpStatus") != "Established" and session().get("prefixesSent") == 0, timeout=15,
+               what="the BGPSessionState follows the session down")  # fmt: skip
     harness.router.birdc("enable", "a")
     wait_until(lambda: advertised(True), timeout=30, what="advertised again")
+    wait_until(lambda: session().get("bgpStatus") == "Established", timeout=15, what="the BGPSessionState up again")
     harness.api.core.delete_namespaced_service("web", "default")
     wait_until(lambda: status() is None, timeout=15, what="the deleted service's ServiceBGPStatus gone")
 

@@ -106,9 +106,10 @@ def test_the_committed_crds_are_what_the_models_generate() -> None:
 
 def test_every_metallb_kind_the_daemons_read_or_write_has_a_crd() -> None:
     assert set(BY_KIND) == {"IPAddressPool", "BGPPeer", "BGPAdvertisement", "Community", "BFDProfile",
-                            "L2Advertisement", "ConfigurationState", "ServiceBGPStatus"}
+                            "L2Advertisement", "ConfigurationState", "ServiceBGPStatus", "BGPSessionState"}
     for kind, crd in BY_KIND.items():
-        assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.metallb.io"
+        group = "metallb-bgp.io" if kind == "BGPSessionState" else "metallb.io"  # not MetalLB's kind: our own group
+        assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{group}" and crd["spec"]["group"] == group
         assert crd["spec"]["scope"] == "Namespaced"
         assert all(v["subresources"] == {"status": {}} for v in crd["spec"]["versions"]), kind
 
