@@ -55,12 +55,19 @@ async def serve(path: Path, handle: Handler) -> asyncio.AbstractServer:
             if _answers(path):
                 raise FileExistsError(f"another daemon answers on {path}: give this one its own --control-socket")
             path.unlink()  # left by a daemon that is gone
-    previous = os.umask(0o177)  # the socket is created 0600, never briefly wider
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The socket is created 0600, never briefly wider. The umask is the whole process's: it is set
+    # around the bind alone, with no await in between, so no other task creates a file under it.
+    previous = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(lambda r, w: _answer(r, w, handle), path=str(path), limit=MAX_REQUEST)
+        listener.bind(str(path))
+    except OSError:
+        listener.close()
+        raise
     finally:
         os.umask(previous)
     path.chmod(0o600)
+    server = await asyncio.start_unix_server(lambda r, w: _answer(r, w, handle), sock=listener, limit=MAX_REQUEST)
     log.info("control_socket_listening", path=str(path))
     return server
 
