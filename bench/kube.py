@@ -157,7 +157,8 @@ class KubeRun:
         # second), through every single-change sample; `python -m bench.status_writes` measures them.
         return Daemon(self.directory, name, [
             "speaker", "--kubeconfig", self._kubeconfig(), "--node-name", NODE, "--workdir", str(self.directory / "w"),
-            *self.speaker_flags, *metrics_flag()])  # fmt: skip
+            "--control-socket", str(self.directory / f"{name}-control" / "control.sock"), *self.speaker_flags,
+            *metrics_flag()])  # fmt: skip
 
     def alive(self) -> None:
         for daemon in self.daemons:

@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     speaker.add_argument("--pod-name", default=os.environ.get("POD_NAME", ""),
                          help="this speaker's Pod, owner of its ServiceBGPStatus objects (default: $POD_NAME)")
     speaker.add_argument("--pod-uid", default=os.environ.get("POD_UID", ""), help="that Pod's UID (default: $POD_UID)")
+    speaker.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
+                         help="where `status` and `explain` ask this speaker (`kubectl exec`; default: as `run`'s)")
     speaker.add_argument("--exabgp-prefixes-per-command", type=int, default=None, metavar="N",
                          help="prefixes per bulk announce/withdraw command (default 500)")
     speaker.add_argument("--exabgp-commands-in-flight", type=int, default=None, metavar="N",
@@ -263,6 +265,7 @@ def cmd_speaker(args: argparse.Namespace) -> int:
     from metallb_bgp.daemons.speaker import SpeakerOptions, run_speaker
     from metallb_bgp.exabgp import EngineTuning
     from metallb_bgp.observe import logs
+    from metallb_bgp.observe.control import default_socket
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):
@@ -292,6 +295,7 @@ def cmd_speaker(args: argparse.Namespace) -> int:
             service_bgp_status=args.service_bgp_status,
             pod_name=args.pod_name,
             pod_uid=args.pod_uid,
+            control_socket=args.control_socket or default_socket(),
         )
         asyncio.run(run_speaker(api_client, options))
     return 0

@@ -309,7 +309,8 @@ class Fleet:
 
     def start_kube_speaker(self, node: Node, kubeconfig: Path) -> subprocess.Popen[bytes]:
         """`metallb-bgp speaker` on `node`, against an API server reachable from inside the namespace."""
-        return self._start(node, ["speaker", "--node-name", node.name, "--kubeconfig", str(kubeconfig)])
+        return self._start(node, ["speaker", "--node-name", node.name, "--kubeconfig", str(kubeconfig),
+                                  "--control-socket", str(self.directory / f"control-{node.index}" / "control.sock")])  # fmt: skip
 
     def _start(self, node: Node, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.directory / f"{node.name}.log").open("ab")

@@ -47,17 +47,19 @@ from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.net import IPAddress
 from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
-from metallb_bgp.core.writes import problem_entry, timestamp_of
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
     NextHops,
     ProblemLog,
     bfd_process,
     bfd_sessions,
+    control_answer,
     engine_for,
     find_node,
     first_peers,
     peers_to_withdraw,
+    serve_control,
+    status_answer,
     until_signalled,
 )
 from metallb_bgp.exabgp import (
@@ -65,7 +67,7 @@ from metallb_bgp.exabgp import (
     ExaBGPEngine,
     SessionState,
 )
-from metallb_bgp.observe import control, metrics
+from metallb_bgp.observe import metrics
 from metallb_bgp.sources.manifests import ManifestFolder
 from metallb_bgp.sources.state_file import StateFile, load_state
 
@@ -183,7 +185,7 @@ class Runner:
         # ExaBGP starts (in its own process: the other core) while this one allocates and routes; the
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
-        control = await self._serve_control()
+        control = await serve_control(self.options.control_socket, self._answer)
         try:
             try:
                 plan = await asyncio.to_thread(self._first_plan, change, started)
@@ -245,51 +247,15 @@ class Runner:
 
     # --- what `metallb-bgp status` and `explain` ask (observe.control) --------------------------------
 
-    async def _serve_control(self) -> asyncio.AbstractServer | None:
-        if self.options.control_socket is None:
-            return None
-        try:
-            return await control.serve(self.options.control_socket, self._answer)
-        except OSError as exc:  # a question channel is not worth refusing to announce routes over
-            log.error("control_socket_failed", path=str(self.options.control_socket), error=str(exc))
-            return None
-
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.plan is None or self.engine is None:
             return {"error": "starting: the manifests have not been planned yet"}
-        command = request.get("command")
-        if command == "status":
-            return self.status()
-        if command == "explain":
-            namespace, _, name = str(request.get("service", "")).rpartition("/")
-            return self.explain(ServiceKey(namespace or "default", name))
-        return {"error": f"unknown command {command!r} (status, explain)"}
+        return control_answer(request, self.status, self.explain)
 
     def status(self) -> dict[str, Any]:
-        """Sessions, route counts, configuration problems and ExaBGP's health, from the books in force."""
         assert self.plan is not None and self.engine is not None
-        table, engine = self.plan.table, self.engine
-        announced: dict[str, int] = {}
-        for peer, _prefix in table.routes:
-            announced[peer] = announced.get(peer, 0) + 1
-        pending, updates, states = engine.pending(), engine.updates(), engine.peer_states()
-        skipped: dict[str, int] = {}
-        for skip in table.skipped.values():
-            skipped[skip.reason.value] = skipped.get(skip.reason.value, 0) + 1
-        peers = [
-            {"name": peer.name, "address": str(peer.address), "state": states[peer.name].state.value if peer.name in states else "idle",
-             "since": timestamp_of(states[peer.name].since) if peer.name in states else None,
-             "lastError": states[peer.name].last_error if peer.name in states else None,
-             "announced": announced.get(peer.name, 0), "pending": pending.get(peer.name, 0),
-             "updates": updates.get(peer.name, 0), "bfd": self.bfd.states.get(peer.name)}
-            for peer in self.plan.peers
-        ]  # fmt: skip
-        return {
-            "mode": "embedded", "node": self.options.node_name, "peers": peers,
-            "routes": len(table.routes), "servicesAnnounced": len({k for keys in table.services.values() for k in keys}),
-            "servicesNotAnnounced": skipped, "problems": [problem_entry(p) for p in self.plan.problems],
-            "exabgp": {"pid": engine.child_pid, "relayPid": engine.relay_pid, "restarts": engine.restarts},
-        }  # fmt: skip
+        return status_answer("embedded", self.options.node_name, self.plan.table, self.plan.peers, self.engine,
+                             self.bfd.states, self.plan.problems)  # fmt: skip
 
     def explain(self, key: ServiceKey) -> dict[str, Any]:
         assert self.plan is not None and self.engine is not None

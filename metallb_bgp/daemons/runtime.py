@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -25,11 +25,14 @@ from metallb_bgp.bfd.process import BfdProcess, BfdSession
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import BFDProfile, Peer
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.routes.node import node_peers
+from metallb_bgp.core.routes.table import RouteTable
 from metallb_bgp.core.snapshot import ClusterSnapshot
+from metallb_bgp.core.writes import problem_entry, timestamp_of
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
 from metallb_bgp.exabgp.host import route_source
-from metallb_bgp.observe import metrics
+from metallb_bgp.observe import control, metrics
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -276,3 +279,59 @@ def bfd_sessions(peers: tuple[Peer, ...], profiles: Mapping[str, BFDProfile]) ->
 def bfd_process() -> BfdProcess:
     """The BFD child (started with the first session), its states logged and in the metrics."""
     return BfdProcess(on_state=lambda peer, state, _diag: metrics.record_bfd(peer, state == "up"))
+
+
+# --- what `metallb-bgp status` and `explain` ask a daemon (observe.control) --------------------------------------
+
+
+async def serve_control(path: Path | None, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> asyncio.AbstractServer | None:
+    """The control socket at `path` (None: none); a failure is logged: questions are not worth refusing routes over."""
+    if path is None:
+        return None
+    try:
+        return await control.serve(path, answer)
+    except OSError as exc:
+        log.error("control_socket_failed", path=str(path), error=str(exc))
+        return None
+
+
+def control_answer(
+    request: Mapping[str, Any], status: Callable[[], dict[str, Any]], explain: Callable[[ServiceKey], dict[str, Any]]
+) -> dict[str, Any]:
+    command = request.get("command")
+    if command == "status":
+        return status()
+    if command == "explain":
+        namespace, _, name = str(request.get("service", "")).rpartition("/")
+        return explain(ServiceKey(namespace or "default", name))
+    return {"error": f"unknown command {command!r} (status, explain)"}
+
+
+def status_answer(
+    mode: str, node: str, table: RouteTable, peers: Iterable[Peer], engine: ExaBGPEngine,
+    bfd_states: Mapping[str, str], problems: Iterable[ObjectError],
+) -> dict[str, Any]:
+    """Sessions, route counts, configuration problems and ExaBGP's health, from the books in force."""
+    announced: dict[str, int] = {}
+    for peer_name, _prefix in table.routes:
+        announced[peer_name] = announced.get(peer_name, 0) + 1
+    pending, updates, states = engine.pending(), engine.updates(), engine.peer_states()
+    skipped: dict[str, int] = {}
+    for skip in table.skipped.values():
+        skipped[skip.reason.value] = skipped.get(skip.reason.value, 0) + 1
+    entries = []
+    for peer in peers:
+        state = states.get(peer.name)
+        entries.append({
+            "name": peer.name, "address": str(peer.address), "state": state.state.value if state is not None else "idle",
+            "since": timestamp_of(state.since) if state is not None else None,
+            "lastError": engine.rejected_peers.get(peer.name) or (state.last_error if state is not None else None),
+            "announced": announced.get(peer.name, 0), "pending": pending.get(peer.name, 0),
+            "updates": updates.get(peer.name, 0), "bfd": bfd_states.get(peer.name),
+        })  # fmt: skip
+    return {
+        "mode": mode, "node": node, "peers": entries,
+        "routes": len(table.routes), "servicesAnnounced": len({k for keys in table.services.values() for k in keys}),
+        "servicesNotAnnounced": skipped, "problems": [problem_entry(p) for p in problems],
+        "exabgp": {"pid": engine.child_pid, "relayPid": engine.relay_pid, "restarts": engine.restarts},
+    }  # fmt: skip

@@ -30,15 +30,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import structlog
 from kubernetes.client import ApiClient
 
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError
+from metallb_bgp.core.allocator.results import Allocation, Assignment
 from metallb_bgp.core.change import config_part
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import Peer
+from metallb_bgp.core.explain import explain_service
+from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.plan.speaker import SpeakerPlan, SpeakerPlanner, node_assigned_events
 from metallb_bgp.core.routes.node import node_peers
 from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
@@ -65,10 +69,13 @@ from metallb_bgp.daemons.runtime import (
     Wakeup,
     bfd_process,
     bfd_sessions,
+    control_answer,
     engine_for,
     find_node,
     kubernetes_source,
     peers_to_withdraw,
+    serve_control,
+    status_answer,
     until_signalled,
     wait_for_sync,
 )
@@ -148,6 +155,7 @@ class SpeakerOptions:
     service_bgp_status: bool = True  # write MetalLB's ServiceBGPStatus objects
     pod_name: str = ""  # the speaker's own Pod, owner of those objects (garbage-collected with it)
     pod_uid: str = ""
+    control_socket: Path | None = None  # where `metallb-bgp status` / `explain` ask (`kubectl exec` into the pod)
 
     @property
     def state_name(self) -> str:
@@ -342,6 +350,7 @@ class Speaker:
         self.source.start()
         publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
         early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
+        control = await serve_control(self.options.control_socket, self._answer)
         log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
         try:
             if not await self._announce_while_listing(stop, wake):
@@ -357,6 +366,8 @@ class Speaker:
                 else:
                     self._publish()  # session states move without any watch event
         finally:
+            if control is not None:
+                control.close()
             heap.release(freeze=False)
             publisher.cancel()
             early.cancel()
@@ -422,6 +433,31 @@ class Speaker:
                     break
                 await asyncio.sleep(PROVISIONAL_INTERVAL / 5)
         return not stop.is_set()
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.plan is None or self.engine is None:
+            return {"error": "starting: the cluster has not been listed yet"}
+        return control_answer(request, self._status, self._explain)
+
+    def _status(self) -> dict[str, Any]:
+        assert self.plan is not None and self.engine is not None
+        return status_answer("speaker", self.options.node_name, self.plan.table, self.plan.peers, self.engine,
+                             self.bfd.states, self.plan.compiled.errors)  # fmt: skip
+
+    def _explain(self, key: ServiceKey) -> dict[str, Any]:
+        """As `run`'s, with the IPs the controller wrote in the Service's status (the speaker allocates nothing)."""
+        assert self.plan is not None and self.engine is not None
+        config, service, node = self.plan.compiled.config, self.planner.services.get(key), self.planner.node
+        ips = service.status_ips() if service is not None else ()
+        pool = config.pool_of(ips[0]) if ips else None
+        allocation = (Allocation(assignments={key: Assignment(tuple(ips), pool.name)}) if pool is not None
+                      else Allocation(refusals={key: "no IP of a pool in its status (the controller writes it)"}))  # fmt: skip
+        states = {name: state.state.value for name, state in self.engine.peer_states().items()}
+        return explain_service(
+            key, service=service, allocation=allocation, config=config, node_name=self.options.node_name,
+            node_labels=node.metadata.labels if node is not None else {}, table=self.plan.table,
+            advertised=self.engine.advertised, sessions=states,
+        )  # fmt: skip
 
     def _withdraw_on_stop(self) -> set[str]:
         return set() if self.plan is None else peers_to_withdraw(self.plan.peers)

@@ -141,7 +141,11 @@ class Harness:
     def speaker(self, node: str = "node-a", *extra: str) -> Daemon:
         return self._start(f"speaker-{node}", ["speaker", "--node-name", node, "--kubeconfig", str(self.config),
                                                "--workdir", str(self.directory / node),
+                                               "--control-socket", str(self.control_socket(node)),
                                                "--exabgp-commands-in-flight", "4", *extra])
+
+    def control_socket(self, node: str) -> Path:
+        return self.directory / f"{node}-control" / "control.sock"
 
     def _start(self, name: str, args: list[str]) -> Daemon:
         daemon = Daemon(self.directory, name, args)
@@ -571,3 +575,13 @@ def test_status_and_explain_read_the_clusters_status_objects(harness: Harness) -
     assert {d["name"] for d in status["daemons"]} >= {"controller", "speaker-node-a"}
     code, missing = cli("explain", "default/nope")
     assert code == 1 and missing["found"] is False
+
+    # the speaker itself (as `kubectl exec` into its pod would ask): intent and the engine's own books
+    asked = subprocess.run([sys.executable, "-m", "metallb_bgp.cli", "explain", "default/web", "-o", "json",
+                            "--control-socket", str(harness.control_socket("node-a"))], capture_output=True, text=True,
+                           timeout=30)  # fmt: skip
+    live = json.loads(asked.stdout)
+    assert (live["announced"], live["ips"], live["pool"]) == (True, ["198.51.100.0"], "pool")
+    assert [(r["peer"], r["prefix"], r["advertised"], r["communities"]) for r in live["routes"]] == [
+        ("router-a", "198.51.100.0/32", True, ["64500:1"])]
+    assert harness.router.routes("a")[FIRST].communities == ("64500:1",)
