@@ -338,6 +338,7 @@ class Speaker:
         self.reconciles = 0
         self.provisional_passes = 0
         self._statuses_seen: object = None
+        self._statuses_at = 0.0  # monotonic time they were last computed
         self._statuses: tuple[dict[str, Body] | None, dict[str, Body]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -507,14 +508,17 @@ class Speaker:
         self.publisher.publish(state, events, self._status_objects(sessions))
 
     def _status_objects(self, sessions: Mapping[str, PeerState]) -> tuple[dict[str, Body] | None, dict[str, Body]]:
-        """The ServiceBGPStatus (None when turned off) and BGPSessionState objects wanted now, computed
-        again only when the table, the sessions, BFD or ExaBGP's acknowledgements moved (it walks every
-        route)."""
+        """The ServiceBGPStatus (None when turned off) and BGPSessionState objects wanted now. They walk
+        every route, so they are computed again only when the table, the sessions, BFD or ExaBGP's
+        acknowledgements moved, and at most once a `status_interval`: not on every change's path (the
+        periodic publish catches the last change of a burst)."""
         assert self.plan is not None and self.engine is not None
         seen = (id(self.plan.table), tuple(sorted((n, s.state, s.since, s.last_error) for n, s in sessions.items())),
                 sum(self.engine.updates().values()), tuple(sorted(self.bfd.states.items())))  # fmt: skip
-        if seen != self._statuses_seen or self._statuses is None:
-            self._statuses_seen = seen
+        now = time.monotonic()
+        due = self._statuses is None or now - self._statuses_at >= self.options.status_interval
+        if seen != self._statuses_seen and due:
+            self._statuses_seen, self._statuses_at = seen, now
             table, advertised = self.plan.table, self.engine.advertised
             sent: dict[str, int] = {}
             for key in table.routes:
@@ -531,6 +535,7 @@ class Speaker:
                 ))  # fmt: skip
             services = service_bgp_statuses(self.options.node_name, table, advertised) if self.options.service_bgp_status else None
             self._statuses = (services, bgp_session_states(self.options.node_name, views))
+        assert self._statuses is not None
         return self._statuses
 
 

@@ -200,6 +200,7 @@ class ExaBGPEngine:
         self._retry: asyncio.TimerHandle | None = None
         self._unacknowledged: dict[str, int] = {}
         self._acknowledged: dict[str, int] = {}  # per peer, prefix updates ExaBGP took (metrics)
+        self._in_flight: set[RouteKey] = set()  # keys of the pass's commands ExaBGP has not answered yet
         self.restarts = 0  # children that ended and were started again (metrics)
         self._on_refused = on_refused
 
@@ -770,8 +771,14 @@ class ExaBGPEngine:
             plan.change, neighbors, next_hops=self._next_hops, prefixes_per_command=self._tuning.prefixes_per_command
         )
         lines = hop_lines + [command.line for command in route_commands]
-        futures = [await channel.submit(line) for line in lines]
-        replies = [await channel.wait(f) for f in futures]
+        # `_sent` already says what this pass tells the routers; until ExaBGP answers, these keys are
+        # not acknowledged (`advertised`, `pending` must not say so)
+        self._in_flight = {key for command in route_commands for key in command.keys}
+        try:
+            futures = [await channel.submit(line) for line in lines]
+            replies = [await channel.wait(f) for f in futures]
+        finally:
+            self._in_flight = set()
         failed = sum(1 for reply in replies if not reply.ok)
         refused = [command for command, reply in zip(route_commands, replies[len(hop_lines) :], strict=True) if not reply.ok]
         self._count_acknowledged(route_commands, replies[len(hop_lines) :])
@@ -845,16 +852,18 @@ class ExaBGPEngine:
     def pending(self) -> dict[str, int]:
         """Per peer of the table, the desired prefixes not acknowledged with these attributes yet."""
         found = {peer.name: 0 for peer in self._peers}
-        sent = dict(self._sent)  # one copy in C: a scrape reads this while the loop may be sending
+        sent, in_flight = dict(self._sent), self._in_flight  # copies in C: a scrape reads these while the loop sends
         for key, attrs in self._desired.routes.items():
-            if sent.get(key) != attrs:
+            if sent.get(key) != attrs or key in in_flight:
                 found[key[0]] = found.get(key[0], 0) + 1
         return found
 
     def advertised(self, key: RouteKey) -> bool:
         """Whether the route is out: its session established, and ExaBGP acknowledged it with the
         attributes desired now."""
-        return key[0] in self._established and (want := self._desired.routes.get(key)) is not None and self._sent.get(key) == want
+        if key[0] not in self._established or key in self._in_flight:
+            return False
+        return (want := self._desired.routes.get(key)) is not None and self._sent.get(key) == want
 
     def updates(self) -> Mapping[str, int]:
         """Per peer, how many prefix updates (announcements and withdrawals) ExaBGP acknowledged so far."""

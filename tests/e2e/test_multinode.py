@@ -283,18 +283,24 @@ def bfd_up(router: Router, *nodes: int) -> bool:
     return all(sessions.get(f"10.{router.index}.0.{10 + n}") == "Up" for n in nodes)
 
 
+def bfd_started(cluster: Fleet, manifests: Path) -> tuple[Router, Router]:
+    """The speakers started, BFD up with every node at both routers, router1's kernel with three next hops."""
+    r1, r2 = started(cluster, manifests)
+    wait_until(lambda: bfd_up(r1, 1, 2, 3) and bfd_up(r2, 1, 2, 3), timeout=30, what="BFD up with every node")
+    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    return r1, r2
+
+
 @pytest.mark.parametrize("bfd_fleet", ["bird", "frr", "bird-multihop", "frr-multihop"], indirect=True)
 def test_with_bfd_a_node_that_dies_silently_leaves_the_ecmp_set_in_under_a_second(bfd_fleet: tuple[Fleet, Path]) -> None:
     """300 ms x 3 against BIRD's `protocol bfd` and FRR's bfdd, single hop (RFC 5881) and multihop
     (RFC 5883, peers with `ebgpMultiHop`): the router's kernel table drops the node in under a second,
     where without BFD it took the hold time (the test above)."""
     cluster, manifests = bfd_fleet
-    r1, r2 = started(cluster, manifests)
-    wait_until(lambda: bfd_up(r1, 1, 2, 3) and bfd_up(r2, 1, 2, 3), timeout=30, what="BFD up with every node")
+    r1, r2 = bfd_started(cluster, manifests)
     if isinstance(r1, FrrRouter):  # FRR says which kind of session it runs (BIRD's came up on the multihop port)
         peers = r1.vtysh("show bfd peers json")
         assert isinstance(peers, list) and {p["multihop"] for p in peers} == {cluster.multihop}
-    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
     node3 = cluster.nodes[2]
     cluster.cut(node3)
     cut_at = time.monotonic()
@@ -313,9 +319,7 @@ def test_bfd_does_not_flap_while_the_speaker_process_is_paused(bfd_fleet: tuple[
     """The speaker's own interpreter stopped for 3 s (longer than any collection or reconcile): BFD runs
     in its own process, so no session goes down and the ECMP set stays whole."""
     cluster, manifests = bfd_fleet
-    r1, _r2 = started(cluster, manifests)
-    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
-    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    r1, _r2 = bfd_started(cluster, manifests)
     speaker = cluster.speakers["node-2"]
     os.kill(speaker.pid, signal.SIGSTOP)  # the speaker itself; its ExaBGP and BFD children run on
     try:
@@ -343,9 +347,7 @@ def test_with_bfd_a_restart_is_a_bfd_down_and_the_router_drops_the_node_for_abou
     restarts; the next test shows the router's other choice."""
     cluster, manifests = bfd_fleet
     _graceful_restart_peers(manifests)
-    r1, _r2 = started(cluster, manifests)
-    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
-    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    r1, _r2 = bfd_started(cluster, manifests)
     seen = _restart_and_watch(cluster, manifests, r1, lambda: bfd_up(r1, 2) and "node_2" in r1.protocols_established())
     missing = [found for found in seen if found != hops(1, 1, 2, 3)]
     assert missing and all(found == hops(1, 1, 3) for found in missing)  # only node-2, and only for a while
@@ -360,9 +362,7 @@ def test_with_bfd_graceful_at_the_router_a_restart_loses_nothing(bfd_fleet: tupl
     said in docs/routers.md: a node that dies is then also kept until the graceful-restart time."""
     cluster, manifests = bfd_fleet
     _graceful_restart_peers(manifests)
-    r1, _r2 = started(cluster, manifests)
-    wait_until(lambda: bfd_up(r1, 1, 2, 3), timeout=30, what="BFD up with every node")
-    wait_until(lambda: r1.kernel().get(WEB) == hops(1, 1, 2, 3), timeout=10, what="router1's kernel: three next hops")
+    r1, _r2 = bfd_started(cluster, manifests)
     seen = _restart_and_watch(cluster, manifests, r1, lambda: bfd_up(r1, 2) and "node_2" in r1.protocols_established())
     assert all(found == hops(1, 1, 2, 3) for found in seen), [s for s in seen if s != hops(1, 1, 2, 3)][:3]
 

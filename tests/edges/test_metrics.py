@@ -112,6 +112,12 @@ def test_pending_prefixes_are_what_exabgp_has_not_acknowledged(tmp_path) -> None
     assert value("metallb_bgp_pending_prefixes_total", peer="a") == 0
     del engine._sent[key]  # noqa: SLF001
     assert value("metallb_bgp_pending_prefixes_total", peer="a") == 1
+    engine._sent[key] = RouteAttributes()  # noqa: SLF001 - recorded as this pass tells the router ...
+    engine._in_flight = {key}  # noqa: SLF001 - ... but ExaBGP has not answered yet
+    engine._established.add("a")  # noqa: SLF001
+    assert engine.pending() == {"a": 1, "b": 0} and not engine.advertised(key)
+    engine._in_flight = set()  # noqa: SLF001 - answered
+    assert engine.pending() == {"a": 0, "b": 0} and engine.advertised(key)
 
 
 def test_updates_and_restarts_are_read_from_the_engine_and_the_k8s_counts_from_the_source(tmp_path) -> None:
