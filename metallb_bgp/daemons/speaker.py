@@ -277,7 +277,8 @@ class _Publisher:
     async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.retry_delay)
+                async with asyncio.timeout(self.retry_delay):
+                    await self.wake.wait()
             self.wake.clear()
             pending, state, known = self.ledger.pending(), self.state, self.written
             if not pending and (state is None or state == known) and not any(kept.pending() for kept in self.objects):

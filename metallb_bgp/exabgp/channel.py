@@ -95,7 +95,8 @@ class Channel:
 
     async def wait(self, future: asyncio.Future[Reply]) -> Reply:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._ack_timeout)
+            async with asyncio.timeout(self._ack_timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             self._log.error("exabgp_ack_timeout", seconds=self._ack_timeout)
             self.close()

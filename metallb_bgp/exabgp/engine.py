@@ -227,7 +227,8 @@ class ExaBGPEngine:
             asyncio.create_task(self._sync_loop(), name="exabgp-sync"),
         ]
         try:
-            await asyncio.wait_for(asyncio.shield(first_channel), self._tuning.relay_connect_timeout)
+            async with asyncio.timeout(self._tuning.relay_connect_timeout):
+                await asyncio.shield(first_channel)
         except (TimeoutError, ExaBGPError) as exc:
             await self.stop()
             raise ExaBGPError(f"ExaBGP did not start: {str(exc) or 'no relay connection'}") from None
@@ -323,7 +324,8 @@ class ExaBGPEngine:
             known = {**self._sent, **self._desired.routes} if self._provisional else self._desired.routes
             kept = {} if withdraw is True else {k: v for k, v in known.items() if k[0] not in withdraw}
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.apply(RouteTable(routes=kept)), self._tuning.ack_timeout)
+                async with asyncio.timeout(self._tuning.ack_timeout):
+                    await self.apply(RouteTable(routes=kept))
             await asyncio.sleep(WITHDRAW_GRACE)  # `done` means queued in ExaBGP, not yet on the wire
         self._stopping.set()
         self._wake.set()
@@ -504,7 +506,8 @@ class ExaBGPEngine:
             self.restarts += 1
             self._log.warning("exabgp_child_restart_scheduled", delay_seconds=delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             waiter = loop.create_future()
 
     async def _run_child(self, waiter: asyncio.Future[Channel]) -> None:
@@ -543,7 +546,8 @@ class ExaBGPEngine:
 
     async def _on_relay_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            raw = await asyncio.wait_for(reader.readline(), 5.0)
+            async with asyncio.timeout(5.0):
+                raw = await reader.readline()
         except (TimeoutError, OSError, ValueError):
             writer.close()
             return

@@ -138,7 +138,8 @@ class ExaBGPChild:
             self._terminating = True
             self._signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self.process.wait())
             except TimeoutError:
                 self._log.warning("exabgp_child_kill", pid=self.pid, after_seconds=timeout)
                 self._signal(signal.SIGKILL)

@@ -85,7 +85,8 @@ def _answers(path: Path) -> bool:
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handle: Handler) -> None:
     try:
         try:
-            line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            async with asyncio.timeout(TIMEOUT):
+                line = await reader.readline()
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("a request is a JSON object")

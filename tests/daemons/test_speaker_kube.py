@@ -410,3 +410,40 @@ def test_node_assigned_events_are_paced_and_none_is_lost(fake_kube: FakeKube, sh
             task.cancel()
     asyncio.run(scenario())
     assert all(n <= 8 + 20 * elapsed + 1 for elapsed, n in seen), seen
+
+
+def test_the_status_writer_stops_when_cancelled_even_as_it_is_woken(fake_kube: FakeKube, short_tmp: Path) -> None:
+    """A stop that arrives in the same loop pass as new work (a speaker announcing 1,200 services is
+    still writing paced Events when SIGTERM comes) ends the writer: with Python 3.11's `wait_for` the
+    cancel was lost there, the speaker wrote on and had to be killed."""
+    from metallb_bgp.core.writes import EventSpec, ObjectRef
+    from metallb_bgp.daemons.speaker import _Publisher
+    from metallb_bgp.kube.writer import KubeWriter
+
+    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
+    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
+    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp, event_qps=5.0, event_burst=2))
+    specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
+             for i in range(50)]
+    core = client.CoreV1Api(fake_kube.client)
+
+    async def scenario() -> list[bool]:
+        task = asyncio.create_task(publisher.run())
+        publisher.publish({"result": "Valid"}, specs[:10])
+        await eventually(lambda: core.list_namespaced_event("default").items, what="the first paced Events")
+        stopped = []
+        for i in range(10, 50, 10):  # the writer now waits on its pacer's delay
+            await asyncio.sleep(0.05)
+            publisher.publish({"result": "Valid"}, specs[i : i + 10])  # wakes it ...
+            task.cancel()  # ... in the same pass as the stop
+            done, _ = await asyncio.wait({task}, timeout=2)
+            stopped.append(bool(done) and task.cancelled())
+            if not done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=2)
+            task = asyncio.create_task(publisher.run())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return stopped
+
+    assert asyncio.run(scenario()) == [True] * 4
