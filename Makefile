@@ -6,7 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench venv system-deps frr-deps image-deps image test-image clean
+.PHONY: test demo bench venv system-deps frr-deps gobgp-deps image-deps image test-image clean
 
 venv: $(STAMP)
 
@@ -38,7 +38,14 @@ frr-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr; }; \
 	  else echo "error: FRR is missing; install it with: sudo apt-get install frr"; exit 1; fi; }
 
-test: $(STAMP) system-deps frr-deps tools image
+# GoBGP, a BMP client that reports its Adj-RIB-In pre- and post-policy (the BMP station's tests).
+gobgp-deps:
+	@command -v gobgpd >/dev/null 2>&1 && command -v gobgp >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gobgpd || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gobgpd; }; \
+	  else echo "error: GoBGP is missing; install it with: sudo apt-get install gobgpd"; exit 1; fi; }
+
+test: $(STAMP) system-deps frr-deps gobgp-deps tools image
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check metallb_bgp
 	$(VENV)/bin/mypy

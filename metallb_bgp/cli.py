@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
                      help="where `status` and `explain` ask this daemon (mode 0600 in a 0700 folder; "
                           "default: /run/metallb-bgp/control.sock as root, else in $XDG_RUNTIME_DIR)")
+    _bmp_flags(run)
     _logging_flags(run)
 
     for name, what in (("status", "sessions, routes, configuration problems and ExaBGP's health"),
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="ExaBGP's exabgp.reactor.speed (default 0.1)")
     speaker.add_argument("--exabgp-ack-timeout", type=float, default=None, metavar="SECONDS",
                          help="no ack for this long: ExaBGP is wedged and restarted (default 60)")
+    _bmp_flags(speaker)
     _logging_flags(speaker)
     return parser
 
@@ -123,6 +125,53 @@ def _kubernetes_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, default=None,
                         help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--namespace", default="metallb-system", help="namespace of the metallb.io objects")
+
+
+def _bmp_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bmp-listen", type=_listen_address, default=None, metavar="HOST[:PORT]",
+                        help="run a BMP station (RFC 7854) here, that the routers listed with --bmp-router connect to "
+                             "and stream what they received and accepted (port 11019 unless given); off by default")
+    parser.add_argument("--bmp-router", action="append", default=[], type=ipaddress.ip_address, metavar="ADDRESS",
+                        help="a router that may connect to the BMP station (the address it connects from) and is "
+                             "expected to report; repeatable")
+    parser.add_argument("--bmp-late", type=_duration, default=30.0, metavar="DURATION",
+                        help="how long a router's report may lag an announcement before it counts as missing (default 30s)")
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from metallb_bgp.daemons.runtime import BMP_PORT
+
+    host, port = text, BMP_PORT
+    if text.startswith("["):  # [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else BMP_PORT
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not an IP address (with an optional :PORT)") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text}: port {port} out of range")
+    return host, port
+
+
+def _duration(text: str) -> float:
+    from metallb_bgp.api.duration import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bmp_problem(args: argparse.Namespace) -> str | None:
+    if args.bmp_router and args.bmp_listen is None:
+        return "--bmp-router needs --bmp-listen (the station's address)"
+    if args.bmp_listen is not None and not args.bmp_router:
+        return "--bmp-listen needs at least one --bmp-router: only listed routers may connect"
+    return None
 
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +246,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(level=args.log_level, fmt=args.log_format)
     if not _serve_metrics(args):
         return 1
+    problem = _bmp_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     missing = [str(p) for p in args.manifests if not p.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -212,6 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             load_balancer_class=args.load_balancer_class,
             watch_step_ms=args.watch_step_ms,
             control_socket=args.control_socket or default_socket(),
+            bmp_listen=args.bmp_listen,
+            bmp_routers=tuple(str(r) for r in args.bmp_router),
+            bmp_late=args.bmp_late,
         )
         try:
             asyncio.run(run(options))
@@ -268,6 +324,10 @@ def cmd_speaker(args: argparse.Namespace) -> int:
     from metallb_bgp.observe.control import default_socket
 
     logs.configure(level=args.log_level, fmt=args.log_format)
+    problem = _bmp_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     if not _serve_metrics(args):
         return 1
     tuning = {
@@ -296,6 +356,9 @@ def cmd_speaker(args: argparse.Namespace) -> int:
             pod_name=args.pod_name,
             pod_uid=args.pod_uid,
             control_socket=args.control_socket or default_socket(),
+            bmp_listen=args.bmp_listen,
+            bmp_routers=tuple(str(r) for r in args.bmp_router),
+            bmp_late=args.bmp_late,
         )
         asyncio.run(run_speaker(api_client, options))
     return 0

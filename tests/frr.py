@@ -38,7 +38,8 @@ class FrrNeighbor:
 class FrrRouter:
     def __init__(
         self, directory: Path, *, asn: int, address: str = "127.0.0.1", router_id: str = "10.255.0.2",
-        allow_martian: bool = False, port: int | None = None,
+        allow_martian: bool = False, port: int | None = None, bmp_station: tuple[str, int] | None = None,
+        import_deny: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         require_frr()
         self.directory = directory
@@ -50,6 +51,8 @@ class FrrRouter:
         self.port = port if port is not None else free_port(address)
         self.allow_martian = allow_martian  # accept 127/8 next hops (loopback tests), as FRR allows
         self.neighbors: list[FrrNeighbor] = []
+        self.bmp_station = bmp_station  # report to this BMP station (bgpd's bmp module, `-M bmp`)
+        self.import_deny = import_deny  # prefixes its import policy drops (a prefix-list on every neighbor)
         self.process: subprocess.Popen[bytes] | None = None
 
     def add_neighbor(self, address: str, asn: int) -> FrrRouter:
@@ -57,9 +60,12 @@ class FrrRouter:
         return self
 
     def render(self) -> str:
-        lines = [
-            "hostname test-frr",
-            f"log file {self.directory / 'bgpd.log'} informational",
+        lines = ["hostname test-frr", f"log file {self.directory / 'bgpd.log'} informational"]
+        if self.import_deny:
+            lines += [f"ip prefix-list import seq {5 * (i + 1)} deny {p}" for i, p in enumerate(self.import_deny)]
+            lines += ["ip prefix-list import seq 10000 permit 0.0.0.0/0 le 32", "route-map import permit 10",
+                      " match ip address prefix-list import", "exit"]  # fmt: skip
+        lines += [
             f"router bgp {self.asn}",
             f" bgp router-id {self.router_id}",
             " no bgp ebgp-requires-policy",
@@ -73,6 +79,16 @@ class FrrRouter:
                 f" neighbor {neighbor.address} passive",
                 f" neighbor {neighbor.address} timers 3 9",
             ]
+            if self.import_deny:
+                lines.append(f" neighbor {neighbor.address} route-map import in")
+            if self.bmp_station is not None:  # FRR reports pre-policy routes from the Adj-RIB-In it keeps then only
+                lines += [" address-family ipv4 unicast", f"  neighbor {neighbor.address} soft-reconfiguration inbound",
+                          " exit-address-family"]  # fmt: skip
+        if self.bmp_station is not None:
+            address, port = self.bmp_station
+            lines += [" bmp targets station", "  bmp monitor ipv4 unicast pre-policy", "  bmp monitor ipv4 unicast post-policy",
+                      "  bmp monitor ipv6 unicast pre-policy", "  bmp monitor ipv6 unicast post-policy",
+                      f"  bmp connect {address} port {port} min-retry 100 max-retry 1000", " exit"]  # fmt: skip
         return "\n".join(lines) + "\n!\n"
 
     def start(self) -> FrrRouter:
@@ -81,7 +97,8 @@ class FrrRouter:
         with (self.directory / "stdout.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [BGPD, "-f", str(config), "-i", str(self.directory / "bgpd.pid"), "--vty_socket", str(self.directory),
-                 "-p", str(self.port), "-l", self.address, "-Z", "-S", "-P", "0"],
+                 "-p", str(self.port), "-l", self.address, "-Z", "-S", "-P", "0",
+                 *(["-M", "bmp"] if self.bmp_station is not None else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         try:

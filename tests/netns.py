@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bird import BIRD, BIRDC, parse_protocols, parse_routes, require_bird
@@ -166,6 +167,41 @@ class FrrRouter(Router):
                        for daemon in FRR_DAEMONS if (self.directory / f"{daemon}.log").exists())  # fmt: skip
 
 
+@dataclass
+class GoBgpRouter(Router):
+    """The same router as GoBGP 3 (Debian's gobgpd), read with its `gobgp` client: no kernel table
+    (no zebra), so a test reads its RIB. It can report to a BMP station (`Fleet.bmp_station`)."""
+
+    API_PORT = 50051  # on the namespace's own loopback
+
+    def gobgp(self, *command: str) -> Any:
+        result = subprocess.run(["ip", "netns", "exec", self.namespace, "gobgp", "-u", "127.0.0.1", "-p", str(self.API_PORT),
+                                 *command, "-j"], capture_output=True, text=True, timeout=10, check=True)  # fmt: skip
+        return json.loads(result.stdout or "{}")
+
+    def routes(self) -> dict[str, set[str]]:
+        """Prefix -> next hops of the paths its import policy accepted (the global RIB)."""
+        table = self.gobgp("global", "rib", "-a", "ipv4")
+        return {prefix: {a.get("nexthop") for path in paths for a in path.get("attrs", []) if a.get("type") == 3}
+                for prefix, paths in table.items()}  # fmt: skip
+
+    def received(self, neighbor: str) -> set[str]:
+        """The prefixes it received from `neighbor`, before its import policy (its Adj-RIB-In); none
+        while the session is not up (gobgp then refuses the question)."""
+        try:
+            return set(self.gobgp("neighbor", neighbor, "adj-in", "-a", "ipv4"))
+        except subprocess.CalledProcessError:
+            return set()
+
+    def protocols_established(self) -> set[str]:
+        return {_node_name(n["conf"]["neighbor_address"]) for n in self.gobgp("neighbor")
+                if n.get("state", {}).get("session_state") == 6}  # fmt: skip
+
+    def log(self) -> str:
+        path = self.directory / "gobgpd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
 def _kernel_routes(namespace: str, protocol: str) -> dict[str, set[str]]:
     result = subprocess.run(["ip", "netns", "exec", namespace, "ip", "-j", "route", "show", "proto", protocol],
                             capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
@@ -194,14 +230,16 @@ class Fleet:
     bfd: bool = False  # BIRD runs `protocol bfd` (300 ms x 3) and its BGP sessions follow it
     bfd_graceful: bool = False  # ... and a BFD down is a graceful restart of the BGP session (`bfd graceful`)
     multihop: bool = False  # the routers' sessions are multihop (BGP and BFD, RFC 5883), the nodes' too
-    router_kind: str = "bird"  # or "frr"
+    router_kind: str = "bird"  # or "frr", or "gobgp"
+    bmp_station: tuple[str, int] | None = None  # GoBGP reports to this BMP station, pre- and post-policy
+    import_deny: tuple[str, ...] = ()  # GoBGP's import policy rejects these prefixes
     routers: list[Router] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     speakers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def create(self) -> Fleet:
         require_root()
-        require_bird() if self.router_kind == "bird" else require_frr()
+        require_bird() if self.router_kind == "bird" else require_gobgp() if self.router_kind == "gobgp" else require_frr()
         remove_stale()
         try:
             for r in range(1, self.router_count + 1):
@@ -209,7 +247,12 @@ class Fleet:
             for n in range(1, self.node_count + 1):
                 self._node(n)
             for router in self.routers:
-                self._start_frr(router) if isinstance(router, FrrRouter) else self._start_bird(router)
+                if isinstance(router, FrrRouter):
+                    self._start_frr(router)
+                elif isinstance(router, GoBgpRouter):
+                    self._start_gobgp(router)
+                else:
+                    self._start_bird(router)
         except BaseException:
             self.destroy()
             raise
@@ -218,7 +261,7 @@ class Fleet:
     def _router(self, r: int) -> None:
         namespace = f"{PREFIX}r{r}"
         _ip("netns", "add", namespace)
-        kind = FrrRouter if self.router_kind == "frr" else Router
+        kind = {"frr": FrrRouter, "gobgp": GoBgpRouter}.get(self.router_kind, Router)
         router = kind(r, namespace, self.directory / f"router{r}")
         self.routers.append(router)
         router.directory.mkdir(parents=True, exist_ok=True)
@@ -266,6 +309,35 @@ class Fleet:
         )  # fmt: skip
         wait_until(lambda: router.control.exists(), timeout=10, what=f"BIRD in {router.namespace}")
 
+    def _start_gobgp(self, router: GoBgpRouter) -> None:
+        lines = ["[global.config]", f"  as = {router.asn}", f'  router-id = "{router.address}"', "  port = 179",
+                 f'  local-address-list = ["{router.address}"]']  # fmt: skip
+        if self.import_deny:
+            lines += ["[global.apply-policy.config]", '  import-policy-list = ["deny-some"]',
+                      '  default-import-policy = "accept-route"', "[[defined-sets.prefix-sets]]", '  prefix-set-name = "denied"']
+            for prefix in self.import_deny:
+                lines += ["  [[defined-sets.prefix-sets.prefix-list]]", f'    ip-prefix = "{prefix}"']
+            lines += ["[[policy-definitions]]", '  name = "deny-some"', "  [[policy-definitions.statements]]", '    name = "deny"',
+                      "    [policy-definitions.statements.conditions.match-prefix-set]", '      prefix-set = "denied"',
+                      "    [policy-definitions.statements.actions]", '      route-disposition = "reject-route"']  # fmt: skip
+        if self.bmp_station is not None:
+            lines += ["[[bmp-servers]]", "  [bmp-servers.config]", f'    address = "{self.bmp_station[0]}"',
+                      f"    port = {self.bmp_station[1]}", '    route-monitoring-policy = "all"']  # fmt: skip
+        for node in self.nodes:
+            lines += ["[[neighbors]]", "  [neighbors.config]", f'    neighbor-address = "{node.address(router.index)}"',
+                      f"    peer-as = {NODE_ASN}", "  [neighbors.transport.config]", "    passive-mode = true",
+                      f'    local-address = "{router.address}"', "  [neighbors.timers.config]", "    hold-time = 9",
+                      "    keepalive-interval = 3"]  # fmt: skip
+        config = router.directory / "gobgpd.toml"
+        config.write_text("\n".join(lines) + "\n")
+        with (router.directory / "gobgpd.log").open("ab") as log:
+            router.process = subprocess.Popen(
+                ["ip", "netns", "exec", router.namespace, "gobgpd", "-f", str(config), "-t", "toml",
+                 "--api-hosts", f"127.0.0.1:{router.API_PORT}", "--log-level", "info"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_until(lambda: _answers(router), timeout=10, what=f"GoBGP in {router.namespace}")
+
     def _start_frr(self, router: FrrRouter) -> None:
         """zebra first (the others connect to its socket), then bfdd and bgpd, each as a plain process."""
         router.directory.chmod(0o777)  # FRR's daemons drop to the frr user and write their sockets here
@@ -301,11 +373,14 @@ class Fleet:
     def _bfd_option(self) -> str:
         return "  bfd graceful;" if self.bfd_graceful else "  bfd on;" if self.bfd else ""
 
-    def start_speaker(self, node: Node, manifests: Path) -> subprocess.Popen[bytes]:
+    def start_speaker(self, node: Node, manifests: Path, *extra: str) -> subprocess.Popen[bytes]:
         """`metallb-bgp run` on `node`, reading the manifests folder."""
         return self._start(node, ["run", "--manifests", str(manifests), "--node", node.name,
                                   "--state-file", str(self.directory / f"state-{node.index}.json"),
-                                  "--control-socket", str(self.directory / f"control-{node.index}" / "control.sock")])  # fmt: skip
+                                  "--control-socket", str(self.control_socket(node)), *extra])  # fmt: skip
+
+    def control_socket(self, node: Node) -> Path:
+        return self.directory / f"control-{node.index}" / "control.sock"
 
     def start_kube_speaker(self, node: Node, kubeconfig: Path) -> subprocess.Popen[bytes]:
         """`metallb-bgp speaker` on `node`, against an API server reachable from inside the namespace."""
@@ -350,6 +425,24 @@ class Fleet:
                     _stop(process, signal.SIGTERM)
         for namespace in [r.namespace for r in self.routers] + [n.namespace for n in self.nodes]:
             _ip("netns", "del", namespace, check=False)
+
+
+def require_gobgp() -> None:
+    """A missing router binary is a failure, never a skip (install it: apt-get install gobgpd)."""
+    import shutil
+
+    if shutil.which("gobgpd") is None or shutil.which("gobgp") is None:
+        pytest.fail("GoBGP is missing: apt-get install gobgpd")
+
+
+def _answers(router: GoBgpRouter) -> bool:
+    if router.process is not None and router.process.poll() is not None:
+        pytest.fail(f"gobgpd exited with {router.process.returncode}: {router.log()[-2000:]}")
+    try:
+        router.gobgp("global")
+    except (subprocess.CalledProcessError, ValueError):
+        return False
+    return True
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int) -> None:

@@ -51,7 +51,7 @@ spec:
 class Run:
     """One `metallb-bgp run` child process; stopped with SIGTERM like a user's Ctrl-C."""
 
-    def __init__(self, manifests: Path, workdir: Path, state_file: Path) -> None:
+    def __init__(self, manifests: Path, workdir: Path, state_file: Path, *extra: str) -> None:
         self.workdir = workdir
         self.log_path = workdir.parent / f"{workdir.name}.log"
         self.control = workdir.parent / f"{workdir.name}-control" / "control.sock"  # its own, not the machine's
@@ -59,7 +59,7 @@ class Run:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "metallb_bgp.cli", "run", "--manifests", str(manifests), "--node", "node-a",
              "--workdir", str(workdir), "--state-file", str(state_file), "--log-format", "json",
-             "--control-socket", str(self.control)],
+             "--control-socket", str(self.control), *extra],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

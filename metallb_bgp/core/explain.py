@@ -32,8 +32,10 @@ def explain_service(
     table: RouteTable,
     advertised: Callable[[RouteKey], bool],
     sessions: Mapping[str, str],
+    router: Callable[[RouteKey], Answer | None] = lambda _key: None,
 ) -> Answer:
-    """The explanation of one service on this node (`sessions`: peer -> session state)."""
+    """The explanation of one service on this node (`sessions`: peer -> session state; `router`: what
+    the route's router reports of it over BMP, where a station runs)."""
     answer: Answer = {"service": str(key), "node": node_name, "found": service is not None}
     if service is None:
         answer["reason"] = "no LoadBalancer service of this name (or not of our load balancer class)"
@@ -49,7 +51,7 @@ def explain_service(
     routes = [
         {"peer": peer, "prefix": str(prefix), "localPref": attrs.local_pref, "communities": list(attrs.communities),
          "largeCommunities": list(attrs.large_communities), "session": sessions.get(peer, "unknown"),
-         "advertised": advertised((peer, prefix))}
+         "advertised": advertised((peer, prefix)), **_router_entry(router((peer, prefix)))}
         for prefix, services in table.services.items() if key in services
         for (peer, routed), attrs in _routes_of(table, prefix)
     ]  # fmt: skip
@@ -59,6 +61,10 @@ def explain_service(
     if skip is not None and "reason" not in answer:
         answer["reason"] = skip.detail or skip.reason.value
     return answer
+
+
+def _router_entry(report: Answer | None) -> Answer:
+    return {} if report is None else {"router": report}
 
 
 def _routes_of(table: RouteTable, prefix: Any) -> list[tuple[RouteKey, Any]]:

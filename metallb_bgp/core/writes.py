@@ -279,29 +279,43 @@ def service_bgp_status_name(node: str, namespace: str, name: str) -> str:
 
 
 def service_bgp_statuses(
-    node: str, table: RouteTable, advertised: Callable[[RouteKey], bool]
-) -> dict[str, Body]:
+    node: str, table: RouteTable, advertised: Callable[[RouteKey], bool],
+    router: Callable[[RouteKey], Mapping[str, Any] | None] | None = None,
+) -> dict[str, Body]:  # fmt: skip
     """Object name -> status, for every service this node announces in `table`: MetalLB's fields (the
     peers it is configured to be advertised to) and ours (`peerStatus`: per peer, whether every one of
-    its prefixes is `advertised`, i.e. acknowledged on an established session)."""
+    its prefixes is `advertised`, i.e. acknowledged on an established session; with `router`, what the
+    router itself reports over BMP: `routerReceived` and `routerAccepted`, true when every prefix is,
+    false when one is not, absent while the router does not say)."""
     peers_of: dict[IPNetwork, list[str]] = {}
     for peer, prefix in table.routes:
         peers_of.setdefault(prefix, []).append(peer)
-    per_service: dict[ServiceKey, dict[str, bool]] = {}
+    per_service: dict[ServiceKey, dict[str, dict[str, bool | None]]] = {}
     for prefix, services in table.services.items():
         for peer in peers_of.get(prefix, ()):
-            ok = advertised((peer, prefix))
+            report = router((peer, prefix)) if router is not None else None
+            facts: dict[str, bool | None] = {
+                "advertised": advertised((peer, prefix)),
+                "routerReceived": report.get("received") if report is not None else None,
+                "routerAccepted": report.get("accepted") if report is not None else None,
+            }
             for service in services:
                 seen = per_service.setdefault(service, {})
-                seen[peer] = seen.get(peer, True) and ok
+                seen[peer] = _all_of(seen[peer], facts) if peer in seen else facts
     found: dict[str, Body] = {}
     for service, peers in per_service.items():
         names = sorted(peers)
         found[service_bgp_status_name(node, service.namespace, service.name)] = {
             "node": node, "serviceName": service.name, "serviceNamespace": service.namespace, "peers": names,
-            "peerStatus": [{"peer": peer, "advertised": peers[peer]} for peer in names],
+            "peerStatus": [{"peer": peer, **{k: v for k, v in peers[peer].items() if v is not None}} for peer in names],
         }  # fmt: skip
     return found
+
+
+def _all_of(left: Mapping[str, bool | None], right: Mapping[str, bool | None]) -> dict[str, bool | None]:
+    """Per fact: False if either is False, else None if either is unknown, else True."""
+    return {k: False if left[k] is False or right[k] is False else None if left[k] is None or right[k] is None else True
+            for k in left}  # fmt: skip
 
 
 @dataclass(frozen=True)

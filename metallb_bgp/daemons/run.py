@@ -49,8 +49,10 @@ from metallb_bgp.core.plan.incremental import IncrementalPlanner
 from metallb_bgp.core.plan.pipeline import Plan
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
+    BMP_LATE,
     NextHops,
     ProblemLog,
+    RouterTruth,
     bfd_process,
     bfd_sessions,
     control_answer,
@@ -58,6 +60,7 @@ from metallb_bgp.daemons.runtime import (
     find_node,
     first_peers,
     peers_to_withdraw,
+    router_of,
     serve_control,
     status_answer,
     until_signalled,
@@ -85,6 +88,9 @@ class RunOptions:
     load_balancer_class: str | None = None
     watch_step_ms: int = 1  # the watcher reports a change 1-2 steps after it; each step wakes a thread
     control_socket: Path | None = None  # where `metallb-bgp status` / `explain` ask (observe.control)
+    bmp_listen: tuple[str, int] | None = None  # the BMP station's address (off when None)
+    bmp_routers: tuple[str, ...] = ()  # the routers that may connect to it, each expected to report
+    bmp_late: float = BMP_LATE
 
 
 class Runner:
@@ -100,6 +106,7 @@ class Runner:
         self.state_file = StateFile(options.state_file, self.assignments) if options.state_file else None
         self.heap = GcPolicy()
         self.bfd = bfd_process()
+        self.truth = RouterTruth(options.bmp_listen, options.bmp_routers, late=options.bmp_late)
         self.engine: ExaBGPEngine | None = None
         self.plan: Plan | None = None
         self._unsaved = False  # assignments changed since the state file was written
@@ -149,6 +156,7 @@ class Runner:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
         await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
+        self.truth.track(plan.peers)
         self.plan = plan
         self._save_state()
         if metrics.enabled():  # nobody can scrape them otherwise
@@ -186,6 +194,8 @@ class Runner:
         # engine sends nothing before the first apply, so nothing is announced before the initial sync.
         starting = asyncio.create_task(self.engine.start(peers), name="exabgp-start")
         control = await serve_control(self.options.control_socket, self._answer)
+        self.truth.track(peers)
+        await self.truth.start()
         try:
             try:
                 plan = await asyncio.to_thread(self._first_plan, change, started)
@@ -207,6 +217,7 @@ class Runner:
             await asyncio.gather(watcher, return_exceptions=True)
             if control is not None:
                 control.close()
+            await self.truth.close()
             await self.engine.stop(withdraw=self._withdraw_on_stop())
             await self.bfd.stop()  # AdminDown to each BFD peer: a stop, not a failure (RFC 5882 3.2)
             log.info("stopped")
@@ -255,7 +266,7 @@ class Runner:
     def status(self) -> dict[str, Any]:
         assert self.plan is not None and self.engine is not None
         return status_answer("embedded", self.options.node_name, self.plan.table, self.plan.peers, self.engine,
-                             self.bfd.states, self.plan.problems)  # fmt: skip
+                             self.bfd.states, self.plan.problems, self.truth.status())  # fmt: skip
 
     def explain(self, key: ServiceKey) -> dict[str, Any]:
         assert self.plan is not None and self.engine is not None
@@ -265,7 +276,7 @@ class Runner:
             key, service=self.planner.services.get(key), allocation=self.plan.allocation,
             config=self.plan.compiled.config, node_name=self.options.node_name,
             node_labels=node.metadata.labels if node is not None else {}, table=self.plan.table,
-            advertised=self.engine.advertised, sessions=states,
+            advertised=self.engine.advertised, sessions=states, router=router_of(self.plan.peers, self.engine, self.truth),
         )  # fmt: skip
 
     def _start_over(self, _changed: set[Path]) -> ClusterChange:

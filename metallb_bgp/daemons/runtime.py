@@ -22,12 +22,13 @@ import structlog
 from metallb_bgp.api.core import Node
 from metallb_bgp.api.problems import ObjectError, printable
 from metallb_bgp.bfd.process import BfdProcess, BfdSession
+from metallb_bgp.bmp.station import RouterReport, Station, router_verdict
 from metallb_bgp.core.change import ClusterChange
 from metallb_bgp.core.config.compile import compile_config
 from metallb_bgp.core.config.model import BFDProfile, Peer
 from metallb_bgp.core.keys import ServiceKey
 from metallb_bgp.core.routes.node import node_peers
-from metallb_bgp.core.routes.table import RouteTable
+from metallb_bgp.core.routes.table import RouteKey, RouteTable
 from metallb_bgp.core.snapshot import ClusterSnapshot
 from metallb_bgp.core.writes import problem_entry, timestamp_of
 from metallb_bgp.exabgp import EngineTuning, ExaBGPEngine
@@ -309,7 +310,7 @@ def control_answer(
 
 def status_answer(
     mode: str, node: str, table: RouteTable, peers: Iterable[Peer], engine: ExaBGPEngine,
-    bfd_states: Mapping[str, str], problems: Iterable[ObjectError],
+    bfd_states: Mapping[str, str], problems: Iterable[ObjectError], routers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Sessions, route counts, configuration problems and ExaBGP's health, from the books in force."""
     announced: dict[str, int] = {}
@@ -334,4 +335,96 @@ def status_answer(
         "routes": len(table.routes), "servicesAnnounced": len({k for keys in table.services.values() for k in keys}),
         "servicesNotAnnounced": skipped, "problems": [problem_entry(p) for p in problems],
         "exabgp": {"pid": engine.child_pid, "relayPid": engine.relay_pid, "restarts": engine.restarts},
+        **({"bmp": routers} if routers is not None else {}),
     }  # fmt: skip
+
+
+BMP_PORT = 11019  # the station's port when none is given: what pmacct, OpenBMP and Junos examples use
+BMP_LATE = 30.0  # seconds a router's report may lag our announcement before it counts as missing
+
+
+class RouterTruth:
+    """The BMP station (`bmp.station`) of a daemon that announces routes, read for its own routes:
+    what each router says it received and accepted of them. Off (None everywhere) unless the user
+    gave it an address to listen on: nothing listens beyond what the user configured."""
+
+    def __init__(self, listen: tuple[str, int] | None, routers: tuple[str, ...], *, late: float = BMP_LATE) -> None:
+        self.late = late
+        self._ours: frozenset[IPv4Address | IPv6Address] = frozenset()
+        self.station = (Station(listen[0], listen[1], routers, is_ours=lambda address: address in self._ours)
+                        if listen is not None else None)  # fmt: skip
+        self.version = 0  # moves with each report that changed what a router holds of ours
+        if self.station is not None:
+            self.station.changed = self._moved
+
+    def _moved(self) -> None:
+        self.version += 1
+
+    def moment(self) -> tuple[int, int]:
+        """Changes when a verdict may have: a report moved, or `late` passed (pending turns missing)."""
+        return (self.version, int(time.time() / self.late)) if self.station is not None and self.late > 0 else (0, 0)
+
+    async def start(self) -> None:
+        if self.station is not None:
+            metrics.watch_bmp(self.station.samples)
+            await self.station.start()
+
+    async def close(self) -> None:
+        if self.station is not None:
+            await self.station.close()
+
+    def track(self, peers: Iterable[Peer]) -> None:
+        """The sessions in force: a router's reports of other sessions are not ours (dropped unread)."""
+        self._ours = frozenset(a for a in (self.our_address(p) for p in peers) if a is not None)
+
+    @staticmethod
+    def our_address(peer: Peer) -> IPv4Address | IPv6Address | None:
+        return peer.source_address or route_source(peer.address)
+
+    def verdict(self, peer: Peer, prefix: Any, session_since: float | None) -> dict[str, Any] | None:
+        """What the router of `peer` reports of `prefix` (`bmp.station.router_verdict`), or None."""
+        if self.station is None:
+            return None
+        ours = self.our_address(peer)
+        if ours is None:
+            return None
+        reports = self.station.report_of(peer.address)
+        return router_verdict(reports, peer.address, ours, prefix, now=time.time(), late=self.late,
+                              waiting_since=session_since or time.time())  # fmt: skip
+
+    def status(self) -> list[dict[str, Any]] | None:
+        """Each listed router's connection and counts, for `metallb-bgp status`."""
+        if self.station is None:
+            return None
+        found = []
+        for r in self.station.reports.values():
+            moment = r.connected_since or r.disconnected_at
+            found.append(_router_entry(r, timestamp_of(moment) if moment is not None else None))
+        return found
+
+
+def _router_entry(r: RouterReport, since: str | None) -> dict[str, Any]:
+    return {
+            "address": r.address, "sysName": r.sys_name, "connected": r.connected_since is not None, "since": since,
+            "sessions": [{"speaker": str(a), "routerAddress": str(p.local_address) if p.local_address else None,
+                          "received": len(p.pre_policy) if p.pre_policy_reported else None,
+                          "accepted": len(p.post_policy) if p.post_policy_reported else None}
+                         for (_d, a), p in sorted(r.peers.items(), key=lambda i: str(i[0][1]))],
+            "messages": r.messages, "droppedNotOurs": r.dropped_not_ours, "droppedOverLimit": r.dropped_over_limit,
+            "invalid": r.errors, "lastError": r.last_error,
+        }  # fmt: skip
+
+
+def router_of(peers: Iterable[Peer], engine: ExaBGPEngine, truth: RouterTruth) -> Callable[[RouteKey], dict[str, Any] | None]:
+    """For `explain`: what the router of a route's peer reports of it (None without a BMP station)."""
+    by_name = {peer.name: peer for peer in peers}
+    states = engine.peer_states()
+
+    def router(key: RouteKey) -> dict[str, Any] | None:
+        peer = by_name.get(key[0])
+        if peer is None:
+            return None
+        state = states.get(peer.name)
+        return truth.verdict(peer, key[1], state.since if state is not None else None)
+
+    return router

@@ -62,9 +62,11 @@ from metallb_bgp.core.writes import (
 )
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
+    BMP_LATE,
     ClusterSource,
     NextHops,
     ProblemLog,
+    RouterTruth,
     SourceFactory,
     Wakeup,
     bfd_process,
@@ -74,6 +76,7 @@ from metallb_bgp.daemons.runtime import (
     find_node,
     kubernetes_source,
     peers_to_withdraw,
+    router_of,
     serve_control,
     status_answer,
     until_signalled,
@@ -156,6 +159,9 @@ class SpeakerOptions:
     pod_name: str = ""  # the speaker's own Pod, owner of those objects (garbage-collected with it)
     pod_uid: str = ""
     control_socket: Path | None = None  # where `metallb-bgp status` / `explain` ask (`kubectl exec` into the pod)
+    bmp_listen: tuple[str, int] | None = None  # this node's BMP station (off when None), as `run`'s
+    bmp_routers: tuple[str, ...] = ()
+    bmp_late: float = BMP_LATE
 
     @property
     def state_name(self) -> str:
@@ -329,6 +335,7 @@ class Speaker:
         self.source: ClusterSource | None = None
         self.engine: ExaBGPEngine | None = None
         self.bfd = bfd_process()
+        self.truth = RouterTruth(options.bmp_listen, options.bmp_routers, late=options.bmp_late)
         self.plan: SpeakerPlan | None = None
         self.planner = SpeakerPlanner(node_name=options.node_name, load_balancer_class=options.load_balancer_class)
         self.problems = ProblemLog()
@@ -353,6 +360,7 @@ class Speaker:
         publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
         early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
         control = await serve_control(self.options.control_socket, self._answer)
+        await self.truth.start()
         log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
         try:
             if not await self._announce_while_listing(stop, wake):
@@ -370,6 +378,7 @@ class Speaker:
         finally:
             if control is not None:
                 control.close()
+            await self.truth.close()
             heap.release(freeze=False)
             publisher.cancel()
             early.cancel()
@@ -396,6 +405,7 @@ class Speaker:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
         await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
+        self.truth.track(plan.peers)
         events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
         self.plan = plan
         self.reconciles += 1
@@ -444,7 +454,7 @@ class Speaker:
     def _status(self) -> dict[str, Any]:
         assert self.plan is not None and self.engine is not None
         return status_answer("speaker", self.options.node_name, self.plan.table, self.plan.peers, self.engine,
-                             self.bfd.states, self.plan.compiled.errors)  # fmt: skip
+                             self.bfd.states, self.plan.compiled.errors, self.truth.status())  # fmt: skip
 
     def _explain(self, key: ServiceKey) -> dict[str, Any]:
         """As `run`'s, with the IPs the controller wrote in the Service's status (the speaker allocates nothing)."""
@@ -458,7 +468,7 @@ class Speaker:
         return explain_service(
             key, service=service, allocation=allocation, config=config, node_name=self.options.node_name,
             node_labels=node.metadata.labels if node is not None else {}, table=self.plan.table,
-            advertised=self.engine.advertised, sessions=states,
+            advertised=self.engine.advertised, sessions=states, router=router_of(self.plan.peers, self.engine, self.truth),
         )  # fmt: skip
 
     def _withdraw_on_stop(self) -> set[str]:
@@ -515,7 +525,7 @@ class Speaker:
         periodic publish catches the last change of a burst)."""
         assert self.plan is not None and self.engine is not None
         seen = (id(self.plan.table), tuple(sorted((n, s.state, s.since, s.last_error) for n, s in sessions.items())),
-                sum(self.engine.updates().values()), tuple(sorted(self.bfd.states.items())))  # fmt: skip
+                sum(self.engine.updates().values()), tuple(sorted(self.bfd.states.items())), self.truth.moment())  # fmt: skip
         now = time.monotonic()
         due = self._statuses is None or now - self._statuses_at >= self.options.status_interval
         if seen != self._statuses_seen and due:
@@ -534,7 +544,9 @@ class Speaker:
                     self.engine.rejected_peers.get(peer.name) or (state.last_error if state is not None else None),
                     self.bfd.states.get(peer.name), sent.get(peer.name, 0), peer.vrf or "",
                 ))  # fmt: skip
-            services = service_bgp_statuses(self.options.node_name, table, advertised) if self.options.service_bgp_status else None
+            router = router_of(self.plan.peers, self.engine, self.truth) if self.truth.station is not None else None
+            services = (service_bgp_statuses(self.options.node_name, table, advertised, router)
+                        if self.options.service_bgp_status else None)  # fmt: skip
             self._statuses = (services, bgp_session_states(self.options.node_name, views))
         assert self._statuses is not None
         return self._statuses

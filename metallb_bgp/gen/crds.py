@@ -132,6 +132,17 @@ class PeerAdvertisement(_OpenStatus):
         description="The session to this peer is established and ExaBGP acknowledged every prefix of the "
         "service with its attributes (MetalLB's `peers` says only where the service is configured to go).",
     )
+    router_received: bool | None = Field(
+        default=None,
+        description="What the router itself reports over BMP (the speaker's --bmp-listen station): every prefix "
+        "of the service is in its Adj-RIB-In before its import policy (false: one is not). Absent while the "
+        "router does not report it.",
+    )
+    router_accepted: bool | None = Field(
+        default=None,
+        description="As routerReceived, after the router's import policy (Adj-RIB-In post-policy): false with "
+        "routerReceived true is a route its import policy rejected.",
+    )
 
 
 class ServiceBGPStatusStatus(_OpenStatus):

@@ -643,7 +643,9 @@ def helm_values_markdown(chart_dir: Path = CHART_DIR) -> str:
 def metrics_markdown() -> str:
     """Every metric the daemons export (the `metrics` region of docs/troubleshooting.md)."""
     lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
-    for collector in vars(metrics).values():
+    for name, collector in vars(metrics).items():
+        if name.startswith("_"):  # the registration loop's variable names one of them a second time
+            continue
         if isinstance(collector, metrics.ScrapedMetric):  # counted when scraped, not kept
             labels = ", ".join(f"`{label}`" for label in collector.labels) or "—"
             lines.append(f"| `{collector.exposed}` | {collector.kind} | {labels} | {markdown_escape(collector.help)} |")

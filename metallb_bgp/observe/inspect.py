@@ -47,6 +47,14 @@ def status_table(answer: Answer) -> str:
                   p.get("bfd"), p.get("lastError")) for p in peers],
                 ("PEER", "ADDRESS", "STATE", "SINCE", "ANNOUNCED", "PENDING", "BFD", "LAST ERROR"),
             ))  # fmt: skip
+        routers = daemon.get("bmp") or []
+        if routers:
+            parts.append(columns(
+                [(r.get("sysName") or r.get("address"), r.get("address"), "connected" if r.get("connected") else "not connected",
+                  r.get("since"), s.get("speaker"), s.get("received"), s.get("accepted"), r.get("droppedNotOurs"), r.get("lastError"))
+                 for r in routers for s in (r.get("sessions") or [{}])],
+                ("BMP ROUTER", "ADDRESS", "REPORT", "SINCE", "SESSION FROM", "RECEIVED", "ACCEPTED", "DROPPED", "LAST ERROR"),
+            ))  # fmt: skip
         skipped = daemon.get("servicesNotAnnounced") or {}
         if skipped:
             parts.append("not announced: " + ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) + "\n")
@@ -73,9 +81,28 @@ def explain_table(answer: Answer) -> str:
         text += title + "\n"
         routes = node.get("routes") or []
         if routes:
+            reported = any("router" in r for r in routes)
             text += columns(
                 [(r.get("peer"), r.get("prefix"), r.get("session"), "yes" if r.get("advertised") else "no",
-                  " ".join(r.get("communities") or []) or None, r.get("localPref")) for r in routes],
-                ("PEER", "PREFIX", "SESSION", "ADVERTISED", "COMMUNITIES", "LOCAL PREF"),
+                  " ".join(r.get("communities") or []) or None, r.get("localPref"),
+                  *((_router_cell(r.get("router")),) if reported else ())) for r in routes],
+                ("PEER", "PREFIX", "SESSION", "ADVERTISED", "COMMUNITIES", "LOCAL PREF", *(("ROUTER (BMP)",) if reported else ())),
             )  # fmt: skip
     return text
+
+
+def _router_cell(report: Answer | None) -> str | None:
+    """What the router said of a route, in a word or two; the whole reason is in -o json/yaml."""
+    if not report:
+        return None
+    if report.get("accepted"):
+        return "accepted"
+    if report.get("received") and report.get("accepted") is False:
+        return "received, not accepted"
+    if report.get("pending"):
+        return "pending"
+    if report.get("accepted") is False:
+        return "not accepted"
+    if report.get("received"):
+        return "received"
+    return "no report"

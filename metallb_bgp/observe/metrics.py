@@ -199,7 +199,21 @@ K8S_UPDATE_ERRORS = ScrapedMetric("metallb_k8s_client_update_errors", "counter",
 SPEAKER_ANNOUNCED = ScrapedMetric("metallb_speaker_announced", "gauge",
                                   "1 for each service IP this node announces (`ip` is the announced prefix's address)",
                                   ("ip", "node", "protocol", "service"))
-for _scraped in (PENDING, UPDATES, EXABGP_RESTARTS, K8S_UPDATES, K8S_UPDATE_ERRORS, SPEAKER_ANNOUNCED):
+ROUTER_RECEIVED = ScrapedMetric("metallb_bgp_router_received_prefixes", "gauge",
+                                "Prefixes of ours the router reports over BMP as received on the session from `speaker`, "
+                                "before its import policy (Adj-RIB-In pre-policy)", ("router", "speaker"))
+ROUTER_ACCEPTED = ScrapedMetric("metallb_bgp_router_accepted_prefixes", "gauge",
+                                "Prefixes of ours the router reports over BMP as accepted from `speaker`, after its "
+                                "import policy (Adj-RIB-In post-policy)", ("router", "speaker"))
+BMP_CONNECTED = ScrapedMetric("metallb_bgp_bmp_router_connected", "gauge",
+                              "1 while the listed router is connected to the BMP station", ("router",))
+BMP_MESSAGES = ScrapedMetric("metallb_bgp_bmp_messages", "counter", "BMP messages received from the router", ("router",))
+BMP_DROPPED = ScrapedMetric("metallb_bgp_bmp_dropped", "counter",
+                            "BMP messages (`not_ours`: about sessions that are not our speakers') and prefixes "
+                            "(`over_limit`) the station dropped, and messages that did not decode (`invalid`)",
+                            ("router", "reason"))
+for _scraped in (PENDING, UPDATES, EXABGP_RESTARTS, K8S_UPDATES, K8S_UPDATE_ERRORS, SPEAKER_ANNOUNCED,
+                 ROUTER_RECEIVED, ROUTER_ACCEPTED, BMP_CONNECTED, BMP_MESSAGES, BMP_DROPPED):
     REGISTRY.register(_scraped)
 
 
@@ -220,6 +234,14 @@ def watch_engine(engine: EngineBooks) -> None:
     PENDING.source = lambda: {(peer,): count for peer, count in engine.pending().items()}
     UPDATES.source = lambda: {(peer,): count for peer, count in engine.updates().items()}
     EXABGP_RESTARTS.source = lambda: {(): engine.restarts}
+
+
+def watch_bmp(samples: Callable[[], Mapping[str, Mapping[tuple[str, ...], float]]]) -> None:
+    """The BMP station's books, read at each scrape: `samples()` maps "received", "accepted",
+    "connected", "messages" and "dropped" to each metric's samples (`bmp.station.Station.samples`)."""
+    for key, metric in (("received", ROUTER_RECEIVED), ("accepted", ROUTER_ACCEPTED), ("connected", BMP_CONNECTED),
+                        ("messages", BMP_MESSAGES), ("dropped", BMP_DROPPED)):  # fmt: skip
+        metric.source = lambda key=key: samples().get(key, {})
 
 
 def watch_k8s(counts: Callable[[], tuple[int, int]]) -> None:

@@ -29,6 +29,32 @@ def test_service_bgp_statuses_name_each_service_and_node_and_say_per_peer_whethe
     assert service_bgp_status_name("node-1", "default", "web").startswith("bgp-")
 
 
+def test_what_the_router_reports_is_true_only_when_it_is_true_of_every_prefix() -> None:
+    """With a BMP station: per peer, `routerReceived` / `routerAccepted` true when the router says so of
+    every prefix of the service, false as soon as one is not, absent while the router says nothing."""
+    from ipaddress import ip_network
+
+    from metallb_bgp.core.keys import ServiceKey
+    from metallb_bgp.core.routes.table import RouteAttributes, RouteTable
+    from metallb_bgp.core.writes import service_bgp_status_name, service_bgp_statuses
+
+    web = ServiceKey("default", "web")
+    v4, v6 = ip_network("198.51.100.7/32"), ip_network("2001:db8::7/128")
+    table = RouteTable(routes={(peer, prefix): RouteAttributes() for peer in ("r1", "r2", "r3") for prefix in (v4, v6)},
+                       services={v4: (web,), v6: (web,)})  # fmt: skip
+    reports = {
+        ("r1", v4): {"received": True, "accepted": True}, ("r1", v6): {"received": True, "accepted": True},
+        ("r2", v4): {"received": True, "accepted": True}, ("r2", v6): {"received": True, "accepted": False},
+        ("r3", v4): {"received": True, "accepted": None},  # r3 reports no post-policy; nothing of v6 yet
+    }  # fmt: skip
+    status = service_bgp_statuses("node-1", table, lambda key: True, reports.get)[service_bgp_status_name("node-1", "default", "web")]
+    assert status["peerStatus"] == [
+        {"peer": "r1", "advertised": True, "routerReceived": True, "routerAccepted": True},
+        {"peer": "r2", "advertised": True, "routerReceived": True, "routerAccepted": False},
+        {"peer": "r3", "advertised": True},
+    ]
+
+
 def test_bgp_session_states_have_frr_k8s_fields_and_ours_one_per_node_and_peer() -> None:
     from metallb_bgp.core.writes import BGP_SESSION_STATE, SessionView, bgp_session_state_name, bgp_session_states
 

@@ -83,6 +83,7 @@ VALUE_SETS: dict[str, Doc] = {
             "serviceAccount": {"name": "bgp-speaker", "annotations": {"example.com/owner": "network"}},
             "podAnnotations": {"example.com/scrape": "true"},
             "maxUnavailable": "10%",
+            "bmp": {"enabled": True, "port": 11020, "routers": ["192.0.2.1", "2001:db8::1"], "late": "45s"},
         },
     },
     "minimal": {
@@ -231,6 +232,8 @@ def test_the_default_rendering_matches_the_golden_file(rendered: dict[str, str])
     ({"speaker": {"tolerations": [{"key": "a", "operator": "Exist"}]}}, "operator"),
     ({"prometheus": {"rules": {"sessionDownFor": "two minutes"}}}, "sessionDownFor"),
     ({"networkPolicy": {"metricsFrom": [{"podSelectors": {}}]}}, "podSelectors"),
+    ({"speaker": {"bmp": {"routers": ["tor-a"]}}}, "routers"),
+    ({"speaker": {"bmp": {"late": "30"}}}, "late"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_a_mistyped_value_fails_the_render(helm: Path, tmp_path: Path, values: Doc, complaint: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), values=values, tmp=tmp_path)
@@ -242,6 +245,7 @@ def test_a_mistyped_value_fails_the_render(helm: Path, tmp_path: Path, values: D
 @pytest.mark.parametrize(("values", "complaint"), [
     ({"controller": {"replicas": 2, "leaderElection": {"enabled": False}}}, "needs controller.leaderElection.enabled"),
     ({"controller": {"leaderElection": {"renewDeadline": 20}}}, "retryPeriod < renewDeadline < leaseDuration"),
+    ({"speaker": {"bmp": {"enabled": True}}}, "needs speaker.bmp.routers"),
 ])
 def test_a_contradictory_value_fails_the_render_with_a_reason(helm: Path, tmp_path: Path, values: Doc, complaint: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), values=values, tmp=tmp_path)
@@ -297,8 +301,11 @@ def test_probes_and_metrics_port_follow_the_metrics_switch(rendered: dict[str, s
         assert ("readinessProbe" in container) is enabled, name
         assert any(a.startswith("--metrics-address=") for a in container["args"]) is enabled, name
         if enabled:
-            assert container["ports"] == [{"name": "monitoring", "containerPort": 7472, "protocol": "TCP"}]
+            assert container["ports"][0] == {"name": "monitoring", "containerPort": 7472, "protocol": "TCP"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitoring"}
+        bmp = [port for port in container.get("ports", []) if port["name"] == "bmp"]
+        assert bmp == ([{"name": "bmp", "containerPort": 11020, "protocol": "TCP"}]
+                       if value_set == "custom" and container["name"] == "speaker" else []), name  # fmt: skip
 
 
 def test_custom_values_reach_the_pods(rendered: dict[str, str]) -> None:
@@ -327,6 +334,10 @@ def test_custom_values_reach_the_pods(rendered: dict[str, str]) -> None:
     assert {"--exabgp-prefixes-per-command=200", "--exabgp-reactor-speed=0.2"} <= set(speaker_args)
     assert not any(a.startswith(("--exabgp-commands-in-flight", "--exabgp-ack-timeout")) for a in speaker_args)
     assert "--lease-duration=30" in controller_pod["containers"][0]["args"]
+    # the BMP station on the node's own address, for the listed routers only; nothing listens by default
+    assert ["--bmp-listen=$(HOST_IP):11020", "--bmp-router=192.0.2.1", "--bmp-router=2001:db8::1", "--bmp-late=45s"] == [
+        a for a in speaker_args if a.startswith("--bmp-")]  # fmt: skip
+    assert not any(a.startswith("--bmp-") for a in default_speaker["containers"][0]["args"])
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))

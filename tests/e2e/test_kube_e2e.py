@@ -585,3 +585,51 @@ def test_status_and_explain_read_the_clusters_status_objects(harness: Harness) -
     assert [(r["peer"], r["prefix"], r["advertised"], r["communities"]) for r in live["routes"]] == [
         ("router-a", "198.51.100.0/32", True, ["64500:1"])]
     assert harness.router.routes("a")[FIRST].communities == ("64500:1",)
+
+
+def test_a_speakers_bmp_station_puts_what_frr_accepted_in_the_service_bgp_status(harness: Harness, short_tmp: Path) -> None:
+    """Kubernetes mode: node-a's speaker runs a BMP station (the chart's speaker.bmp) and FRR reports
+    to it; each ServiceBGPStatus then says, per peer, whether the router received and accepted the
+    service: `routerAccepted` false for exactly the service FRR's import policy drops, as FRR's own
+    RIB shows; `explain` (kubectl exec into the speaker) says the same."""
+    from frr import FrrRouter
+
+    harness.fake.register_crd(yaml.safe_load((ROOT / "charts/metallb-bgp/crds/metallb.io_servicebgpstatuses.yaml").read_text()))
+    station = free_peer_port()
+    router = FrrRouter(short_tmp / "frr", asn=ROUTER_ASN, allow_martian=True, port=free_peer_port(),
+                       bmp_station=(NODES["node-a"], station), import_deny=(str(SECOND),))  # fmt: skip
+    router.add_neighbor(NODES["node-a"], NODE_ASN).start()
+    try:
+        harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "router-a",
+                                                          {"spec": {"peerPort": router.port}})  # fmt: skip
+        harness.controller()
+        harness.speaker("node-a", "--bmp-listen", f"{NODES['node-a']}:{station}", "--bmp-router", "127.0.0.1",
+                        "--bmp-late", "3s")  # fmt: skip
+        for name in ("web", "db"):
+            harness.api.service(name)
+        wait_until(lambda: str(FIRST) in router.routes(), timeout=30, what="web's /32 at FRR")
+        custom = harness.api.custom
+
+        def peer_status(service: str) -> list[dict[str, Any]]:
+            try:
+                found = custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "servicebgpstatuses",
+                                                            service_bgp_status_name("node-a", "default", service))  # fmt: skip
+            except client.ApiException:
+                return []
+            return list((found.get("status") or {}).get("peerStatus") or [])
+
+        by_ip = {harness.api.ips(name)[0]: name for name in ("web", "db")}
+        accepted, dropped = by_ip[str(FIRST.network_address)], by_ip[str(SECOND.network_address)]
+        wait_until(lambda: peer_status(accepted) == [{"peer": "router-a", "advertised": True, "routerReceived": True,
+                                                      "routerAccepted": True}],
+                   timeout=30, what=f"{accepted}'s ServiceBGPStatus: FRR accepted it")  # fmt: skip
+        wait_until(lambda: [s.get("routerAccepted") for s in peer_status(dropped)] == [False], timeout=30,
+                   what=f"{dropped}'s ServiceBGPStatus: FRR's import policy dropped it")  # fmt: skip
+        assert str(SECOND) not in router.routes() and str(FIRST) in router.routes()
+        result = subprocess.run([sys.executable, "-m", "metallb_bgp.cli", "explain", f"default/{dropped}", "-o", "json",
+                                 "--control-socket", str(harness.control_socket("node-a"))],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        (route,) = json.loads(result.stdout)["routes"]
+        assert route["router"]["accepted"] is False and route["router"]["router"] == "test-frr"
+    finally:
+        router.stop()
