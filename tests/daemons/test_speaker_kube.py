@@ -351,16 +351,22 @@ def test_the_speaker_planner_equals_a_full_plan_after_random_changes(steps) -> N
         assert got.peers == want.peers
 
 
-def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_event(fake_kube: FakeKube, short_tmp: Path) -> None:
+def _publisher(fake_kube: FakeKube, directory: Path, events: int, **options: Any) -> tuple[Any, list[Any]]:
+    """A speaker's status writer on the fake API server, and `events` nodeAssigned Events to write."""
     from metallb_bgp.core.writes import EventSpec, ObjectRef
     from metallb_bgp.daemons.speaker import _Publisher
     from metallb_bgp.kube.writer import KubeWriter
 
     fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
     writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
-    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp))
+    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=directory, **options))
     specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
-             for i in range(40)]
+             for i in range(events)]
+    return publisher, specs
+
+
+def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_event(fake_kube: FakeKube, short_tmp: Path) -> None:
+    publisher, specs = _publisher(fake_kube, short_tmp, 40)
     core = client.CoreV1Api(fake_kube.client)
 
     async def scenario() -> None:
@@ -379,15 +385,7 @@ def test_a_cold_start_announcing_many_services_writes_each_one_node_assigned_eve
 def test_node_assigned_events_are_paced_and_none_is_lost(fake_kube: FakeKube, short_tmp: Path) -> None:
     """kubelet's rule for Events (a burst, then a rate): a burst of 8 at 20 a second lets 40 through in
     about 1.6 s, never faster, while the ConfigurationState is written at once."""
-    from metallb_bgp.core.writes import EventSpec, ObjectRef
-    from metallb_bgp.daemons.speaker import _Publisher
-    from metallb_bgp.kube.writer import KubeWriter
-
-    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
-    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
-    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp, event_qps=20.0, event_burst=8))
-    specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
-             for i in range(40)]
+    publisher, specs = _publisher(fake_kube, short_tmp, 40, event_qps=20.0, event_burst=8)
     core = client.CoreV1Api(fake_kube.client)
     custom = client.CustomObjectsApi(fake_kube.client)
     seen: list[tuple[float, int]] = []
@@ -416,15 +414,7 @@ def test_the_status_writer_stops_when_cancelled_even_as_it_is_woken(fake_kube: F
     """A stop that arrives in the same loop pass as new work (a speaker announcing 1,200 services is
     still writing paced Events when SIGTERM comes) ends the writer: with Python 3.11's `wait_for` the
     cancel was lost there, the speaker wrote on and had to be killed."""
-    from metallb_bgp.core.writes import EventSpec, ObjectRef
-    from metallb_bgp.daemons.speaker import _Publisher
-    from metallb_bgp.kube.writer import KubeWriter
-
-    fake_kube.register_crd(schemaless_crd(GROUP, "ConfigurationState", "configurationstates", ("v1beta1",)))
-    writer = KubeWriter(fake_kube.client, component="metallb-speaker", instance="n1", may_write=lambda: True)
-    publisher = _Publisher(writer, SpeakerOptions(node_name="n1", workdir=short_tmp, event_qps=5.0, event_burst=2))
-    specs = [EventSpec(ObjectRef("Service", "default", f"s{i}", "v1", f"uid-{i}"), "Normal", "nodeAssigned", "m")
-             for i in range(50)]
+    publisher, specs = _publisher(fake_kube, short_tmp, 50, event_qps=5.0, event_burst=2)
     core = client.CoreV1Api(fake_kube.client)
 
     async def scenario() -> list[bool]:
