@@ -76,11 +76,21 @@ def cluster_explain(api_client: ApiClient, namespace: str, service_namespace: st
     for item in _items(custom, namespace, SERVICE_BGP_STATUS.version, SERVICE_BGP_STATUS.plural, label_selector=selector):
         status = item.get("status") or {}
         node = status.get("node", "")
-        advertised = {p.get("peer"): p.get("advertised") for p in status.get("peerStatus") or []}
+        per_peer = {p.get("peer"): p for p in status.get("peerStatus") or []}
         routes = [{"peer": peer, "prefix": ", ".join(answer["ips"]), "session": sessions.get(node, {}).get(peer, "unknown"),
-                   "advertised": bool(advertised.get(peer))} for peer in status.get("peers") or []]  # fmt: skip
+                   "advertised": bool(per_peer.get(peer, {}).get("advertised")), **_router_report(per_peer.get(peer, {}))}
+                  for peer in status.get("peers") or []]  # fmt: skip
         nodes.append({"node": node, "announced": bool(routes), "routes": routes})
     answer["nodes"] = sorted(nodes, key=lambda n: n["node"])
     if not nodes:
         answer["reason"] = "no node announces it (no ServiceBGPStatus): see `metallb-bgp status` and the speakers' logs"
     return answer
+
+
+def _router_report(peer_status: dict[str, Any]) -> dict[str, Any]:
+    """What the router reported over BMP, as the speaker wrote it (`routerReceived`, `routerAccepted`)."""
+    if "routerAccepted" not in peer_status and "routerReceived" not in peer_status:
+        return {}
+    received, accepted = peer_status.get("routerReceived"), peer_status.get("routerAccepted")
+    return {"router": {"received": received, "accepted": accepted, "pending": False,
+                       "reason": "as the speaker's BMP station reports it (ServiceBGPStatus)"}}  # fmt: skip

@@ -631,5 +631,9 @@ def test_a_speakers_bmp_station_puts_what_frr_accepted_in_the_service_bgp_status
                                 capture_output=True, text=True, timeout=30)  # fmt: skip
         (route,) = json.loads(result.stdout)["routes"]
         assert route["router"]["accepted"] is False and route["router"]["router"] == "test-frr"
+        result = subprocess.run([sys.executable, "-m", "metallb_bgp.cli", "explain", f"default/{dropped}", "-o", "json",
+                                 "--kubeconfig", str(harness.config)], capture_output=True, text=True, timeout=30)  # fmt: skip
+        (node,) = json.loads(result.stdout)["nodes"]  # from the cluster's objects, as kubectl reads them
+        assert [r["router"]["accepted"] for r in node["routes"]] == [False]
     finally:
         router.stop()
