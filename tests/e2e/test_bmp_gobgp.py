@@ -2,7 +2,7 @@
 two nodes, the station in node-1's `run`. GoBGP reports its Adj-RIB-In pre- and post-policy, so a
 route its import policy rejects is reported "received, not accepted", for exactly that service, as
 GoBGP's own `adj-in` and global RIB show; node-2's session is not node-1's to report and is dropped
-unread."""
+unread; GoBGP restarted reconnects and reports the same again."""
 
 from __future__ import annotations
 
@@ -93,6 +93,14 @@ def test_gobgp_reports_a_route_its_import_policy_rejected_as_received_not_accept
         # only node-1's own session: node-2's is another speaker's to report, dropped unread
         assert report["sessions"] == [{"speaker": node1.address(1), "routerAddress": router.address, "received": 3, "accepted": 2}]
         assert report["droppedNotOurs"] > 0
+
+        assert router.process is not None
+        router.process.terminate()  # GoBGP goes away and comes back: it reconnects and resends
+        router.process.wait(timeout=15)
+        wait_until(lambda: not _ask(control, "status")["bmp"][0]["connected"], timeout=15, what="the station seeing GoBGP gone")
+        fleet._start_gobgp(router)
+        found = wait_until(verdicts, timeout=60, what="GoBGP's report again after it reconnected")
+        assert [found[name]["accepted"] for name in sorted(SERVICES)] == [True, False, True]
     finally:
         fleet.destroy()
         for n in fleet.nodes:
