@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class Station:
         self.refused = 0  # connections from addresses not listed
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._current: dict[str, asyncio.Task[None]] = {}  # router address -> its connection's task
         self.changed: Callable[[], None] = lambda: None  # called after each message that moved a report
 
     async def start(self) -> None:
@@ -140,15 +142,20 @@ class Station:
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = str(ipaddress.ip_address(writer.get_extra_info("peername")[0]))
         report = self.reports.get(address)
-        if report is None or report.connected_since is not None:
+        if report is None:
             self.refused += 1
-            log.warning("bmp_connection_refused", address=address,
-                        reason="not a listed router" if report is None else "already connected")  # fmt: skip
+            log.warning("bmp_connection_refused", address=address, reason="not a listed router")
             writer.close()
             return
+        earlier = self._current.get(address)
+        if earlier is not None:  # its earlier connection died without a word (no FIN): the new one wins
+            log.info("bmp_router_reconnected", router=address, action="earlier connection closed")
+            self._connections[earlier].close()
+            await asyncio.gather(earlier, return_exceptions=True)
+        _keepalive(writer)
         task = asyncio.current_task()
         assert task is not None
-        self._connections[task] = writer
+        self._connections[task], self._current[address] = writer, task
         report.connected_since, report.disconnected_at, report.peers = time.time(), None, {}
         log.info("bmp_router_connected", router=address)
         try:
@@ -161,6 +168,8 @@ class Station:
             log.warning("bmp_message_invalid", router=address, error=str(exc), action="connection closed")
         finally:
             self._connections.pop(task, None)
+            if self._current.get(address) is task:
+                del self._current[address]
             report.connected_since, report.disconnected_at, report.peers = None, time.time(), {}
             writer.close()
             with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -209,12 +218,14 @@ class Station:
         peer = report.peers.setdefault(key, PeerReport())  # a router may omit the Peer Up (RFC 7854 4.10)
         post = message.peer.post_policy
         rib = peer.post_policy if post else peer.pre_policy
+        first = not (peer.post_policy_reported if post else peer.pre_policy_reported)
         if post:
             peer.post_policy_reported = True
         else:
             peer.pre_policy_reported = True
         before = len(rib)
         rib.difference_update(message.update.withdrawn)
+        moved = len(rib) != before
         room = self.max_prefixes - report.prefixes()
         for prefix in message.update.announced:
             if prefix in rib:
@@ -224,7 +235,20 @@ class Station:
                 continue
             rib.add(prefix)
             room -= 1
-        return len(rib) != before or bool(message.update.announced)
+            moved = True
+        return moved or first
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalives on a router's connection: BMP has no heartbeat of its own, and a router that
+    vanished without closing would otherwise look connected for ever (~90 s to notice, this way)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def router_verdict(

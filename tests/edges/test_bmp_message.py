@@ -215,7 +215,7 @@ def test_verdicts_accepted_rejected_absent_and_pending() -> None:
     assert router_verdict((), ROUTER, OURS, ipaddress.ip_network("198.51.100.1/32"), now=1.0, late=30, waiting_since=1.0) is None
 
 
-def test_only_listed_routers_may_connect_and_a_bad_message_closes_only_that_connection() -> None:
+def test_only_listed_routers_may_connect_a_reconnection_replaces_the_old_one_and_a_bad_message_closes_it() -> None:
     async def scenario() -> tuple[int, RouterReport]:
         station = Station("127.0.0.1", 0, ("127.0.0.2",), is_ours=lambda a: True)
         await station.start()
@@ -228,15 +228,28 @@ def test_only_listed_routers_may_connect_and_a_bad_message_closes_only_that_conn
                     break
                 await asyncio.sleep(0.02)
             writer.close()
+            # a router whose first connection died silently connects again: the new one replaces it
+            stale_reader, stale = await asyncio.open_connection("127.0.0.1", station.port, local_addr=("127.0.0.2", 0))
+            stale.write(bmp(4, struct.pack("!HH", 2, 5) + b"tor-a"))
+            await stale.drain()
+            report = station.reports["127.0.0.2"]
+            for _ in range(100):
+                if report.sys_name == "tor-a":
+                    break
+                await asyncio.sleep(0.02)
             reader, writer = await asyncio.open_connection("127.0.0.1", station.port, local_addr=("127.0.0.2", 0))
+            async with asyncio.timeout(5):
+                assert await stale_reader.read() == b""  # the station closed the earlier one
             writer.write(bmp(4, struct.pack("!HH", 2, 3) + b"tor") + struct.pack("!BIB", 3, 1 << 30, 0))
             await writer.drain()
-            await asyncio.wait_for(reader.read(), 5)  # the station closes it on the lying length
+            async with asyncio.timeout(5):
+                await reader.read()  # the station closes it on the lying length
             writer.close()
-            return station.refused, station.reports["127.0.0.2"]
+            stale.close()
+            return station.refused, report
         finally:
             await station.close()
 
     refused, report = asyncio.run(scenario())
-    assert refused == 1
-    assert report.errors == 1 and "out of bounds" in str(report.last_error) and report.connected_since is None
+    assert refused == 1  # the unlisted address only: a listed router's second connection is taken
+    assert report.sys_name == "tor" and report.errors == 1 and "out of bounds" in str(report.last_error) and report.connected_since is None
