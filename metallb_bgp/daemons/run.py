@@ -149,6 +149,7 @@ class Runner:
     async def reconcile(self, plan: Plan) -> None:
         started = time.monotonic()
         assert self.engine is not None
+        self.truth.track(plan.peers)  # before a new session can come up and be reported
         try:
             await self.engine.set_peers(plan.peers)
         except ExaBGPConfigError as exc:
@@ -156,7 +157,6 @@ class Runner:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
         await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
-        self.truth.track(plan.peers)
         self.plan = plan
         self._save_state()
         if metrics.enabled():  # nobody can scrape them otherwise

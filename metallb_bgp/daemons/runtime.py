@@ -351,6 +351,7 @@ class RouterTruth:
     def __init__(self, listen: tuple[str, int] | None, routers: tuple[str, ...], *, late: float = BMP_LATE) -> None:
         self.late = late
         self._ours: frozenset[IPv4Address | IPv6Address] = frozenset()
+        self._address_of: dict[str, IPv4Address | IPv6Address | None] = {}  # peer name -> our end of its session
         self.station = (Station(listen[0], listen[1], routers, is_ours=lambda address: address in self._ours)
                         if listen is not None else None)  # fmt: skip
         self.version = 0  # moves with each report that changed what a router holds of ours
@@ -365,27 +366,36 @@ class RouterTruth:
         return (self.version, int(time.time() / self.late)) if self.station is not None and self.late > 0 else (0, 0)
 
     async def start(self) -> None:
-        if self.station is not None:
-            metrics.watch_bmp(self.station.samples)
+        """Listen, once `track` has said which sessions are ours: a router sends its table once, when it
+        connects, and what arrives before we know our sessions would be dropped as someone else's
+        (routers retry their connection, so listening late loses nothing). An address that cannot be
+        bound is logged and the station stays off: the routes matter more than the reports."""
+        if self.station is None:
+            return
+        metrics.watch_bmp(self.station.samples)
+        try:
             await self.station.start()
+        except OSError as exc:
+            log.error("bmp_station_not_listening", address=self.station.host, port=self.station.port, error=str(exc))
+            self.station = None
 
     async def close(self) -> None:
         if self.station is not None:
             await self.station.close()
 
     def track(self, peers: Iterable[Peer]) -> None:
-        """The sessions in force: a router's reports of other sessions are not ours (dropped unread)."""
-        self._ours = frozenset(a for a in (self.our_address(p) for p in peers) if a is not None)
-
-    @staticmethod
-    def our_address(peer: Peer) -> IPv4Address | IPv6Address | None:
-        return peer.source_address or route_source(peer.address)
+        """The sessions in force: a router's reports of other sessions are not ours (dropped unread).
+        Each session's local address is looked up here, once per plan, not once per route."""
+        if self.station is None:
+            return
+        self._address_of = {p.name: p.source_address or route_source(p.address) for p in peers}
+        self._ours = frozenset(a for a in self._address_of.values() if a is not None)
 
     def verdict(self, peer: Peer, prefix: Any, session_since: float | None) -> dict[str, Any] | None:
         """What the router of `peer` reports of `prefix` (`bmp.station.router_verdict`), or None."""
         if self.station is None:
             return None
-        ours = self.our_address(peer)
+        ours = self._address_of.get(peer.name)
         if ours is None:
             return None
         reports = self.station.report_of(peer.address)

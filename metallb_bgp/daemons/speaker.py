@@ -360,7 +360,6 @@ class Speaker:
         publisher = asyncio.create_task(self.publisher.run(), name="speaker-status")
         early = asyncio.create_task(self._start_engine_early(stop), name="exabgp-early-start")
         control = await serve_control(self.options.control_socket, self._answer)
-        await self.truth.start()
         log.info("speaker_started", node=self.options.node_name, namespace=self.options.namespace)
         try:
             if not await self._announce_while_listing(stop, wake):
@@ -395,6 +394,7 @@ class Speaker:
         started = time.monotonic()
         plan = self.planner.update(self.source.changes())
         self.problems.update(plan.compiled.errors)
+        self.truth.track(plan.peers)  # before a new session can come up and be reported
         if self.engine is None:
             await self._start_engine(plan.peers, self.planner.node)
         else:
@@ -405,7 +405,6 @@ class Speaker:
         await self.engine.apply(plan.table, touched=self.planner.routes_touched)
         profiles = plan.compiled.config.bfd_profiles  # a new Config gives new peers: `want` recomputes
         await self.bfd.want(plan.peers, lambda: bfd_sessions(plan.peers, profiles))
-        self.truth.track(plan.peers)
         events = node_assigned_events(self.planner.newly_announced, self.planner.services, self.options.node_name)
         self.plan = plan
         self.reconciles += 1
@@ -484,7 +483,10 @@ class Speaker:
             return
         config = config_part(self.source.snapshot())
         node = find_node(config, self.options.node_name)
-        await self._start_engine(node_peers(compile_config(config).config, node), node)
+        peers = node_peers(compile_config(config).config, node)
+        self.truth.track(peers)
+        await self.truth.start()  # the BMP station, now that this node's sessions are known
+        await self._start_engine(peers, node)
 
     async def _start_engine(self, peers: tuple[Peer, ...], node: Node | None) -> None:
         self.engine = engine_for(

@@ -100,3 +100,30 @@ def test_frr_reports_over_bmp_what_its_import_policy_accepted_and_explain_agrees
         run.stop()
         router.stop()
         print(run.log_path.read_text()[-3000:])
+
+
+def test_a_station_that_cannot_listen_is_logged_and_the_routes_still_go_out(short_tmp: Path, bird_factory) -> None:  # type: ignore[no-untyped-def]
+    """The BMP address taken by another program: `run` says so and announces as without a station."""
+    import socket
+
+    from bird import Speaker
+
+    router = bird_factory(asn=64501, port=free_peer_port())
+    router.add_speaker(Speaker(name="speaker", address=SPEAKER, asn=64500)).start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        manifests = short_tmp / "manifests"
+        manifests.mkdir()
+        (manifests / "pool.yaml").write_text(POOL)
+        (manifests / "peer.yaml").write_text(router_peer(router.port))
+        (manifests / "adv.yaml").write_text(ADVERTISEMENT.format(community="64500:1"))
+        (manifests / "web.yaml").write_text(service_manifest("web", endpoint_node="node-a"))
+        run = Run(manifests, short_tmp / "run", short_tmp / "state.json", "--bmp-listen",
+                  f"127.0.0.1:{taken.getsockname()[1]}", "--bmp-router", "127.0.0.1")  # fmt: skip
+        try:
+            router.wait_routes(lambda routes: len(routes) == 1, what="web's /32 at BIRD")
+            assert [e for e in run.events() if e["event"] == "bmp_station_not_listening"]
+            assert "bmp" not in _ask(run, "status")
+        finally:
+            run.stop()
