@@ -334,8 +334,8 @@ def test_custom_values_reach_the_pods(rendered: dict[str, str]) -> None:
     assert {"--exabgp-prefixes-per-command=200", "--exabgp-reactor-speed=0.2"} <= set(speaker_args)
     assert not any(a.startswith(("--exabgp-commands-in-flight", "--exabgp-ack-timeout")) for a in speaker_args)
     assert "--lease-duration=30" in controller_pod["containers"][0]["args"]
-    # the BMP station on the node's own address, for the listed routers only; nothing listens by default
-    assert ["--bmp-listen=$(HOST_IP):11020", "--bmp-router=192.0.2.1", "--bmp-router=2001:db8::1", "--bmp-late=45s"] == [
+    # the BMP station on the node's own address (bracketed: an IPv6 node too), for the listed routers only; nothing listens by default
+    assert ["--bmp-listen=[$(HOST_IP)]:11020", "--bmp-router=192.0.2.1", "--bmp-router=2001:db8::1", "--bmp-late=45s"] == [
         a for a in speaker_args if a.startswith("--bmp-")]  # fmt: skip
     assert not any(a.startswith("--bmp-") for a in default_speaker["containers"][0]["args"])
 
