@@ -125,3 +125,21 @@ def test_run_refuses_a_watch_step_below_one_millisecond(tmp_path: Path) -> None:
     result = cli("run", "--manifests", "examples", "--node", "demo-node", "--watch-step-ms", "0", "--workdir", str(tmp_path))
     assert result.returncode == 2
     assert "--watch-step-ms: 0 is not a positive number" in result.stderr
+
+
+def test_the_bmp_flags_are_refused_when_they_cannot_work(tmp_path: Path) -> None:
+    """A station needs an address and the routers that may connect; a router list needs a station;
+    the address is an IP (with an optional port, an IPv6 one in brackets) and the lateness a duration."""
+    base = ("run", "--manifests", "examples", "--node", "demo-node", "--workdir", str(tmp_path))
+    for flags, code, complaint in [
+        (("--bmp-listen", "127.0.0.1"), 1, "--bmp-listen needs at least one --bmp-router"),
+        (("--bmp-router", "192.0.2.1"), 1, "--bmp-router needs --bmp-listen"),
+        (("--bmp-listen", "tor-a:11019", "--bmp-router", "192.0.2.1"), 2, "not an IP address"),
+        (("--bmp-listen", "[fd00::1]:70000", "--bmp-router", "192.0.2.1"), 2, "port 70000 out of range"),
+        (("--bmp-listen", "127.0.0.1", "--bmp-router", "tor-a"), 2, "--bmp-router"),
+        (("--bmp-listen", "127.0.0.1", "--bmp-router", "192.0.2.1", "--bmp-late", "30"), 2, "--bmp-late"),
+    ]:
+        result = cli(*base, *flags)
+        assert result.returncode == code, (flags, result.stderr)
+        assert complaint in result.stderr, (flags, result.stderr)
+        assert "Traceback" not in result.stderr
