@@ -5,9 +5,9 @@ received it and accepted it", "received it and its import policy rejected it", o
 
 What it does not do: it is no collector. Messages about neighbours that are not our speakers (a
 router's transit sessions, a full Internet table) are counted and dropped from their per-peer header
-alone, before their UPDATE is decoded; a router may keep at most `max_prefixes` of ours, the rest is
-counted and dropped. Only the routers listed (by the address they connect from) may connect; each
-connection's messages are bounded by `message.MAX_MESSAGE`. A router that disconnects loses its
+alone, before their UPDATE is decoded; a router may keep at most `max_prefixes` of ours in at most
+`MAX_SESSIONS` sessions, the rest is counted and dropped. Only the routers listed (by the address
+they connect from) may connect; each connection's messages are bounded by `message.MAX_MESSAGE`. A router that disconnects loses its
 report (it resends all of it when it reconnects: RFC 7854 section 5); a session it reports down
 (Peer Down) holds nothing of ours any more.
 """
@@ -41,6 +41,7 @@ from metallb_bgp.bmp.message import (
 log = structlog.get_logger("metallb_bgp.bmp")
 
 MAX_PREFIXES = 200_000  # per router, of ours: 20 sessions of 10,000 services
+MAX_SESSIONS = 256  # per router, of ours (a session per VRF at most, in practice a handful)
 
 
 @dataclass
@@ -205,6 +206,9 @@ class Station:
         if message.type is MessageType.TERMINATION or message.peer is None:
             return False
         key = message.peer.key
+        if key not in report.peers and len(report.peers) >= MAX_SESSIONS:  # ours, under ever new distinguishers
+            report.dropped_over_limit += 1
+            return False
         if message.type is MessageType.PEER_UP:
             report.peers[key] = PeerReport(
                 local_address=message.local_address, router_id=message.sent_open.bgp_id if message.sent_open else None,

@@ -184,6 +184,14 @@ def test_a_full_table_from_another_session_is_dropped_unread_and_ours_is_kept_wi
     ours = tuple(f"198.51.{i // 256}.{i % 256}/32" for i in range(600))
     station.take(report, route_monitoring(OURS, update(ours)))
     assert report.prefixes() == 500 and report.dropped_over_limit == 100
+    # our address under ever new peer distinguishers: at most MAX_SESSIONS sessions are kept
+    from metallb_bgp.bmp.station import MAX_SESSIONS
+
+    for i in range(MAX_SESSIONS + 10):
+        message = bytearray(peer_up(OURS, ROUTER))
+        message[8:16] = i.to_bytes(8, "big")  # the per-peer header's distinguisher
+        station.take(report, bytes(message))
+    assert len(report.peers) == MAX_SESSIONS and report.dropped_over_limit == 100 + 10  # distinguisher 0 was there
 
 
 def test_verdicts_accepted_rejected_absent_and_pending() -> None:
