@@ -7,9 +7,9 @@ What it does not do: it is no collector. Messages about neighbours that are not 
 router's transit sessions, a full Internet table) are counted and dropped from their per-peer header
 alone, before their UPDATE is decoded; a router may keep at most `max_prefixes` of ours in at most
 `MAX_SESSIONS` sessions, the rest is counted and dropped. Only the routers listed (by the address
-they connect from) may connect; each connection's messages are bounded by `message.MAX_MESSAGE`. A router that disconnects loses its
-report (it resends all of it when it reconnects: RFC 7854 section 5); a session it reports down
-(Peer Down) holds nothing of ours any more.
+they connect from) may connect; each connection's messages are bounded by `message.MAX_MESSAGE`.
+A router that disconnects loses its report (it resends all of it when it reconnects: RFC 7854
+section 5); a session it reports down (Peer Down) holds nothing of ours any more.
 """
 
 from __future__ import annotations
