@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="time between election attempts (at least 1)")
     controller.add_argument("--no-leader-election", action="store_true",
                             help="write without a Lease (only ever run one controller like this)")
+    _bmp_flags(controller)
     _logging_flags(controller)
 
     speaker = sub.add_parser("speaker", help="Kubernetes mode: announce this node's service IPs over BGP (ExaBGP)")
@@ -296,6 +297,10 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from metallb_bgp.observe import logs
 
     logs.configure(level=args.log_level, fmt=args.log_format)
+    problem = _bmp_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     if not _serve_metrics(args):
         return 1
     timings = LeaseTimings(args.lease_duration, args.renew_deadline, args.retry_period)
@@ -309,6 +314,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
         identity=args.identity or default_identity(),
         timings=timings,
         leader_election=not args.no_leader_election,
+        bmp_listen=args.bmp_listen,
+        bmp_routers=tuple(str(r) for r in args.bmp_router),
+        bmp_late=args.bmp_late,
     )
     asyncio.run(run_controller(_kube_client(args, "controller"), options))
     return 0

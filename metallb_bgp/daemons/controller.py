@@ -51,8 +51,10 @@ from metallb_bgp.core.snapshot import DEFAULT_NAMESPACE
 from metallb_bgp.core.writes import Body, EventSpec, WriteResult
 from metallb_bgp.daemons.gc import GcPolicy
 from metallb_bgp.daemons.runtime import (
+    BMP_LATE,
     ClusterSource,
     ProblemLog,
+    RouterTruth,
     SourceFactory,
     Wakeup,
     kubernetes_source,
@@ -91,6 +93,9 @@ class ControllerOptions:
     retry_max: float = 30.0
     event_qps: float = EVENT_QPS  # Events written (kube.writer.EventPacer)
     event_burst: int = EVENT_BURST
+    bmp_listen: tuple[str, int] | None = None  # a BMP station for the whole fleet (off when None)
+    bmp_routers: tuple[str, ...] = ()
+    bmp_late: float = BMP_LATE
 
 
 @dataclass
@@ -148,6 +153,9 @@ class Controller:
         self.was_leading = False
         self.retry_delay: float | None = None
         self.reconciles = 0
+        # what the routers received and accepted from every speaker, as metrics (one BMP target per
+        # router); per service it is each speaker's own station that says (ServiceBGPStatus)
+        self.truth = RouterTruth(options.bmp_listen, options.bmp_routers, late=options.bmp_late)
 
     # the loop -------------------------------------------------------------------------------------
 
@@ -165,6 +173,8 @@ class Controller:
                 return
             log.info("cluster_synced")
             metrics.mark_ready()
+            self.truth.track_cluster(self.source.snapshot())
+            await self.truth.start()  # once the speakers' addresses are known: see RouterTruth.start
             await self.reconcile()
             heap.release(freeze=True)
             while not stop.is_set():
@@ -173,6 +183,7 @@ class Controller:
                     await self.reconcile()
                     heap.settle()
         finally:
+            await self.truth.close()
             heap.release(freeze=False)
             await asyncio.to_thread(self.elector.stop)
             self.source.stop()
@@ -181,6 +192,7 @@ class Controller:
     async def reconcile(self) -> None:
         """One pass: if leading, compute from a fresh snapshot and write what differs."""
         assert self.source is not None
+        self.truth.track_cluster(self.source.snapshot())  # new nodes' sessions are reported from the start
         leading = self.elector.leading
         if leading != self.was_leading:
             log.info("leadership_changed", leading=leading, identity=self.options.identity)

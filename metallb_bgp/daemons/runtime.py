@@ -13,7 +13,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -390,6 +390,19 @@ class RouterTruth:
             return
         self._address_of = {p.name: p.source_address or route_source(p.address) for p in peers}
         self._ours = frozenset(a for a in self._address_of.values() if a is not None)
+
+    def track_cluster(self, snapshot: ClusterSnapshot) -> None:
+        """The controller's station: every node's addresses (InternalIP, ExternalIP) and every
+        BGPPeer's sourceAddress are the speakers' ends of their sessions."""
+        if self.station is None:
+            return
+        found: set[IPv4Address | IPv6Address] = set()
+        texts = [a.address for node in snapshot.nodes for a in node.status.addresses if a.type in ("InternalIP", "ExternalIP")]
+        texts += [peer.spec.source_address for peer in snapshot.peers if peer.spec.source_address]
+        for text in texts:
+            with contextlib.suppress(ValueError):
+                found.add(ip_address(text))
+        self._ours = frozenset(found)
 
     def verdict(self, peer: Peer, prefix: Any, session_since: float | None) -> dict[str, Any] | None:
         """What the router of `peer` reports of `prefix` (`bmp.station.router_verdict`), or None."""

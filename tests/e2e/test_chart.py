@@ -56,6 +56,7 @@ VALUE_SETS: dict[str, Doc] = {
             "apiServerCIDRs": ["10.0.0.1/32", "192.0.2.10/32"],
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
         },
+        "controller": {"bmp": {"enabled": True, "routers": ["192.0.2.1", "2001:db8::1"], "service": {"type": "NodePort"}}},
     },
     "custom": {
         "loadBalancerClass": "example.com/bgp",
@@ -94,7 +95,7 @@ VALUE_SETS: dict[str, Doc] = {
     },
 }
 
-DOWNWARD_API = {"$(NODE_NAME)": "node-1", "$(POD_NAME)": "controller-0", "$(HOST_IP)": "192.0.2.10"}
+DOWNWARD_API = {"$(NODE_NAME)": "node-1", "$(POD_NAME)": "controller-0", "$(HOST_IP)": "192.0.2.10", "$(POD_IP)": "10.244.0.7"}
 
 
 def _missing(what: str, remedy: str) -> None:
@@ -234,6 +235,7 @@ def test_the_default_rendering_matches_the_golden_file(rendered: dict[str, str])
     ({"networkPolicy": {"metricsFrom": [{"podSelectors": {}}]}}, "podSelectors"),
     ({"speaker": {"bmp": {"routers": ["tor-a"]}}}, "routers"),
     ({"speaker": {"bmp": {"late": "30"}}}, "late"),
+    ({"controller": {"bmp": {"service": {"type": "ExternalName"}}}}, "type"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_a_mistyped_value_fails_the_render(helm: Path, tmp_path: Path, values: Doc, complaint: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), values=values, tmp=tmp_path)
@@ -246,6 +248,7 @@ def test_a_mistyped_value_fails_the_render(helm: Path, tmp_path: Path, values: D
     ({"controller": {"replicas": 2, "leaderElection": {"enabled": False}}}, "needs controller.leaderElection.enabled"),
     ({"controller": {"leaderElection": {"renewDeadline": 20}}}, "retryPeriod < renewDeadline < leaseDuration"),
     ({"speaker": {"bmp": {"enabled": True}}}, "needs speaker.bmp.routers"),
+    ({"controller": {"bmp": {"enabled": True}}}, "needs controller.bmp.routers"),
 ])
 def test_a_contradictory_value_fails_the_render_with_a_reason(helm: Path, tmp_path: Path, values: Doc, complaint: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), values=values, tmp=tmp_path)
@@ -303,9 +306,9 @@ def test_probes_and_metrics_port_follow_the_metrics_switch(rendered: dict[str, s
         if enabled:
             assert container["ports"][0] == {"name": "monitoring", "containerPort": 7472, "protocol": "TCP"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitoring"}
-        bmp = [port for port in container.get("ports", []) if port["name"] == "bmp"]
-        assert bmp == ([{"name": "bmp", "containerPort": 11020, "protocol": "TCP"}]
-                       if value_set == "custom" and container["name"] == "speaker" else []), name  # fmt: skip
+        bmp = [port["containerPort"] for port in container.get("ports", []) if port["name"] == "bmp"]
+        expected = {("custom", "speaker"): [11020], ("network-policy", "controller"): [11019]}
+        assert bmp == expected.get((value_set, container["name"]), []), name
 
 
 def test_custom_values_reach_the_pods(rendered: dict[str, str]) -> None:
@@ -470,7 +473,30 @@ def test_the_network_policy_lets_the_controller_reach_only_the_api_server(render
                                  "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "192.0.2.10/32"}}]}]
     assert policy["ingress"][0]["ports"] == [{"port": "monitoring", "protocol": "TCP"}]
     assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    # the controller's BMP station (controller.bmp) is reached by the listed routers only
+    assert policy["ingress"][1] == {"ports": [{"port": "bmp", "protocol": "TCP"}],
+                                    "from": [{"ipBlock": {"cidr": "192.0.2.1/32"}}, {"ipBlock": {"cidr": "2001:db8::1/128"}}]}  # fmt: skip
     assert not [d for d in documents(rendered["default"]) if d["kind"] == "NetworkPolicy"]
+
+
+def test_the_controllers_bmp_station_listens_on_its_pod_ip_behind_a_service_only_when_enabled(rendered: dict[str, str]) -> None:
+    docs = documents(rendered["network-policy"])
+    pod = one(docs, "Deployment", "-controller")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert [a for a in container["args"] if a.startswith("--bmp-")] == [
+        "--bmp-listen=[$(POD_IP)]:11019", "--bmp-router=192.0.2.1", "--bmp-router=2001:db8::1", "--bmp-late=30s"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    assert {"name": "bmp", "containerPort": 11019, "protocol": "TCP"} in container["ports"]
+    service = one(docs, "Service", "-bmp")["spec"]
+    assert service["type"] == "NodePort" and service["externalTrafficPolicy"] == "Local"
+    assert service["ports"] == [{"name": "bmp", "port": 11019, "targetPort": "bmp", "protocol": "TCP"}]
+    assert service["selector"]["app.kubernetes.io/component"] == "controller"
+    for value_set in ("default", "custom", "minimal"):
+        docs = documents(rendered[value_set])
+        assert not [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-bmp")]
+        for _name, spec in pod_specs(docs):
+            if spec["containers"][0]["name"] == "controller":
+                assert not any(a.startswith("--bmp-") for a in spec["containers"][0]["args"])
 
 
 # --- against the fake API server --------------------------------------------------------------------------

@@ -637,3 +637,37 @@ def test_a_speakers_bmp_station_puts_what_frr_accepted_in_the_service_bgp_status
         assert [r["router"]["accepted"] for r in node["routes"]] == [False]
     finally:
         router.stop()
+
+
+def test_the_controllers_bmp_station_counts_what_each_router_accepted_from_each_speaker(harness: Harness, short_tmp: Path) -> None:
+    """One BMP target per router for the whole fleet (the chart's controller.bmp): FRR reports to the
+    controller, whose metrics say per router and speaker what it received and accepted (the speakers'
+    addresses are the BGPPeers' sourceAddresses and the Nodes' addresses); FRR gone, connected is 0
+    and no count is left standing."""
+    from frr import FrrRouter
+
+    station, metrics_port = free_peer_port(), free_peer_port()
+    router = FrrRouter(short_tmp / "frr", asn=ROUTER_ASN, allow_martian=True, port=free_peer_port(),
+                       bmp_station=("127.0.0.4", station), import_deny=(str(SECOND),))  # fmt: skip
+    router.add_neighbor(NODES["node-a"], NODE_ASN).start()
+    try:
+        harness.api.custom.patch_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "router-a",
+                                                          {"spec": {"peerPort": router.port}})  # fmt: skip
+        harness.controller("c1", "--bmp-listen", f"127.0.0.4:{station}", "--bmp-router", "127.0.0.1",
+                           "--metrics-address", f"127.0.0.1:{metrics_port}")  # fmt: skip
+        harness.speaker("node-a")
+        for name in ("web", "db"):
+            harness.api.service(name)
+        wait_until(lambda: str(FIRST) in router.routes(), timeout=30, what="the first /32 at FRR")
+        labels = frozenset({("router", "test-frr"), ("speaker", NODES["node-a"])})
+        accepted, received = ("metallb_bgp_router_accepted_prefixes", labels), ("metallb_bgp_router_received_prefixes", labels)
+        connected = ("metallb_bgp_bmp_router_connected", frozenset({("router", "127.0.0.1")}))
+        wait_until(lambda: _scrape(metrics_port).get(accepted) == 1, timeout=30, what="FRR's one accepted /32 in the metrics")
+        found = _scrape(metrics_port)
+        assert found[connected] == 1 and found[received] in (1, 2)  # FRR's pre-policy stream: see test_bmp_station
+        assert len(router.routes()) == 1  # what FRR's own RIB holds
+        router.stop()
+        wait_until(lambda: _scrape(metrics_port).get(connected) == 0, timeout=20, what="connected 0 with FRR gone")
+        assert accepted not in _scrape(metrics_port)
+    finally:
+        router.stop()
