@@ -71,6 +71,7 @@ class RouterReport:
     messages: int = 0
     dropped_not_ours: int = 0  # messages about sessions that are not ours
     dropped_over_limit: int = 0  # prefixes of ours past `max_prefixes`
+    dropped_unknown: int = 0  # messages of a type this station does not know
     errors: int = 0
     last_error: str | None = None
 
@@ -127,7 +128,8 @@ class Station:
                     found["accepted"][(name, str(address))] = len(peer.post_policy)
             found["connected"][(r.address,)] = float(r.connected_since is not None)
             found["messages"][(r.address,)] = r.messages
-            for reason, count in (("not_ours", r.dropped_not_ours), ("over_limit", r.dropped_over_limit), ("invalid", r.errors)):
+            for reason, count in (("not_ours", r.dropped_not_ours), ("over_limit", r.dropped_over_limit),
+                                  ("unknown_type", r.dropped_unknown), ("invalid", r.errors)):
                 found["dropped"][(r.address, reason)] = count
         return found
 
@@ -189,6 +191,9 @@ class Station:
     def take(self, report: RouterReport, data: bytes) -> bool:
         """One whole message into `report`; True if what it holds of ours moved."""
         kind = data[5]
+        if kind > max(MessageType):  # a type from a later draft: skipped by its length (RFC 7854 4.1)
+            report.dropped_unknown += 1
+            return False
         peer: PeerHeader | None = None
         if kind not in (MessageType.INITIATION, MessageType.TERMINATION):
             peer = peer_header(data)

@@ -173,7 +173,7 @@ class Controller:
                 return
             log.info("cluster_synced")
             metrics.mark_ready()
-            self.truth.track_cluster(self.source.snapshot())
+            self.truth.track_cluster(self.source.snapshot)
             await self.truth.start()  # once the speakers' addresses are known: see RouterTruth.start
             await self.reconcile()
             heap.release(freeze=True)
@@ -192,7 +192,7 @@ class Controller:
     async def reconcile(self) -> None:
         """One pass: if leading, compute from a fresh snapshot and write what differs."""
         assert self.source is not None
-        self.truth.track_cluster(self.source.snapshot())  # new nodes' sessions are reported from the start
+        self.truth.track_cluster(self.source.snapshot)  # new nodes' sessions are reported from the start
         leading = self.elector.leading
         if leading != self.was_leading:
             log.info("leadership_changed", leading=leading, identity=self.options.identity)

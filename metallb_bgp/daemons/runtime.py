@@ -391,11 +391,13 @@ class RouterTruth:
         self._address_of = {p.name: p.source_address or route_source(p.address) for p in peers}
         self._ours = frozenset(a for a in self._address_of.values() if a is not None)
 
-    def track_cluster(self, snapshot: ClusterSnapshot) -> None:
+    def track_cluster(self, snapshot_of: Callable[[], ClusterSnapshot]) -> None:
         """The controller's station: every node's addresses (InternalIP, ExternalIP) and every
-        BGPPeer's sourceAddress are the speakers' ends of their sessions."""
+        BGPPeer's sourceAddress are the speakers' ends of their sessions. `snapshot_of` is called only
+        when a station runs: the controller's pass pays nothing for it otherwise."""
         if self.station is None:
             return
+        snapshot = snapshot_of()
         found: set[IPv4Address | IPv6Address] = set()
         texts = [a.address for node in snapshot.nodes for a in node.status.addresses if a.type in ("InternalIP", "ExternalIP")]
         texts += [peer.spec.source_address for peer in snapshot.peers if peer.spec.source_address]
@@ -427,15 +429,13 @@ class RouterTruth:
 
 
 def _router_entry(r: RouterReport, since: str | None) -> dict[str, Any]:
-    return {
-            "address": r.address, "sysName": r.sys_name, "connected": r.connected_since is not None, "since": since,
-            "sessions": [{"speaker": str(a), "routerAddress": str(p.local_address) if p.local_address else None,
-                          "received": len(p.pre_policy) if p.pre_policy_reported else None,
-                          "accepted": len(p.post_policy) if p.post_policy_reported else None}
-                         for (_d, a), p in sorted(r.peers.items(), key=lambda i: str(i[0][1]))],
-            "messages": r.messages, "droppedNotOurs": r.dropped_not_ours, "droppedOverLimit": r.dropped_over_limit,
-            "invalid": r.errors, "lastError": r.last_error,
-        }  # fmt: skip
+    sessions = [{"speaker": str(a), "routerAddress": str(p.local_address) if p.local_address else None,
+                 "received": len(p.pre_policy) if p.pre_policy_reported else None,
+                 "accepted": len(p.post_policy) if p.post_policy_reported else None}
+                for (_d, a), p in sorted(r.peers.items(), key=lambda i: str(i[0][1]))]  # fmt: skip
+    return {"address": r.address, "sysName": r.sys_name, "connected": r.connected_since is not None, "since": since,
+            "sessions": sessions, "messages": r.messages, "droppedNotOurs": r.dropped_not_ours,
+            "droppedOverLimit": r.dropped_over_limit, "invalid": r.errors, "lastError": r.last_error}  # fmt: skip
 
 
 def router_of(peers: Iterable[Peer], engine: ExaBGPEngine, truth: RouterTruth) -> Callable[[RouteKey], dict[str, Any] | None]:

@@ -210,7 +210,8 @@ BMP_CONNECTED = ScrapedMetric("metallb_bgp_bmp_router_connected", "gauge",
 BMP_MESSAGES = ScrapedMetric("metallb_bgp_bmp_messages", "counter", "BMP messages received from the router", ("router",))
 BMP_DROPPED = ScrapedMetric("metallb_bgp_bmp_dropped", "counter",
                             "BMP messages (`not_ours`: about sessions that are not our speakers') and prefixes "
-                            "(`over_limit`) the station dropped, and messages that did not decode (`invalid`)",
+                            "(`over_limit`) the station dropped, messages of a type it does not know (`unknown_type`), "
+                            "and messages that did not decode (`invalid`)",
                             ("router", "reason"))
 for _scraped in (PENDING, UPDATES, EXABGP_RESTARTS, K8S_UPDATES, K8S_UPDATE_ERRORS, SPEAKER_ANNOUNCED,
                  ROUTER_RECEIVED, ROUTER_ACCEPTED, BMP_CONNECTED, BMP_MESSAGES, BMP_DROPPED):

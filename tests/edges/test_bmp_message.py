@@ -194,6 +194,14 @@ def test_a_full_table_from_another_session_is_dropped_unread_and_ours_is_kept_wi
     assert len(report.peers) == MAX_SESSIONS and report.dropped_over_limit == 100 + 10  # distinguisher 0 was there
 
 
+def test_a_message_of_a_type_from_a_later_draft_is_skipped_not_fatal() -> None:
+    station, report = _station()
+    report.connected_since = 1.0
+    assert not station.take(report, bmp(9, per_peer(OURS) + b"whatever a later draft says"))
+    assert report.dropped_unknown == 1 and report.errors == 0
+    assert station.take(report, peer_up(OURS, ROUTER))  # and the stream goes on
+
+
 def test_verdicts_accepted_rejected_absent_and_pending() -> None:
     station, report = _station()
     report.connected_since, report.sys_name = 1.0, "tor-a"
